@@ -1,0 +1,89 @@
+"""Data loaders for every data set, behind one registry.
+
+``get_dataset(name, split, data_root)`` builds a data set whose samples are ``(inputs, targets)``:
+lists of ``n_inputs`` and ``n_outputs`` float tensors ``3 x H x W``, RGB in [0, 1], in time order;
+``dataset.sample_id(index)`` names a sample. ``get_loader`` wraps one in a DataLoader with a
+DistributedSampler (one replica unless ``distributed``), and ``set_epoch`` picks the epoch that
+both the shuffling and the augmentation draw from."""
+import logging
+
+import cv2
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import custom, davis, demo, gopro, middlebury, ucf101, vimeo90k_septuplet
+from .errors import DatasetError
+from .options import SPLITS, make_options
+
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "get_dataset", "get_loader", "set_epoch"]
+
+log = logging.getLogger(__name__)
+
+DATASETS = {
+    "vimeo90K_septuplet": vimeo90k_septuplet.build,
+    "gopro": gopro.build,
+    "ucf101": ucf101.build,
+    "davis": davis.build,
+    "middlebury": middlebury.build,
+    "custom": custom.build,
+    "demo": demo.build,
+}
+
+
+def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_frames="1357",
+                crop_size=None, augment=None, val_fraction=0.1, seed=0):
+    """Build data set ``name`` for ``split`` ('train', 'val' or 'test'); DatasetError on bad input.
+
+    ``crop_size`` (int or (h, w), multiples of 8): training crop, default 256 (demo 128); at test
+    time the FLAVR crop of the data set (GoPro 512, UCF101 224, DAVIS 480x840, others full frames).
+    A crop larger than the frame is clamped to it and cut to a multiple of 8 (Middlebury keeps odd
+    sizes). ``augment`` defaults to True for 'train' only. ``input_frames`` is Vimeo's choice of
+    inputs; ``val_fraction`` the clips the custom set holds out; ``seed`` seeds the augmentation."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown data set '{name}': choose one of {', '.join(DATASETS)}")
+    options = make_options(split, n_inputs=n_inputs, n_outputs=n_outputs, input_frames=input_frames,
+                           crop_size=crop_size, augment=augment, val_fraction=val_fraction, seed=seed)
+    dataset = DATASETS[name](split, data_root, options)
+    log.info("%s %s: %d samples from %s", name, split, len(dataset), dataset.root)
+    return dataset
+
+
+def _replicas(distributed):
+    """(num_replicas, rank) from torch.distributed when ``distributed``, else (1, 0)."""
+    if not distributed:
+        return 1, 0
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("distributed=True needs torch.distributed.init_process_group() first")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def _init_worker(worker_id):
+    cv2.setNumThreads(1)  # the DataLoader workers already run in parallel
+
+
+def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
+               distributed=False, seed=0, drop_last=None, **dataset_kwargs):
+    """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``.
+
+    Every loader samples through a DistributedSampler (this process's shard when ``distributed``),
+    shuffled by default for 'train' only, in an order fixed by (seed, epoch). ``drop_last`` defaults
+    to True for 'train' unless that would leave no batch at all. Call ``set_epoch`` every epoch."""
+    dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
+    num_replicas, rank = _replicas(distributed)
+    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
+                                 shuffle=(split == "train") if shuffle is None else shuffle, seed=seed)
+    if drop_last is None:
+        drop_last = split == "train" and len(sampler) >= batch_size
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=_init_worker if num_workers > 0 else None)
+
+
+def set_epoch(loader, epoch):
+    """Set the epoch of the loader's sampler (shuffle order) and data set (augmentation draws).
+
+    Call it before iterating; workers are restarted every epoch (no persistent workers), so they
+    see the new epoch."""
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)

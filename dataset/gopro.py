@@ -1,0 +1,20 @@
+"""GoPro: ``ROOT/{train,test}/<video>/<frames sorted by name>``; windows as in ``windows.py``
+with factor = n_outputs + 1 (8x: 25-frame windows every 8 frames). 'val' reads the test set.
+Test frames are centre-cropped to 512x512 as in FLAVR."""
+import os
+
+from .errors import require_data_root
+from .windows import WindowDataset, WindowLayout, frame_folder_spans
+
+NAME = "gopro"
+TEST_CROP = (512, 512)
+
+
+def build(split, data_root, options):
+    """GoPro windows of the ``train`` or ``test`` folder."""
+    root = require_data_root(NAME, data_root)
+    folder = os.path.join(root, "train" if split == "train" else "test")
+    return WindowDataset(frame_folder_spans(folder, f"GoPro {os.path.basename(folder)} folder"),
+                         WindowLayout(options.n_inputs, options.factor), root=folder,
+                         crop_hw=options.crop_for(test_default=TEST_CROP), augment=options.augment,
+                         seed=options.seed)

@@ -1,0 +1,98 @@
+"""One model builder for every script: a configuration dict -> FLAVR (full precision) or binary FLAVR.
+
+The configuration travels inside every checkpoint, so any script can rebuild the exact model.
+"""
+import logging
+from dataclasses import dataclass, field
+
+from model import FLAVR_arch, binFLAVR_arch
+from model.summary import model_summary
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("binary", "flavr")
+DEFAULT_CONFIG = {
+    "arch": "binary",          # "binary": XNOR binary FLAVR; "flavr": full-precision FLAVR
+    "block": "unet_18",        # unet_18 | unet_34
+    "n_inputs": 4,
+    "n_outputs": 1,            # factor - 1: 1 for 2x, 3 for 4x, 7 for 8x
+    "batchnorm": False,
+    "joinType": "concat",
+    "upmode": "transpose",
+    "bin_downsample": False,   # binary 1x1x1 shortcut convs (binary arch only)
+    "base_channels": 64,       # FLAVR's width; smaller gives narrow variants (quick tests)
+}
+
+
+def model_config(**overrides):
+    """``DEFAULT_CONFIG`` updated by ``overrides``; unknown keys or archs are a ValueError."""
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown model options {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+    config = {**DEFAULT_CONFIG, **overrides}
+    if config["arch"] not in ARCHS:
+        raise ValueError(f"arch={config['arch']!r} is not one of {', '.join(ARCHS)}")
+    return config
+
+
+def build_model(config, log_summary=True):
+    """Build the model a configuration (see ``DEFAULT_CONFIG``) describes, on CPU."""
+    config = model_config(**config)
+    common = dict(block=config["block"], n_inputs=config["n_inputs"], n_outputs=config["n_outputs"],
+                  batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
+                  base_channels=config["base_channels"])
+    if config["arch"] == "binary":
+        model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"])
+    else:
+        model = FLAVR_arch.UNet_3D_3D(**common)
+    model.config = config
+    if log_summary:
+        log.info("%s", model_summary(model, describe_config(config)))
+    return model
+
+
+def describe_config(config):
+    """``binary unet_18 2x (4 inputs)``."""
+    return f"{config['arch']} {config['block']} {config['n_outputs'] + 1}x ({config['n_inputs']} inputs)"
+
+
+def strip_module_prefix(state_dict):
+    """Drop the ``module.`` prefix that DataParallel / DDP checkpoints carry."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+@dataclass
+class TransferReport:
+    """What ``transfer_weights`` copied and what it could not."""
+    copied: list = field(default_factory=list)
+    missing: list = field(default_factory=list)      # in the model, not in the checkpoint
+    unused: list = field(default_factory=list)       # in the checkpoint, not in the model
+    mismatched: list = field(default_factory=list)   # same key, other shape
+
+    def summary(self):
+        lines = [f"initialised {len(self.copied)} tensors from the checkpoint"]
+        for label, keys in (("not in the checkpoint (kept their initialisation)", self.missing),
+                            ("in the checkpoint but not in this model (ignored)", self.unused),
+                            ("shape differs (kept their initialisation)", self.mismatched)):
+            if keys:
+                shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
+                lines.append(f"{len(keys)} {label}: {shown}")
+        return "\n".join(lines)
+
+
+def transfer_weights(model, state_dict):
+    """Copy every tensor whose key and shape exist in both (full precision <-> binary, release
+    checkpoints with ``module.`` keys included) and report what was and was not loaded."""
+    source = strip_module_prefix(state_dict)
+    target = model.state_dict()
+    report = TransferReport()
+    for key, value in target.items():
+        if key not in source:
+            report.missing.append(key)
+        elif tuple(source[key].shape) != tuple(value.shape):
+            report.mismatched.append(key)
+        else:
+            value.copy_(source[key])
+            report.copied.append(key)
+    report.unused = [k for k in source if k not in target]
+    return report

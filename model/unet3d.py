@@ -1,0 +1,212 @@
+"""FLAVR's 3D U-Net, built once and parameterised by a convolution policy.
+
+``ConvPolicy`` says which class builds each convolution role. The full-precision model
+(``model/FLAVR_arch.py``) and the binary model (``model/binFLAVR_arch.py``) are this network with
+different policies, so their state-dict keys coincide wherever a weight has the same role.
+Module names follow FLAVR exactly (``encoder.layer1.0.conv1.0.weight``, ``decoder.1.upconv.0.weight``,
+``feature_fuse.conv.0.weight``, ``outconv.1.weight``...), so FLAVR's release checkpoints load
+with ``strict=True``.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
+STAGE_WIDTHS = (1, 2, 4, 8)  # encoder stage channels = base_channels * width (FLAVR: 64 ... 512)
+JOIN_TYPES = ("concat", "add", "none")
+UP_MODES = ("transpose", "upsample")
+
+
+@dataclass(frozen=True)
+class ConvPolicy:
+    """Which class builds each convolution role (each takes ``in, out, kernel, stride, padding,
+    bias=``)."""
+    block_conv: type       # 3x3x3 convs of the encoder's basic blocks
+    downsample_conv: type  # 1x1x1 shortcut convs where channels or stride change
+    decoder_conv: type     # 3x3x3 decoder convs
+    decoder_upconv: type   # (3,4,4) stride (1,2,2) transposed decoder convs
+
+
+class FeatureGating(nn.Module):
+    """SE-style gating: ``x * sigmoid(conv1x1x1(avgpool(x)))``, x ``B x C x T x H x W``."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.attn_layer = nn.Sequential(nn.Conv3d(channels, channels, 1, bias=True), nn.Sigmoid())
+
+    def forward(self, x):
+        return x * self.attn_layer(self.pool(x))
+
+
+def _maybe_bn(channels, batchnorm):
+    return [nn.BatchNorm3d(channels)] if batchnorm else []
+
+
+class BasicBlock(nn.Module):
+    """R3D basic block with feature gating; spatial stride ``stride``, temporal stride 1."""
+
+    def __init__(self, policy, in_ch, out_ch, stride, bias, batchnorm):
+        super().__init__()
+        st = (1, stride, stride)
+        self.conv1 = nn.Sequential(policy.block_conv(in_ch, out_ch, 3, st, 1, bias=bias),
+                                   *_maybe_bn(out_ch, batchnorm), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(policy.block_conv(out_ch, out_ch, 3, 1, 1, bias=bias),
+                                   *_maybe_bn(out_ch, batchnorm))
+        self.fg = FeatureGating(out_ch)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(policy.downsample_conv(in_ch, out_ch, 1, st, 0, bias=False),
+                                            *_maybe_bn(out_ch, batchnorm))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.fg(self.conv2(self.conv1(x)))
+        return self.relu(out + shortcut)
+
+
+class Encoder(nn.Module):
+    """Video ResNet: ``B x 3 x T x H x W`` -> (x0, x1, x2, x3, x4) at H/2, H/2, H/4, H/8, H/8."""
+
+    def __init__(self, policy, block, bias, batchnorm, base_channels=64):
+        super().__init__()
+        in_ch = base_channels
+        self.stem = nn.Sequential(nn.Conv3d(3, in_ch, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=bias),
+                                  *_maybe_bn(in_ch, batchnorm), nn.ReLU(inplace=True))
+        encoder_channels = [base_channels * w for w in STAGE_WIDTHS]
+        for index, (n_blocks, out_ch) in enumerate(zip(BLOCK_LAYERS[block], encoder_channels)):
+            stride = 2 if index in (1, 2) else 1
+            blocks = []
+            for b in range(n_blocks):
+                blocks.append(BasicBlock(policy, in_ch, out_ch, stride if b == 0 else 1, bias, batchnorm))
+                in_ch = out_ch
+            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+
+    def forward(self, x):
+        x0 = self.stem(x)
+        x1 = self.layer1(x0)
+        x2 = self.layer2(x1)
+        x3 = self.layer3(x2)
+        x4 = self.layer4(x3)
+        return x0, x1, x2, x3, x4
+
+
+class DecoderConv(nn.Module):
+    """3x3x3 conv + gating (key ``conv``), resolution kept."""
+
+    def __init__(self, policy, in_ch, out_ch, batchnorm):
+        super().__init__()
+        self.conv = nn.Sequential(policy.decoder_conv(in_ch, out_ch, 3, 1, 1, bias=True),
+                                  FeatureGating(out_ch), *_maybe_bn(out_ch, batchnorm))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class DecoderUpConv(nn.Module):
+    """x(1,2,2) upsampling + gating (key ``upconv``): a transposed conv, or trilinear + 1x1x1."""
+
+    def __init__(self, policy, in_ch, out_ch, upmode, batchnorm):
+        super().__init__()
+        if upmode == "transpose":
+            up = [policy.decoder_upconv(in_ch, out_ch, (3, 4, 4), (1, 2, 2), (1, 1, 1), bias=True)]
+        else:
+            up = [nn.Upsample(scale_factor=(1, 2, 2), mode="trilinear", align_corners=False),
+                  policy.decoder_conv(in_ch, out_ch, 1, 1, 0, bias=True)]
+        self.upconv = nn.Sequential(*up, FeatureGating(out_ch), *_maybe_bn(out_ch, batchnorm))
+
+    def forward(self, x):
+        return self.upconv(x)
+
+
+class FuseConv(nn.Module):
+    """1x1 Conv2d without bias (key ``conv``), ``B x C*T x H x W`` -> ``B x C x H x W``."""
+
+    def __init__(self, in_ch, out_ch, batchnorm):
+        super().__init__()
+        layers = [nn.Conv2d(in_ch, out_ch, 1, bias=False)]
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(out_ch))
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class UNet3D(nn.Module):
+    """FLAVR: a list of ``n_inputs`` frames ``B x 3 x H x W`` in [0, 1] -> a list of ``n_outputs``
+    frames ``B x 3 x H x W`` between the middle two inputs. H and W must be multiples of 8.
+    ``base_channels`` (FLAVR: 64) scales every width; smaller values give narrow variants for
+    quick experiments and tests."""
+
+    def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
+                 joinType="concat", upmode="transpose", base_channels=64):
+        super().__init__()
+        _check_choice("block", block, tuple(BLOCK_LAYERS))
+        _check_choice("joinType", joinType, JOIN_TYPES)
+        _check_choice("upmode", upmode, UP_MODES)
+        self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
+        growth = 2 if joinType == "concat" else 1
+        self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)
+        nf = [base_channels * w for w in reversed(STAGE_WIDTHS)]  # 512, 256, 128, 64
+        self.decoder = nn.Sequential(
+            DecoderConv(policy, nf[0], nf[1], batchnorm),
+            DecoderUpConv(policy, nf[1] * growth, nf[2], upmode, batchnorm),
+            DecoderUpConv(policy, nf[2] * growth, nf[3], upmode, batchnorm),
+            DecoderConv(policy, nf[3] * growth, nf[3], batchnorm),
+            DecoderUpConv(policy, nf[3] * growth, nf[3], upmode, batchnorm),
+        )
+        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        self.feature_fuse = FuseConv(nf[3] * n_inputs, nf[3], batchnorm)
+        self.outconv = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(nf[3], 3 * n_outputs, 7, bias=True))
+        _init_weights(self)
+
+    def _join(self, x, skip):
+        if self.joinType == "concat":
+            return torch.cat([x, skip], dim=1)
+        if self.joinType == "add":
+            return x + skip
+        return x
+
+    def forward(self, frames):
+        x = self._stack(frames)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)
+        x0, x1, x2, x3, x4 = self.encoder(x - mean)
+        dx = self._join(self.lrelu(self.decoder[0](x4)), x3)
+        dx = self._join(self.lrelu(self.decoder[1](dx)), x2)
+        dx = self._join(self.lrelu(self.decoder[2](dx)), x1)
+        dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
+        dx = self.lrelu(self.decoder[4](dx))
+        fused = self.lrelu(self.feature_fuse(torch.cat(torch.unbind(dx, dim=2), dim=1)))
+        out = self.outconv(fused)
+        mean = mean.squeeze(2)
+        return [o + mean for o in torch.split(out, 3, dim=1)]
+
+    def _stack(self, frames):
+        """Check the inputs and stack them to ``B x 3 x T x H x W``."""
+        if len(frames) != self.n_inputs:
+            raise ValueError(f"the model takes {self.n_inputs} input frames, got {len(frames)}")
+        h, w = frames[0].shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError(f"frame size {h}x{w} is not a multiple of 8: pad the frames "
+                             "(e.g. myutils.pad_to_multiple) and crop the outputs back")
+        return torch.stack(frames, dim=2)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _init_weights(model):
+    """FLAVR's initialisation: Kaiming normal (fan_out, relu) for Conv3d weights, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
