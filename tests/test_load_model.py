@@ -1,0 +1,95 @@
+"""One loader for every model file: our checkpoints, FLAVR release checkpoints, bad files."""
+import os
+
+import pytest
+import torch
+
+from model import build_model
+from myutils import (ModelFileError, load_model, make_checkpoint, read_checkpoint,
+                     save_checkpoint)
+from util import BinOp
+
+
+def frames(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, 16, 24, generator=g) for _ in range(4)]
+
+
+def test_flavr_release_checkpoint_loads_and_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    fp = build_model({"arch": "flavr", "n_outputs": 3, "base_channels": 8}, log_summary=False).eval()
+    path = tmp_path / "FLAVR_4x.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in fp.state_dict().items()}, "epoch": 7}, path)
+    loaded, description = load_model(str(path), "cpu", n_outputs=3)
+    assert loaded.config["arch"] == "flavr" and loaded.config["n_outputs"] == 3
+    assert "4x" in description and not loaded.training
+    with torch.no_grad():
+        for a, b in zip(loaded(frames()), fp(frames())):
+            assert torch.equal(a, b)
+
+
+def test_binary_checkpoint_loads_binarized_and_equals_the_model_in_eval(tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"arch": "binary", "base_channels": 8}, log_summary=False)
+    path = tmp_path / "model_best.pth"
+    save_checkpoint(make_checkpoint(model, epoch=2), str(path))
+    loaded, description = load_model(str(path))
+    assert "binary" in description and "epoch 2" in description
+    binop = BinOp(model)
+    model.eval()
+    with torch.no_grad(), binop.binarized():
+        expected = model(frames(1))
+        actual = loaded(frames(1))
+    assert torch.equal(actual[0], expected[0])
+
+
+def test_a_factor_that_contradicts_the_request_is_a_clear_error(tmp_path):
+    model = build_model({"arch": "binary", "n_outputs": 7, "base_channels": 8}, log_summary=False)
+    path = tmp_path / "eight.pth"
+    save_checkpoint(make_checkpoint(model), str(path))
+    with pytest.raises(ModelFileError, match="interpolates 8x"):
+        load_model(str(path), n_outputs=1)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="junk.pth"):
+        load_model(str(path))
+
+
+def test_a_state_dict_of_another_network_is_a_clear_error(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(ModelFileError, match="not a FLAVR model"):
+        load_model(str(path))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_model(str(tmp_path / "absent.pth"))
+
+
+def test_save_checkpoint_replaces_atomically_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "run" / "checkpoint.pth"
+    save_checkpoint({"epoch": 1}, str(path))
+    save_checkpoint({"epoch": 2}, str(path))
+    assert read_checkpoint(str(path))["epoch"] == 2
+    assert os.listdir(path.parent) == ["checkpoint.pth"]
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"epoch": 1}, str(path))
+    with pytest.raises(Exception):
+        save_checkpoint({"epoch": 2, "bad": lambda: None}, str(path))  # lambdas cannot be pickled
+    assert read_checkpoint(str(path))["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_checkpoint_of_a_binarized_model_cannot_be_made():
+    model = build_model({"arch": "binary", "base_channels": 8}, log_summary=False)
+    binop = BinOp(model)
+    with binop.binarized(), pytest.raises(RuntimeError, match="binarized"):
+        make_checkpoint(model)
