@@ -1,0 +1,11 @@
+"""Inference on real data: streaming frame sources and sinks, the sliding-window interpolation
+engine, padding for any frame size, the Middlebury benchmark, and the scripts' shared CLI helpers."""
+from .errors import InferenceInputError
+from .padding import PAD_MODES, PaddedModel
+from .readers import FolderReader, VideoReader, open_frame_source
+from .sliding_window import SlidingWindowInterpolator
+from .writers import CODECS, PngFolderWriter, VideoFileWriter, check_output_file, check_output_folder
+
+__all__ = ["CODECS", "PAD_MODES", "FolderReader", "InferenceInputError", "PaddedModel", "PngFolderWriter",
+           "SlidingWindowInterpolator", "VideoFileWriter", "VideoReader", "check_output_file",
+           "check_output_folder", "open_frame_source"]

@@ -1,0 +1,40 @@
+"""What every command-line script shares: logging set-up, device choice, and turning bad input into
+one clear line on stderr with exit code 2 (no traceback)."""
+import logging
+import os
+import sys
+
+from myutils import select_device
+
+from .errors import InferenceInputError
+
+BAD_INPUT_EXIT_CODE = 2
+BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
+
+
+def setup_logging():
+    """INFO messages on stderr, one line each; FFmpeg's own error chatter silenced (our messages say
+    what is wrong) unless OPENCV_FFMPEG_LOGLEVEL is set."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg first opens
+
+
+def choose_device(cuda):
+    """``cuda`` None: CUDA when present; True: CUDA or InferenceInputError; False: CPU."""
+    try:
+        return select_device(cuda)
+    except RuntimeError as error:
+        raise InferenceInputError(str(error)) from None
+
+
+def run_script(main, argv=None):
+    """Call ``main(argv)``; bad input becomes ``<script>: error: <message>`` and exit code 2."""
+    try:
+        main(argv)
+    except BAD_INPUT_ERRORS as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return BAD_INPUT_EXIT_CODE
+    except KeyboardInterrupt:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
+        return 130
+    return 0

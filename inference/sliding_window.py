@@ -1,0 +1,102 @@
+"""The sliding-window interpolation engine: a stream of N frames in, ``(N - 1) * factor + 1`` frames
+out, every input frame kept bit-exact at every factor-th position.
+
+The gap between frames i and i+1 is filled by the model from the window i-1, i, i+1, i+2 (for a
+4-input model; in general i-k+1 .. i+k with k = n_inputs / 2), indices clamped to the sequence, so
+the end frames are replicated and the first and last gaps are interpolated too. Frames are read,
+interpolated and yielded as they come: the engine holds at most ``batch + n_inputs - 1`` input
+frames at once (``max_buffered`` records the most it held), whatever the length of the stream."""
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from myutils import pad_to_multiple
+
+from .errors import InferenceInputError
+from .frame_io import rgb_to_tensor, tensor_to_rgb
+from .padding import MODEL_MULTIPLE, check_pad_mode
+
+
+@dataclass
+class _Frame:
+    index: int
+    rgb: object     # H x W x 3 uint8 array, yielded unchanged
+    tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
+
+
+class SlidingWindowInterpolator:
+    """Interpolates a frame stream with ``model`` (eval mode, on ``device``) by its own factor
+    (``model.config["n_outputs"] + 1``). ``batch`` windows go through each forward pass; ``half``
+    runs the model under float16 autocast (CUDA only); frames are padded to multiples of 8 with
+    ``pad_mode`` and the outputs cropped back."""
+
+    def __init__(self, model, device, batch=1, half=False, pad_mode="replicate"):
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1 window, got {batch}")
+        if half and torch.device(device).type != "cuda":
+            raise ValueError("half precision needs CUDA: drop --half or run on a GPU")
+        self.model, self.device, self.batch, self.half = model, torch.device(device), batch, half
+        self.pad_mode = check_pad_mode(pad_mode)
+        self.n_inputs = model.config["n_inputs"]
+        self.factor = model.config["n_outputs"] + 1
+        self.max_buffered = 0
+
+    def _window_indices(self, gap, last_index):
+        """Input frame indices for the gap after frame ``gap``, clamped to [0, last_index]."""
+        half_window = self.n_inputs // 2
+        return [min(max(gap + offset, 0), last_index) for offset in range(1 - half_window, half_window + 1)]
+
+    @torch.no_grad()
+    def _predict(self, windows):
+        """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
+        inputs = [torch.cat([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext())
+        with autocast:
+            outputs = self.model(inputs)
+        height, width = windows[0][0].rgb.shape[:2]
+        frames = [tensor_to_rgb(out[..., :height, :width]) for out in outputs]  # [output][window]
+        return [[frames[o][w] for o in range(len(outputs))] for w in range(len(windows))]
+
+    def _to_frame(self, index, rgb):
+        padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], MODEL_MULTIPLE, self.pad_mode)
+        return _Frame(index, rgb, padded[0])
+
+    def interpolate(self, frames):
+        """Yield the interpolated sequence of ``frames`` (an iterable of ``H x W x 3`` uint8 RGB arrays):
+        frame 0, the ``factor - 1`` new frames after it, frame 1, ..., the last frame.
+        InferenceInputError if the stream has fewer than 2 frames."""
+        self.max_buffered = 0
+        buffer = deque()   # consecutive frames, oldest first
+        pending = []       # gaps whose windows wait for the next forward pass
+        next_gap = 0
+        half_window = self.n_inputs // 2
+        for index, rgb in enumerate(frames):
+            buffer.append(self._to_frame(index, rgb))
+            self.max_buffered = max(self.max_buffered, len(buffer))
+            while next_gap + half_window <= index:
+                pending.append(next_gap)
+                next_gap += 1
+                if len(pending) == self.batch:
+                    yield from self._flush(buffer, pending, index)
+        last_index = buffer[-1].index if buffer else -1
+        if last_index < 1:
+            raise InferenceInputError(f"the input has {last_index + 1} frame(s): at least 2 are needed")
+        pending.extend(range(next_gap, last_index))
+        for start in range(0, len(pending), self.batch):
+            yield from self._flush(buffer, pending[start:start + self.batch], last_index)
+        yield buffer[-1].rgb
+
+    def _flush(self, buffer, gaps, last_index):
+        """Interpolate ``gaps``, yield each gap's left frame and new frames, then forget the frames
+        no later window needs (``gaps`` is emptied)."""
+        first = buffer[0].index
+        windows = [[buffer[i - first] for i in self._window_indices(gap, last_index)] for gap in gaps]
+        for gap, new_frames in zip(gaps, self._predict(windows)):
+            yield buffer[gap - first].rgb
+            yield from new_frames
+        oldest_needed = gaps[-1] + 1 - (self.n_inputs // 2 - 1)
+        while buffer and buffer[0].index < oldest_needed:
+            buffer.popleft()
+        gaps.clear()

@@ -1,0 +1,101 @@
+"""Evaluate a model on a test set by FLAVR's protocol: PSNR and SSIM per target frame, averaged.
+
+    python test.py --dataset vimeo90K_septuplet --data_root <root> --load_from <model.pth>
+
+Prints PSNR, SSIM, the number of target frames and the model's mean time per sample (synchronised
+on CUDA); optionally writes them as JSON and saves the predicted frames as PNG."""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from dataset import DATASETS, get_loader
+from evaluation import evaluate
+from inference import PAD_MODES, PaddedModel, check_output_file, check_output_folder
+from inference.cli import choose_device, run_script, setup_logging
+from inference.frame_io import tensor_to_rgb, write_rgb
+from myutils import DEMO_CHECKPOINT, load_model, str2bool
+
+log = logging.getLogger("test")
+
+
+def crop_size(text):
+    """argparse type: ``256`` or ``256x448`` (height x width) -> int or (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 256 or 256x448), got {text!r}")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--data_root", help="the data set's folder (not needed for demo)")
+    parser.add_argument("--load_from", default=DEMO_CHECKPOINT, help="model file: checkpoint .pth (ours or "
+                        f"FLAVR's release) or packed .bfl (default: {DEMO_CHECKPOINT})")
+    parser.add_argument("--n_outputs", type=int, help="frames per gap (factor - 1), checked against the model "
+                        "(default: the model's)")
+    parser.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames")
+    parser.add_argument("--crop_size", type=crop_size, help="test crop, N or HxW, multiples of 8 (default: "
+                        "the data set's FLAVR crop)")
+    parser.add_argument("--test_batch_size", type=int, default=1)
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
+                        help="True: GPU, False: CPU (default: GPU when available)")
+    parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
+                        help="padding of frames whose size is not a multiple of 8 (cropped back after)")
+    parser.add_argument("--results_json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--save_images", metavar="DIR", help="save predictions as DIR/<sample id>/pred_01.png...")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --results_json or "
+                        "files in --save_images")
+    return parser.parse_args(argv)
+
+
+def check_outputs(args):
+    """Refuse, before any work, to overwrite the user's files unless --overwrite."""
+    if args.results_json:
+        check_output_file(args.results_json, overwrite=args.overwrite)
+    if args.save_images:
+        check_output_folder(args.save_images, overwrite=args.overwrite)
+
+
+def prediction_saver(loader, folder):
+    """An ``on_prediction`` callback that writes each sample's predictions as
+    ``folder/<sample id>/pred_<k>.png`` (k = 01, 02... in time order)."""
+    batches = list(loader.batch_sampler)
+
+    def save(batch_index, preds, targets):
+        for row, sample_index in enumerate(batches[batch_index]):
+            sample_folder = os.path.join(folder, *loader.dataset.sample_id(sample_index).split("/"))
+            os.makedirs(sample_folder, exist_ok=True)
+            for k, pred in enumerate(preds, start=1):
+                write_rgb(os.path.join(sample_folder, f"pred_{k:02d}.png"), tensor_to_rgb(pred[row:row + 1])[0])
+    return save
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logging()
+    check_outputs(args)
+    device = choose_device(args.cuda)
+    model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
+    loader = get_loader(args.dataset, "test", args.data_root, batch_size=args.test_batch_size,
+                        num_workers=args.num_workers, shuffle=False, n_inputs=model.config["n_inputs"],
+                        n_outputs=model.config["n_outputs"], input_frames=args.input_frames,
+                        crop_size=args.crop_size)
+    on_prediction = prediction_saver(loader, args.save_images) if args.save_images else None
+    result = evaluate(PaddedModel(model, args.pad_mode), loader, device, on_prediction=on_prediction,
+                      description=args.dataset)
+    print(f"{args.dataset}: PSNR {result.psnr:.4f} dB  SSIM {result.ssim:.4f}  ({result.frames} frames, "
+          f"{result.samples} samples; model time {result.seconds_per_sample:.4f} s/sample on {device})")
+    if args.results_json:
+        with open(args.results_json, "w") as handle:
+            json.dump({"psnr": result.psnr, "ssim": result.ssim, "frames": result.frames,
+                       "seconds_per_sample": result.seconds_per_sample, "model": args.load_from,
+                       "model_description": description, "dataset": args.dataset}, handle, indent=2)
+        log.info("wrote %s", args.results_json)
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main))

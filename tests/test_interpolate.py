@@ -1,0 +1,180 @@
+"""interpolate.py and the streaming engine on real frame folders and videos written by the tests."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fixtures import textured_image, write_png, write_video
+from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
+from inference.errors import InferenceInputError
+from model import build_model
+from myutils import load_model, make_checkpoint, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "interpolate.py")
+ODD_SIZE = (70, 90)  # height, width: not multiples of 8
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Randomly initialised binary models for 2x and 4x, saved as checkpoints: {factor: path}."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for factor in (2, 4):
+        paths[factor] = str(folder / f"binary_{factor}x.pth")
+        save_checkpoint(make_checkpoint(build_model({"arch": "binary", "n_outputs": factor - 1},
+                                                    log_summary=False)), paths[factor])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def odd_frames(tmp_path_factory):
+    """A folder of 5 textured 70x90 PNG frames; returns (folder, list of RGB arrays)."""
+    folder = tmp_path_factory.mktemp("odd_frames")
+    images = [textured_image(ODD_SIZE, seed=i) for i in range(5)]
+    for i, image in enumerate(images):
+        write_png(str(folder / f"frame{i}.png"), image)
+    return str(folder), images
+
+
+@pytest.fixture(scope="module")
+def model_2x(checkpoints):
+    """The 2x checkpoint loaded for inference on CPU."""
+    return load_model(checkpoints[2], "cpu")[0]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, SCRIPT, "--cuda", "False", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def read_png_folder(folder):
+    names = sorted(os.listdir(folder))
+    return names, [cv2.cvtColor(cv2.imread(os.path.join(folder, n)), cv2.COLOR_BGR2RGB) for n in names]
+
+
+def read_video(path):
+    capture = cv2.VideoCapture(path)
+    fps, frames = capture.get(cv2.CAP_PROP_FPS), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return fps, frames
+
+
+def assert_bad_input(result, *fragments):
+    """Exit code 2 and one line on stderr, naming the problem, without a traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_frame_folder_keeps_every_input_frame_bit_exact_at_original_size(tmp_path, checkpoints, odd_frames,
+                                                                          factor):
+    folder, images = odd_frames
+    out = tmp_path / "out"
+    result = run_cli("--input_video", folder, "--load_model", checkpoints[factor], "--factor", str(factor),
+                     "--output_frames", str(out), "--batch", "4")
+    assert result.returncode == 0, result.stderr
+    names, frames = read_png_folder(out)
+    assert len(frames) == (len(images) - 1) * factor + 1
+    assert names == sorted(names) and names[0] == "frame_00000000.png"
+    assert all(frame.shape == (*ODD_SIZE, 3) for frame in frames)
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(frames[i * factor], image)
+
+
+def test_video_gets_factor_times_the_frames_and_fps_beside_the_input(tmp_path, checkpoints):
+    clip = write_video(str(tmp_path / "clip.mp4"), n_frames=4, size=(32, 48), fps=25.0)
+    result = run_cli("--input_video", clip, "--load_model", checkpoints[2], "--codec", "ffv1", "--batch", "3")
+    assert result.returncode == 0, result.stderr
+    fps, frames = read_video(str(tmp_path / "clip_2x.avi"))
+    assert fps == pytest.approx(50.0)
+    assert len(frames) == (4 - 1) * 2 + 1
+    _, decoded_inputs = read_video(clip)
+    for i, image in enumerate(decoded_inputs):  # ffv1 is lossless: the decoded inputs come back exactly
+        np.testing.assert_array_equal(frames[2 * i], image)
+
+
+def test_mp4v_writer_keeps_frame_count_and_fps(tmp_path):
+    path = str(tmp_path / "out.mp4")
+    with VideoFileWriter(path, fps=50.0, codec="mp4v") as writer:
+        for i in range(7):
+            writer.write(textured_image(ODD_SIZE, seed=i))
+    fps, frames = read_video(path)
+    assert fps == pytest.approx(50.0) and len(frames) == 7 and frames[0].shape == (*ODD_SIZE, 3)
+    assert [n for n in os.listdir(tmp_path) if n != "out.mp4"] == []  # no temporary file left
+
+
+def test_engine_streams_a_video_holding_a_bounded_number_of_frames(tmp_path, model_2x):
+    n_frames, batch = 9, 4
+    clip = write_video(str(tmp_path / "long.mp4"), n_frames=n_frames, size=(32, 48))
+    engine = SlidingWindowInterpolator(model_2x, "cpu", batch=batch)
+    source = VideoReader(clip)
+    outputs = engine.interpolate(source)
+    produced = [next(outputs)]
+    read_before_first_output = source.frames_read
+    produced += list(outputs)
+    assert read_before_first_output <= batch + 2 < n_frames
+    assert engine.max_buffered <= batch + 3 < n_frames
+    assert len(produced) == (n_frames - 1) * 2 + 1
+    _, decoded = read_video(clip)
+    for i, image in enumerate(decoded):
+        np.testing.assert_array_equal(produced[2 * i], image)
+
+
+def test_engine_rejects_a_one_frame_video(tmp_path, model_2x):
+    clip = write_video(str(tmp_path / "single.mp4"), n_frames=1, size=(32, 48))
+    with pytest.raises(InferenceInputError, match="at least 2"):
+        list(SlidingWindowInterpolator(model_2x, "cpu").interpolate(VideoReader(clip)))
+
+
+def test_missing_video_is_one_clear_line(tmp_path):
+    assert_bad_input(run_cli("--input_video", str(tmp_path / "nothing.mp4")), "not found", "nothing.mp4")
+
+
+def test_one_frame_folder_is_one_clear_line(tmp_path):
+    write_png(str(tmp_path / "frames" / "0.png"), textured_image(ODD_SIZE))
+    assert_bad_input(run_cli("--input_video", str(tmp_path / "frames")), "at least 2")
+
+
+def test_unreadable_video_is_one_clear_line(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    assert_bad_input(run_cli("--input_video", str(tmp_path / "broken.mp4")), "cannot open", "broken.mp4")
+
+
+def test_factor_the_model_was_not_trained_for_is_one_clear_line(tmp_path, checkpoints, odd_frames):
+    result = run_cli("--input_video", odd_frames[0], "--load_model", checkpoints[2], "--factor", "8",
+                     "--output_frames", str(tmp_path / "out"))
+    assert_bad_input(result, "2x", "8x")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path, checkpoints, odd_frames):
+    result = run_cli("--input_video", odd_frames[0], "--load_model", checkpoints[2],
+                     "--output", str(tmp_path / "no_such_folder" / "out.mp4"))
+    assert_bad_input(result, "no_such_folder", "does not exist")
+
+
+def test_missing_default_model_says_how_to_get_one(tmp_path):
+    assert_bad_input(run_cli(cwd=str(tmp_path)), "python main_bin.py", "--load_model")
+
+
+def test_outputs_never_replace_the_input_or_an_existing_file(tmp_path):
+    clip = write_video(str(tmp_path / "clip.mp4"), n_frames=2, size=(32, 48))
+    with pytest.raises(InferenceInputError, match="is the input"):
+        check_output_file(clip, clip, overwrite=True)
+    (tmp_path / "taken.mp4").write_bytes(b"user data")
+    with pytest.raises(InferenceInputError, match="--overwrite"):
+        check_output_file(str(tmp_path / "taken.mp4"), clip, overwrite=False)
+    assert (tmp_path / "taken.mp4").read_bytes() == b"user data"

@@ -1,0 +1,95 @@
+"""test.py on a tiny Vimeo-90K septuplet fixture: its PSNR is the one computed here from the model."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fixtures import write_vimeo
+from model import build_model
+from myutils import load_model, make_checkpoint, save_checkpoint, ssim_batch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "test.py")
+
+
+@pytest.fixture(scope="module")
+def binary_checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "binary_2x.pth")
+    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "n_outputs": 1}, log_summary=False)), path)
+    return path
+
+
+def run_test_script(*args):
+    return subprocess.run([sys.executable, SCRIPT, "--cuda", "False", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def read_frame(path):
+    """A PNG as ``1 x 3 x H x W`` float in [0, 1]."""
+    rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def own_predictions(checkpoint, root, sequence_ids):
+    """(prediction, target) per sequence: inputs im1, im3, im5, im7 and target im4, read here, all
+    sequences in one batch."""
+    model, _ = load_model(checkpoint, "cpu")
+    folders = [os.path.join(root, "sequences", sequence_id) for sequence_id in sequence_ids]
+    inputs = [torch.cat([read_frame(os.path.join(f, f"im{k}.png")) for f in folders]) for k in (1, 3, 5, 7)]
+    with torch.no_grad():
+        predictions = model(inputs)[0]
+    return [(predictions[i:i + 1], read_frame(os.path.join(f, "im4.png"))) for i, f in enumerate(folders)]
+
+
+def test_vimeo_results_json_matches_psnr_computed_from_the_model(tmp_path, binary_checkpoint):
+    root = str(tmp_path / "vimeo")
+    ids = write_vimeo(root, n_seqs=2, size=(64, 96))
+    results, images = tmp_path / "results.json", tmp_path / "predictions"
+    run = run_test_script("--dataset", "vimeo90K_septuplet", "--data_root", root, "--load_from", binary_checkpoint,
+                          "--results_json", str(results), "--save_images", str(images), "--test_batch_size", "2")
+    assert run.returncode == 0, run.stderr
+    assert "PSNR" in run.stdout and "SSIM" in run.stdout
+    reported = json.loads(results.read_text())
+    assert reported["frames"] == 2 and reported["dataset"] == "vimeo90K_septuplet"
+    assert reported["model"] == binary_checkpoint and reported["seconds_per_sample"] > 0
+
+    pairs = own_predictions(binary_checkpoint, root, ids["test"])
+    psnrs = [-10 * math.log10(float(((pred - gt) ** 2).mean()) + 1e-8) for pred, gt in pairs]
+    assert reported["psnr"] == pytest.approx(sum(psnrs) / len(psnrs), abs=1e-4)
+    ssims = [float(ssim_batch(pred, gt)) for pred, gt in pairs]
+    assert reported["ssim"] == pytest.approx(sum(ssims) / len(ssims), abs=1e-5)
+
+    for sequence_id, (pred, _) in zip(ids["test"], pairs):
+        saved = cv2.cvtColor(cv2.imread(str(images / sequence_id / "pred_01.png")), cv2.COLOR_BGR2RGB)
+        expected = (pred[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+        assert saved.shape == (64, 96, 3)
+        assert np.abs(saved.astype(np.float64) - expected).max() <= 1
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path):
+    run = run_test_script("--dataset", "vimeo90K_septuplet", "--data_root", str(tmp_path),
+                          "--load_from", str(tmp_path / "missing.pth"))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "missing.pth" in run.stderr.strip().splitlines()[-1]
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path, binary_checkpoint):
+    run = run_test_script("--dataset", "vimeo90K_septuplet", "--data_root", str(tmp_path / "nowhere"),
+                          "--load_from", binary_checkpoint)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "nowhere" in run.stderr.strip().splitlines()[-1]
+
+
+def test_existing_results_json_is_not_overwritten(tmp_path, binary_checkpoint):
+    results = tmp_path / "results.json"
+    results.write_text("mine")
+    run = run_test_script("--dataset", "vimeo90K_septuplet", "--data_root", str(tmp_path),
+                          "--load_from", binary_checkpoint, "--results_json", str(results))
+    assert run.returncode == 2 and "--overwrite" in run.stderr
+    assert results.read_text() == "mine"
