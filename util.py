@@ -25,7 +25,7 @@ from model.binconv import BINARY_LAYERS, TRANSPOSED_BINARY_LAYERS
 
 def sign_pm1(w):
     """+1 where w >= 0, -1 elsewhere (never 0), same dtype as ``w``."""
-    return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
 
 
 class _FilterView:

@@ -1,0 +1,157 @@
+"""main_bin.py's training loop on a tiny Vimeo-90K-layout data set (64x96 frames, 32x32 crops,
+one step of batch 2 per epoch): its artefacts, exact resume, divergence, and bad input."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from model import build_model, model_config
+from myutils import load_model, read_checkpoint
+from tests.fixtures import write_vimeo
+from training import main
+from training.run import initialise_from_pretrained
+from training.state import pretrained_state_dict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_run(data_root, checkpoint_dir, exp_name, *extra):
+    """Options of a tiny CPU run: 1 training step and 1 validation batch per epoch."""
+    return ["--dataset", "vimeo90K_septuplet", "--data_root", str(data_root), "--crop_size", "32",
+            "--batch_size", "2", "--test_batch_size", "2", "--max_steps_per_epoch", "1",
+            "--max_val_batches", "1", "--num_workers", "0", "--progress", "False", "--cuda", "False",
+            "--checkpoint_dir", str(checkpoint_dir), "--exp_name", exp_name, *extra]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def vimeo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vimeo")
+    write_vimeo(root, n_seqs=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(vimeo, tmp_path_factory):
+    """The experiment folder of an uninterrupted 2-epoch run."""
+    checkpoint_dir = tmp_path_factory.mktemp("runs")
+    assert main(tiny_run(vimeo, checkpoint_dir, "full", "--max_epoch", "2")) == 0
+    return checkpoint_dir / "full"
+
+
+def test_two_epochs_write_every_artefact(two_epoch_run):
+    names = set(os.listdir(two_epoch_run))
+    assert {"checkpoint.pth", "model_best.pth", "results.txt", "train.log", "args.json", "tensorboard"} <= names
+    assert not [n for n in names if n.startswith(".tmp-")]
+    results = (two_epoch_run / "results.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in results] == [["epoch", "1"], ["epoch", "2"]]
+    assert "psnr" in results[0] and "ssim" in results[0]
+    assert "epoch 2" in (two_epoch_run / "train.log").read_text()
+    events = EventAccumulator(str(two_epoch_run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/L1", "lr", "val/loss", "val/psnr", "val/ssim"} <= scalars
+    assert [e.step for e in events.Scalars("val/psnr")] == [1, 2]
+    assert {"val/prediction", "val/target"} <= set(events.Tags()["images"])
+
+
+def test_checkpoint_holds_the_training_state_and_loads_as_a_model(two_epoch_run):
+    checkpoint = load(two_epoch_run / "checkpoint.pth")  # weights_only: no numpy arrays inside
+    assert checkpoint["epoch"] == 2 and checkpoint["config"]["arch"] == "binary"
+    assert {"optimizer", "scheduler", "scaler", "rng", "best_psnr", "args"} <= set(checkpoint)
+    assert set(checkpoint["rng"][0]) >= {"torch", "python", "numpy"}
+    best = load(two_epoch_run / "model_best.pth")
+    assert best["psnr"] == pytest.approx(checkpoint["best_psnr"])
+    model, description = load_model(str(two_epoch_run / "checkpoint.pth"), "cpu")
+    assert "binary unet_18 2x" in description and model.binop.is_binarized
+    assert model.config == checkpoint["config"]
+    with torch.no_grad():
+        (frame,) = model([torch.rand(1, 3, 32, 32) for _ in range(4)])
+    assert frame.shape == (1, 3, 32, 32) and torch.isfinite(frame).all()
+
+
+def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(two_epoch_run, vimeo, tmp_path):
+    assert main(tiny_run(vimeo, tmp_path, "split", "--max_epoch", "1")) == 0
+    assert main(tiny_run(vimeo, tmp_path, "split", "--max_epoch", "2", "--resume")) == 0
+    resumed, uninterrupted = load(tmp_path / "split/checkpoint.pth"), load(two_epoch_run / "checkpoint.pth")
+    assert resumed["epoch"] == uninterrupted["epoch"] == 2
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    for state in ("exp_avg", "exp_avg_sq"):
+        for index, param_state in uninterrupted["optimizer"]["state"].items():
+            assert torch.equal(resumed["optimizer"]["state"][index][state], param_state[state])
+    assert (tmp_path / "split/results.txt").read_text() == (two_epoch_run / "results.txt").read_text()
+    assert (tmp_path / "split/args_resume_epoch1.json").is_file()
+
+
+def test_flavr_release_checkpoint_initialises_the_binary_model(tmp_path):
+    flavr = build_model(model_config(arch="flavr"), log_summary=False)
+    path = tmp_path / "FLAVR_2x.pth"  # the release layout: DataParallel keys under "state_dict"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in flavr.state_dict().items()}, "epoch": 200}, path)
+    binary = build_model(model_config(arch="binary"), log_summary=False)
+    report = initialise_from_pretrained(binary, pretrained_state_dict(read_checkpoint(str(path)), path), path)
+    assert not report.unused and not report.mismatched
+    assert report.missing and all(".bn." in key for key in report.missing)  # the binary layers' input BN
+    binary_weights = binary.state_dict()
+    for key, value in flavr.state_dict().items():
+        assert torch.equal(binary_weights[key], value), key
+
+
+def test_existing_experiment_is_refused_without_resume(two_epoch_run, vimeo, capsys):
+    before = (two_epoch_run / "checkpoint.pth").stat().st_mtime_ns
+    assert main(tiny_run(vimeo, two_epoch_run.parent, "full", "--max_epoch", "3")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "--resume" in error and "--exp_name" in error
+    assert (two_epoch_run / "checkpoint.pth").stat().st_mtime_ns == before
+
+
+def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(vimeo, tmp_path, capsys):
+    # Adam moves every weight by about lr on its first step: with lr 1e30 the real-valued layers
+    # overflow float32, so the second step's loss is not finite. No validation before epoch 2.
+    code = main(tiny_run(vimeo, tmp_path, "diverge", "--max_epoch", "2", "--val_freq", "2", "--lr", "1e30"))
+    assert code == 3
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "epoch 2, step 1" in error and "checkpoint.pth (epoch 1)" in error
+    assert "nan" in error or "inf" in error
+    checkpoint = load(tmp_path / "diverge/checkpoint.pth")
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "diverge/model_best.pth").exists()
+    assert not glob.glob(str(tmp_path / "diverge/.tmp-*"))
+
+
+BAD_INPUTS = ["missing data root", "missing pretrained", "unrelated pretrained", "garbage resume", "bad crop"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_exit_code_2(case, vimeo, tmp_path, capsys):
+    garbage, unrelated = tmp_path / "garbage.pth", tmp_path / "unrelated.pth"
+    garbage.write_text("not a checkpoint")
+    torch.save({"state_dict": {"classifier.weight": torch.zeros(3, 3)}}, unrelated)
+    extra = {"missing data root": ["--data_root", str(tmp_path / "nowhere")],
+             "missing pretrained": ["--pretrained", str(tmp_path / "none.pth")],
+             "unrelated pretrained": ["--pretrained", str(unrelated)],
+             "garbage resume": ["--resume", str(garbage)],
+             "bad crop": ["--crop_size", "30"]}[case]
+    assert main(tiny_run(vimeo, tmp_path, "bad") + extra) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("error:"), error
+    assert not (tmp_path / "bad").exists()
+
+
+def test_script_reports_a_missing_data_root_without_traceback(tmp_path):
+    missing = tmp_path / "vimeo_septuplet"
+    process = subprocess.run([sys.executable, "main_bin.py", "--dataset", "vimeo90K_septuplet", "--data_root",
+                              str(missing), "--checkpoint_dir", str(tmp_path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 2
+    assert "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines() == [process.stderr.strip()] and str(missing) in process.stderr
+    assert os.listdir(tmp_path) == []

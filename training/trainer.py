@@ -1,0 +1,212 @@
+"""The training loop that ``main_bin.py`` and ``main_bin_ddp.py`` share.
+
+One step, for the binary arch (XNOR-Net's BinOp; util.py)::
+
+    with binop.binarized():            # forward and backward see alpha * sign(W)
+        loss = criterion(model(inputs), targets)
+        scaler.scale(loss).backward()  # DDP all-reduces the gradients here
+    binop.updateBinaryGradWeight()     # gradients of the latent weights (linear: fine while scaled)
+    scaler.unscale_(optimizer); clip   # only with --grad_clip
+    scaler.step(optimizer); scaler.update()
+
+The full-precision arch (``--arch flavr``) runs the same loop without the BinOp.
+"""
+import contextlib
+import itertools
+import logging
+import math
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from dataset import set_epoch
+from evaluation import evaluate
+from loss import Loss
+from myutils import AverageMeter
+from training.state import (TrainingDiverged, best_model_checkpoint, capture_rng_state, restore_rng_state,
+                            training_checkpoint)
+from util import BinOp
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+class FirstBatches:
+    """The first ``count`` batches of ``loader`` (all when ``count`` is None), with a length."""
+
+    def __init__(self, loader, count=None):
+        self.loader = loader
+        self.count = len(loader) if count is None else min(count, len(loader))
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return itertools.islice(self.loader, self.count)
+
+
+class Trainer:
+    """Trains ``model`` (on ``runtime.device``) with Adam, ReduceLROnPlateau on the validation loss,
+    optional AMP, and writes the experiment's artefacts through ``experiment`` (and the debugging
+    record through ``recorder``, a ``SampleRecorder``, when given)."""
+
+    def __init__(self, args, runtime, model, experiment, recorder=None):
+        self.args, self.runtime, self.experiment, self.recorder = args, runtime, experiment, recorder
+        self.raw_model = model.to(runtime.device).train()
+        self.model = runtime.wrap(self.raw_model)
+        self.binop = BinOp(self.model) if model.config["arch"] == "binary" else None
+        self.criterion = Loss(args.loss)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=args.lr_factor, patience=args.lr_patience)
+        self.autocast_dtype = AUTOCAST_DTYPES[args.amp]
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=args.amp == "fp16")
+        self.epoch, self.best_psnr = 0, -math.inf
+        self.last_checkpoint = None
+        torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
+
+    def restore(self, checkpoint, path):
+        """Continue the run ``checkpoint`` (a ``training_checkpoint``, read from ``path``) saved, exactly."""
+        self.last_checkpoint = path
+        self.raw_model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler.is_enabled() and checkpoint["scaler"]:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch, self.best_psnr = checkpoint["epoch"], checkpoint["best_psnr"]
+        rng = checkpoint["rng"]
+        if len(rng) != self.runtime.world_size:
+            log.warning("the checkpoint holds the random state of %d processes, this run has %d: every "
+                        "process continues from rank 0's", len(rng), self.runtime.world_size)
+        restore_rng_state(rng[self.runtime.rank] if len(rng) == self.runtime.world_size else rng[0])
+        log.info("resumed after epoch %d (best PSNR %.3f dB, lr %.3g)", self.epoch, self.best_psnr, self.lr)
+
+    @property
+    def lr(self):
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runtime.device.type, dtype=self.autocast_dtype)
+
+    def _binarized(self):
+        return self.binop.binarized() if self.binop is not None else contextlib.nullcontext()
+
+    def train_step(self, inputs, targets, where):
+        """One optimiser step on a batch (lists of ``B x 3 x H x W``); returns (loss, {term: value})."""
+        device = self.runtime.device
+        inputs = [x.to(device, non_blocking=True) for x in inputs]
+        targets = [y.to(device, non_blocking=True) for y in targets]
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._binarized():
+            with self._autocast():
+                loss, terms = self.criterion(self.model(inputs), targets)
+            if not self.runtime.all_finite(loss):
+                raise TrainingDiverged(f"the training loss is {float(loss.detach())} at {where}")
+            self.scaler.scale(loss).backward()
+        if self.binop is not None:
+            self.binop.updateBinaryGradWeight()
+        if self.args.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach()), {name: float(value) for name, value in terms.items()}
+
+    def train_epoch(self, loader, epoch):
+        """Train on (at most ``--max_steps_per_epoch`` batches of) ``loader``; mean losses over ranks."""
+        set_epoch(loader, epoch)
+        batches = FirstBatches(loader, self.args.max_steps_per_epoch)
+        sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
+        meters = defaultdict(AverageMeter)
+        progress = tqdm(batches, desc=f"epoch {epoch}/{self.args.max_epoch}", leave=False, dynamic_ncols=True,
+                        disable=not (self.args.progress and self.runtime.is_main))
+        for step, (inputs, targets) in enumerate(progress, 1):
+            loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}")
+            size = inputs[0].shape[0]
+            meters["loss"].update(loss, size)
+            for name, value in terms.items():
+                meters[name].update(value, size)
+            progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
+            if self.recorder is not None:
+                self.recorder.record(epoch, [loader.dataset.sample_id(i) for i in next(sample_indices)])
+        return {name: self.runtime.mean(meter.avg) for name, meter in meters.items()}
+
+    def validate(self, loader, epoch):
+        """PSNR / SSIM / loss with binarized weights, summed over every rank's shard."""
+        shown = []
+
+        def keep_first_batch(index, preds, targets):
+            if index == 0:
+                shown[:] = [preds[0][:self.args.log_images], targets[0][:self.args.log_images]]
+
+        result = evaluate(self.raw_model, FirstBatches(loader, self.args.max_val_batches), self.runtime.device,
+                          criterion=self.criterion, binop=self.binop, autocast_dtype=self.autocast_dtype,
+                          progress=self.args.progress and self.runtime.is_main,
+                          on_prediction=keep_first_batch, description=f"validate {epoch}").all_reduce()
+        if not math.isfinite(result.loss):
+            raise TrainingDiverged(f"the validation loss is {result.loss} after epoch {epoch}")
+        if shown and self.args.log_images > 0:
+            self.experiment.images("val/prediction", shown[0], epoch)
+            self.experiment.images("val/target", shown[1], epoch)
+        return result
+
+    def check_weights(self, epoch):
+        """TrainingDiverged when any weight is NaN or infinite (nothing is saved then)."""
+        for name, tensor in self.raw_model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDiverged(f"the weights {name} are not finite after epoch {epoch}")
+
+    def save_checkpoints(self, epoch, result, is_best):
+        """``checkpoint.pth`` (the whole training state) and, when ``is_best``, ``model_best.pth``."""
+        self.check_weights(epoch)
+        rng = self.runtime.gather(capture_rng_state())
+        self.epoch = epoch
+        self.experiment.save(training_checkpoint(
+            self.raw_model, epoch=epoch, best_psnr=self.best_psnr, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args)),
+            self.experiment.checkpoint_path)
+        self.last_checkpoint = self.experiment.checkpoint_path
+        if is_best:
+            self.experiment.save(best_model_checkpoint(self.raw_model, epoch=epoch, psnr=result.psnr,
+                                                       ssim=result.ssim), self.experiment.best_path)
+
+    def report(self, epoch, lr, train_losses, result, is_best):
+        """TensorBoard scalars, a ``results.txt`` line (after a validation) and a log line."""
+        self.experiment.scalars({f"train/{name}": value for name, value in train_losses.items()} | {"lr": lr},
+                                epoch)
+        summary = f"epoch {epoch}  train_loss {train_losses['loss']:.5f}  lr {lr:.3g}"
+        if result is not None:
+            self.experiment.scalars({"val/loss": result.loss, "val/psnr": result.psnr, "val/ssim": result.ssim},
+                                    epoch)
+            summary += (f"  val_loss {result.loss:.5f}  psnr {result.psnr:.4f}  ssim {result.ssim:.4f}  "
+                        f"frames {result.frames}  best_psnr {self.best_psnr:.4f}")
+            self.experiment.append_result(summary)
+        log.info("%s%s", summary, "  (best)" if is_best else "")
+
+    def end_epoch(self, epoch, train_losses, result):
+        """Step the scheduler on the validation loss (``result`` None: no validation), save, report."""
+        lr = self.lr
+        is_best = result is not None and result.psnr > self.best_psnr
+        if result is not None:
+            self.scheduler.step(result.loss)
+            self.best_psnr = max(self.best_psnr, result.psnr)
+        self.save_checkpoints(epoch, result, is_best)
+        self.report(epoch, lr, train_losses, result, is_best)
+
+    def fit(self, train_loader, val_loader):
+        """Train from ``self.epoch + 1`` to ``--max_epoch``, validating every ``--val_freq`` epochs."""
+        if self.epoch >= self.args.max_epoch:
+            log.warning("nothing to train: the run is at epoch %d and --max_epoch is %d", self.epoch,
+                        self.args.max_epoch)
+        for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
+            train_losses = self.train_epoch(train_loader, epoch)
+            self.runtime.broadcast_buffers(self.raw_model)
+            validate = epoch % self.args.val_freq == 0 or epoch == self.args.max_epoch
+            self.end_epoch(epoch, train_losses, self.validate(val_loader, epoch) if validate else None)
+            if self.recorder is not None:
+                self.recorder.write(self.raw_model, self.runtime.world_size)
