@@ -1,39 +1,24 @@
 """Frames as files and tensors: natural-order listing, 8-bit RGB PNG reading and writing, and the
 conversions between ``H x W x 3`` uint8 RGB arrays and ``B x 3 x H x W`` float tensors in [0, 1]."""
 import os
-import re
 
 import cv2
 import numpy as np
 import torch
 
+from dataset.image_io import IMAGE_EXTENSIONS, list_images, read_rgb  # noqa: F401 (re-exported)
+
 from .errors import InferenceInputError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def natural_key(name):
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def list_frame_files(folder):
     """Paths of the visible image files in ``folder`` in natural order; InferenceInputError if none."""
     if not os.path.isdir(folder):
         raise InferenceInputError(f"frame folder not found: {folder}")
-    names = [n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)]
-    if not names:
+    files = list_images(folder)
+    if not files:
         raise InferenceInputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}")
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
-
-
-def read_rgb(path):
-    """Decode an image file to an ``H x W x 3`` uint8 RGB array; InferenceInputError if it cannot."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        reason = "missing" if not os.path.exists(path) else "unreadable"
-        raise InferenceInputError(f"{reason} image: {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return files
 
 
 def write_rgb(path, rgb):
