@@ -132,14 +132,15 @@ class ModelFileError(ValueError):
     """A model or checkpoint file that cannot be used; the message says why and what to do."""
 
 
-def save_checkpoint(obj, path):
-    """``torch.save`` atomically: a temporary file in the same folder, then a rename."""
+def write_atomically(path, write):
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, then rename it to
+    ``path``: readers see the old file or the whole new one, never a partial one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -147,6 +148,11 @@ def save_checkpoint(obj, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save_checkpoint(obj, path):
+    """``torch.save`` atomically (``write_atomically``)."""
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def read_checkpoint(path):

@@ -5,6 +5,11 @@ state-dict keys match a full-precision layer) with one extra child, ``bn``, the 
 its input before the sign. The weights are binarized outside the layer by ``util.BinOp``
 (``alpha * sign(W)`` per output filter); the layer itself binarizes only its input.
 
+The convolution itself runs on ``W / s`` with ``s = max |W|`` per output filter (detached) and
+scales its output by ``s`` afterwards: the same function of ``W`` for any weights, but with
+binarized weights (``W / s = +-1``) every sum is an exact integer, so the result is independent of
+the order of summation and equals a bit-packed kernel's ``dot * alpha + bias`` bit for bit.
+
 Padding is **one-padding**: the sign tensor is padded with +1 and the convolution runs without
 padding. A bit-packed kernel (bit 1 = -1) then pads with all-zero words and needs no border
 correction. The convolution still has the output size of a zero-padded one.
@@ -46,6 +51,20 @@ def _one_pad(x, padding):
 _BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
+def _filter_scale(weight, filter_dim):
+    """Detached ``max |W|`` per output filter, shaped to broadcast against ``weight``."""
+    dims = [d for d in range(weight.dim()) if d != filter_dim]
+    scale = weight.detach().abs().amax(dim=dims, keepdim=True)
+    return scale.clamp_min(torch.finfo(scale.dtype).tiny)
+
+
+def _scaled_output(out, scale, bias):
+    """``out * scale + bias`` per output channel (``out``: ``B x C_out x ...``), as two roundings."""
+    shape = (1, -1) + (1,) * (out.dim() - 2)
+    out = out * scale.reshape(shape)
+    return out if bias is None else out + bias.reshape(shape)
+
+
 class _BinaryInput:
     """Mixin: owns ``bn`` over the input channels and turns the input into +-1 signs."""
 
@@ -59,7 +78,8 @@ class _BinaryInput:
 class _BinConvNd(_BinaryInput):
     def forward(self, x):
         signs = _one_pad(self.binarize_input(x), self.padding)
-        return self._conv_forward(signs, self.weight, self.bias)
+        scale = _filter_scale(self.weight, filter_dim=0)
+        return _scaled_output(self._conv_forward(signs, self.weight / scale, None), scale, self.bias)
 
 
 class BinConv2d(_BinConvNd, nn.Conv2d):
@@ -103,7 +123,8 @@ class _BinConvTransposeNd(_BinaryInput):
             raise ValueError("binary transposed convolutions do not take output_size")
         q, inner = self._one_padding()
         signs = _one_pad(self.binarize_input(x), q)
-        return self._transposed_forward(signs, inner)
+        scale = _filter_scale(self.weight, filter_dim=1)
+        return _scaled_output(self._transposed_forward(signs, self.weight / scale, inner), scale, self.bias)
 
 
 class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
@@ -114,8 +135,8 @@ class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
                                     bias=bias)
         self._init_input_bn(in_channels, 2)
 
-    def _transposed_forward(self, x, padding):
-        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, padding,
+    def _transposed_forward(self, x, weight, padding):
+        return F.conv_transpose2d(x, weight, None, self.stride, padding,
                                   self.output_padding, self.groups, self.dilation)
 
 
@@ -127,8 +148,8 @@ class BinConvTranspose3d(_BinConvTransposeNd, nn.ConvTranspose3d):
                                     bias=bias)
         self._init_input_bn(in_channels, 3)
 
-    def _transposed_forward(self, x, padding):
-        return F.conv_transpose3d(x, self.weight, self.bias, self.stride, padding,
+    def _transposed_forward(self, x, weight, padding):
+        return F.conv_transpose3d(x, weight, None, self.stride, padding,
                                   self.output_padding, self.groups, self.dilation)
 
 

@@ -1,0 +1,99 @@
+"""Per-layer timing of the bit-packed kernels against PyTorch fp32 convolutions.
+
+Runs the binary conv layers of FLAVR unet_18 (2x, 4 input frames) at one resolution:
+pack (from NCDHW float input) + binary conv for every kernel variant, and the fp32
+F.conv3d / conv_transpose3d of the same shape. Prints the median milliseconds per layer
+and, in brackets, the achieved rate in G binary multiply-accumulates per second.
+
+    python benchmarks/bench_layers.py --size 256 256 --threads 2
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine import ops  # noqa: E402
+
+# name, how many in the model, kind, C_in, C_out, stride, input downscale vs the frame
+FLAVR_UNET18_LAYERS = [
+    ("layer1 conv", 4, "conv3", 64, 64, (1, 1, 1), 2),
+    ("layer2.0 conv1", 1, "conv3", 64, 128, (1, 2, 2), 2),
+    ("layer2 conv", 3, "conv3", 128, 128, (1, 1, 1), 4),
+    ("layer2.0 downsample", 1, "conv1", 64, 128, (1, 2, 2), 2),
+    ("layer3.0 conv1", 1, "conv3", 128, 256, (1, 2, 2), 4),
+    ("layer3 conv", 3, "conv3", 256, 256, (1, 1, 1), 8),
+    ("layer3.0 downsample", 1, "conv1", 128, 256, (1, 2, 2), 4),
+    ("layer4.0 conv1", 1, "conv3", 256, 512, (1, 1, 1), 8),
+    ("layer4 conv", 3, "conv3", 512, 512, (1, 1, 1), 8),
+    ("layer4.0 downsample", 1, "conv1", 256, 512, (1, 1, 1), 8),
+    ("decoder.0", 1, "conv3", 512, 256, (1, 1, 1), 8),
+    ("decoder.1", 1, "convT", 512, 128, None, 8),
+    ("decoder.2", 1, "convT", 256, 64, None, 4),
+    ("decoder.3", 1, "conv3", 128, 64, (1, 1, 1), 2),
+    ("decoder.4", 1, "convT", 128, 64, None, 2),
+]
+
+
+def median_seconds(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_case(kind, c_in, c_out, stride, scale, height, width, frames):
+    """Random +-1 input, fp32 module and packed weights for one layer."""
+    x = torch.randn(1, c_in, frames, height // scale, width // scale)
+    if kind == "convT":
+        weight = torch.randn(c_in, c_out, 3, 4, 4)
+        packed = ops.pack_conv_transpose_weight(weight)
+        fp32 = lambda: F.conv_transpose3d(x, weight, stride=(1, 2, 2), padding=(1, 1, 1))  # noqa: E731
+        binary = lambda v: ops.binary_conv_transpose3d(  # noqa: E731
+            ops.pack_signs(x, variant=v), packed, c_in, torch.ones(c_out), torch.zeros(c_out), variant=v)
+        macs = 12 * c_in * c_out * frames * (4 * x.shape[3] * x.shape[4])
+        return fp32, binary, macs
+    k = 3 if kind == "conv3" else 1
+    weight = torch.randn(c_out, c_in, k, k, k)
+    packed = ops.pack_conv_weight(weight)
+    fp32 = lambda: F.conv3d(x, weight, stride=stride, padding=k // 2)  # noqa: E731
+    binary = lambda v: ops.binary_conv3d(  # noqa: E731
+        ops.pack_signs(x, variant=v), packed, c_in, stride, torch.ones(c_out), torch.zeros(c_out), variant=v)
+    out_hw = ((x.shape[3] - 1) // stride[1] + 1) * ((x.shape[4] - 1) // stride[2] + 1)
+    return fp32, binary, k ** 3 * c_in * c_out * frames * out_hw
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", nargs="*", default=None, help="default: every native variant")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = args.variants or [v for v in ops.available_variants() if v != ops.TORCH_VARIANT]
+    height, width = args.size
+    print(f"{height}x{width}, 4 frames, {args.threads} threads; ms per layer (G binary-MAC/s)")
+    print(f"{'layer':22s}{'n':>3s}{'fp32':>10s}" + "".join(f"{v:>22s}" for v in variants))
+    totals = [0.0] * (1 + len(variants))
+    with torch.inference_mode():
+        for name, count, kind, c_in, c_out, stride, scale in FLAVR_UNET18_LAYERS:
+            fp32, binary, macs = layer_case(kind, c_in, c_out, stride, scale, height, width, 4)
+            times = [median_seconds(fp32, args.repeats)]
+            times += [median_seconds(lambda: binary(v), args.repeats) for v in variants]
+            totals = [total + count * t for total, t in zip(totals, times)]
+            cells = "".join(f"{t * 1e3:10.1f} ({macs / t / 1e9:6.0f})  " for t in times[1:])
+            print(f"{name:22s}{count:3d}{times[0] * 1e3:10.1f}" + cells)
+    print(f"{'model total':25s}{totals[0] * 1e3:10.1f}" + "".join(f"{t * 1e3:10.1f}{'':12s}" for t in totals[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Binary FLAVR on the bit-packed kernels: conversion from a trained model, build, load.
+
+The packed model (PackedFLAVR) holds binary FLAVR's own module tree (model/unet3d.py, same
+state-dict keys, same input/output convention) in which every binary layer (input
+BatchNorm -> sign -> binary conv) becomes a PackedBinaryConv:
+  * the input BatchNorm and the sign become one per-channel test fma(x, scale, shift) >= 0
+    that reproduces PyTorch's eval BatchNorm arithmetic bit for bit,
+  * the weights are sign bits packed along the input channels,
+  * alpha and the conv bias are the per-channel multiplier and bias of the kernel's
+    epilogue, and a ReLU right after the conv runs in the kernel too.
+Everything real-valued (stem, feature gating, shortcuts, joins, BatchNorms after convs,
+outconv) keeps its PyTorch module, its state-dict key and its NCDHW layout, so it computes
+exactly what the simulated binary model computes. The forward is written for inference:
+gating, shortcuts and activations work in place, decoder concatenations are never
+materialised (the next binary conv packs the parts), feature_fuse runs as one GEMM on
+the decoder output and outconv as banded GEMMs (both after the last sign: only
+float rounding changes, ~1e-7 relative).
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine import ops
+from engine.packed_format import PackedFileError, read_packed
+from model import build_model, describe_config
+from model.binconv import BINARY_LAYERS, TRANSPOSED_BINARY_LAYERS
+from model.unet3d import DecoderConv, FeatureGating, UNet3D
+
+TRANSPOSED_GEOMETRY = {"kernel_size": (3, 4, 4), "stride": (1, 2, 2), "padding": (1, 1, 1)}
+
+
+class PackedBinaryConv(nn.Module):
+    """BN -> sign -> binary Conv3d / ConvTranspose3d -> `dot * multiplier + bias` [-> ReLU].
+
+    Input `B x C_in x T x H x W` float (or a list of tensors to concatenate along C);
+    output a contiguous float `B x C_out x T' x H' x W'`. Conv: kernel 3 (one-padding 1)
+    or 1, stride (1, s, s). Transposed: kernel (3,4,4), stride (1,2,2), padding (1,1,1),
+    output `T x 2H x 2W`.
+    Buffers: bits `C_out x taps x words` (int64 sign bits, 1 = -1), multiplier and bias
+    `C_out`, sign_scale and sign_shift `C_in` (sign = +1 where fma(x, scale, shift) >= 0).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, transposed, device=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.transposed = kernel_size, tuple(stride), transposed
+        self.negative_slope = None  # 0.0 once a following ReLU is fused
+        taps = 48 if transposed else kernel_size ** 3
+        self.register_buffer("bits", torch.zeros(out_channels, taps, ops.words_for(in_channels), dtype=torch.int64, device=device))
+        for name, size in (("multiplier", out_channels), ("bias", out_channels), ("sign_scale", in_channels), ("sign_shift", in_channels)):
+            self.register_buffer(name, torch.zeros(size, device=device))
+        self.register_buffer("kernel_weight", torch.zeros(0, dtype=torch.int64, device=device), persistent=False)
+
+    @classmethod
+    def like(cls, layer):
+        """An empty packed layer with the geometry of binary `layer` (checked)."""
+        if isinstance(layer, TRANSPOSED_BINARY_LAYERS):
+            geometry = {k: tuple(getattr(layer, k)) for k in TRANSPOSED_GEOMETRY}
+            if geometry != TRANSPOSED_GEOMETRY:
+                raise ValueError(f"packed transposed convs need {TRANSPOSED_GEOMETRY}, got {geometry}")
+            return cls(layer.in_channels, layer.out_channels, 4, layer.stride, True, layer.weight.device)
+        k = layer.kernel_size
+        if k not in ((3, 3, 3), (1, 1, 1)) or tuple(layer.padding) != (k[0] // 2,) * 3 or layer.stride[0] != 1:
+            raise ValueError(f"packed convs are 3x3x3 (padding 1) or 1x1x1 (padding 0) with temporal stride 1, "
+                             f"got kernel {k}, padding {layer.padding}, stride {layer.stride}")
+        return cls(layer.in_channels, layer.out_channels, k[0], layer.stride, False, layer.weight.device)
+
+    @torch.no_grad()
+    def copy_from(self, layer):
+        """Take sign bits, alpha, bias and the input BatchNorm's sign test from a binarized binary layer."""
+        weight = layer.weight.detach()
+        oriented = weight.transpose(0, 1) if self.transposed else weight  # C_out x C_in x k...
+        alpha = oriented.abs().flatten(1).amax(dim=1)
+        if not torch.equal(oriented.abs(), alpha.view(-1, *[1] * (oriented.dim() - 1)).expand_as(oriented)):
+            raise ValueError("the binary weights are not binarized (alpha * sign(W)): load the model with "
+                             "myutils.load_model or run BinOp.binarization() first")
+        self.bits.copy_(ops.pack_weight_bits(oriented))
+        self.multiplier.copy_(alpha)
+        self.bias.copy_(layer.bias.detach() if layer.bias is not None else torch.zeros_like(alpha))
+        bn = layer.bn
+        if bn.running_mean is None:
+            raise ValueError("the input BatchNorm tracks no running statistics; cannot fold it into a threshold")
+        scale, shift = ops.batchnorm_sign_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+        self.sign_scale.copy_(scale)
+        self.sign_shift.copy_(shift)
+
+    def refresh(self):
+        """Rebuild the kernels' weight layout from `bits` (after loading or converting)."""
+        layout = ops.conv_transpose_kernel_layout if self.transposed else ops.conv_kernel_layout
+        self.kernel_weight = layout(self.bits)
+
+    def forward(self, x):
+        """x: a tensor, or a list of tensors whose channel-wise concatenation is the input."""
+        packed = ops.pack_signs(x, self.sign_scale, self.sign_shift)
+        if self.transposed:
+            return ops.binary_conv_transpose3d(packed, self.kernel_weight, self.in_channels, self.multiplier,
+                                               self.bias, self.negative_slope)
+        return ops.binary_conv3d(packed, self.kernel_weight, self.in_channels, self.stride, self.multiplier,
+                                 self.bias, self.negative_slope)
+
+    def extra_repr(self):
+        kind = "transposed (3,4,4)" if self.transposed else f"kernel {self.kernel_size}"
+        act = "" if self.negative_slope is None else f", negative_slope={self.negative_slope}"
+        return f"{self.in_channels}, {self.out_channels}, {kind}, stride={self.stride}{act}"
+
+
+def _gate(gating, x):
+    """FeatureGating's factor sigmoid(conv1x1x1(mean of x over T, H, W)), `B x C x 1 x 1 x 1`."""
+    return gating.attn_layer(gating.pool(x))
+
+
+def _decoder_stage(sequence, x, negative_slope=0.2):
+    """A decoder stage's nn.Sequential (binary conv, gating, optional BatchNorm/upsampling)
+    followed by the decoder's LeakyReLU; x may be a list of tensors to concatenate."""
+    modules = list(sequence)
+    for index, module in enumerate(modules):
+        if isinstance(module, FeatureGating):
+            if index == len(modules) - 1:
+                return ops.gate_leaky_relu_(x, _gate(module, x), negative_slope)
+            x = x.mul_(_gate(module, x))
+        elif isinstance(module, PackedBinaryConv):
+            x = module(x)
+        else:
+            x = module(torch.cat(x, dim=1) if isinstance(x, list) else x)
+    return F.leaky_relu_(x, negative_slope)
+
+
+def _fuse_frames(conv, x):
+    """feature_fuse's 1x1 Conv2d on cat(unbind(x, T)) as one GEMM per sample, no copy of x:
+    x[b] is already a contiguous `(C*T) x (H*W)` matrix with rows in (c, t) order, so the
+    weight's columns (in (t, c) order) are reordered instead.
+
+    x `B x C x T x H x W`, conv weight `O x (T*C) x 1 x 1`, no bias -> `B x O x H x W`."""
+    batch, channels, frames, height, width = x.shape
+    weight = conv.weight.view(conv.out_channels, frames, channels).transpose(1, 2).reshape(conv.out_channels, -1)
+    out = ops.empty_output((batch, conv.out_channels, height, width), x)
+    for b in range(batch):
+        torch.mm(weight, x[b].view(channels * frames, height * width), out=out[b].view(conv.out_channels, -1))
+    return out
+
+
+def _conv2d_by_gemm(conv, padded, band=32):
+    """A stride-1 unpadded Conv2d (k x k, few outputs: outconv) as one GEMM per band of
+    `band` output rows, `(k*k*O) x C` taps times the band's pixels, plus k*k shifted sums.
+
+    padded `B x C x (H+k-1) x (W+k-1)`, weight `O x C x k x k` -> `B x O x H x W`."""
+    out_channels, in_channels, k, _ = conv.weight.shape
+    batch, _, padded_height, padded_width = padded.shape
+    height, width = padded_height - k + 1, padded_width - k + 1
+    taps = conv.weight.permute(2, 3, 0, 1).reshape(k * k * out_channels, in_channels)
+    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(out_channels)
+    out = bias.view(1, -1, 1, 1).repeat(batch, 1, height, width)
+    for b in range(batch):
+        for top in range(0, height, band):
+            rows = min(band, height - top)
+            pixels = padded[b, :, top:top + rows + k - 1].reshape(in_channels, -1)
+            partial = (taps @ pixels).view(k, k, out_channels, rows + k - 1, padded_width)
+            target = out[b, :, top:top + rows]
+            for i in range(k):
+                for j in range(k):
+                    target += partial[i, j, :, i:i + rows, j:j + width]
+    return out
+
+
+def _is_plain_conv2d(conv):
+    return (isinstance(conv, nn.Conv2d) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.kernel_size[0] == conv.kernel_size[1])
+
+
+class PackedFLAVR(nn.Module):
+    """Binary FLAVR with bit-packed binary convs: a list of `n_inputs` frames `B x 3 x H x W`
+    in [0, 1] -> a list of `n_outputs` frames (H, W multiples of 8), inference only."""
+
+    def __init__(self, net, config):
+        super().__init__()
+        self.config = dict(config)
+        self.n_inputs, self.n_outputs, self.joinType = net.n_inputs, net.n_outputs, net.joinType
+        self.encoder, self.decoder = net.encoder, net.decoder
+        self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
+
+    _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
+
+    def _block(self, block, x):
+        shortcut = x if block.downsample is None else block.downsample(x)
+        y = block.conv2(block.conv1(x))
+        return ops.gate_add_relu_(y, _gate(block.fg, y), shortcut)
+
+    def _join(self, x, skip):
+        if self.joinType == "concat":
+            return [x, skip]
+        return x.add_(skip) if self.joinType == "add" else x
+
+    def _fuse(self, x):
+        layers = self.feature_fuse.conv
+        if len(layers) == 1:
+            return _fuse_frames(layers[0], x)
+        return self.feature_fuse(torch.cat(torch.unbind(x, dim=2), dim=1))
+
+    def _output(self, x):
+        pad, conv = self.outconv
+        return _conv2d_by_gemm(conv, pad(x)) if _is_plain_conv2d(conv) else self.outconv(x)
+
+    @torch.inference_mode()
+    def forward(self, frames):
+        x = self._stack(frames)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)
+        skips = [self.encoder.stem(x - mean)]
+        for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4):
+            h = skips[-1]
+            for block in layer:
+                h = self._block(block, h)
+            skips.append(h)
+        x = skips.pop()
+        for stage in self.decoder:
+            x = _decoder_stage(stage.conv if isinstance(stage, DecoderConv) else stage.upconv, x)
+            if skips:
+                x = self._join(x, skips.pop())
+        fused = F.leaky_relu_(self._fuse(x), 0.2)
+        out = self._output(fused)
+        mean = mean.squeeze(2)
+        return [o + mean for o in torch.split(out, 3, dim=1)]
+
+
+def _replace_binary_layers(model, fill):
+    """Swap every binary layer of `model` (in place) for a PackedBinaryConv, fusing a ReLU
+    that directly follows it. `fill`: copy the values (the model holds binarized weights);
+    otherwise only the shapes (a meta skeleton)."""
+    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for index, layer in enumerate(list(sequence)):
+            if not isinstance(layer, BINARY_LAYERS):
+                continue
+            packed = PackedBinaryConv.like(layer)
+            if fill:
+                packed.copy_from(layer)
+            after = index + 1
+            if after < len(sequence) and isinstance(sequence[after], nn.ReLU):
+                packed.negative_slope = 0.0
+                sequence[after] = nn.Identity()
+            sequence[index] = packed
+    left = [name for name, m in model.named_modules() if isinstance(m, BINARY_LAYERS)]
+    if left:
+        raise ValueError(f"binary layers outside an nn.Sequential cannot be packed: {', '.join(left)}")
+
+
+def _refresh(model):
+    for module in model.modules():
+        if isinstance(module, PackedBinaryConv):
+            module.refresh()
+    return model
+
+
+def pack_binary_model(model):
+    """A binary FLAVR (eval mode, weights binarized by BinOp, e.g. from myutils.load_model)
+    -> a new packed model on CPU. The input model is left untouched."""
+    if getattr(model, "config", {}).get("arch") != "binary":
+        raise ValueError("only binary FLAVR models (config arch 'binary') can be packed")
+    binop = model.__dict__.pop("binop", None)  # BinOp holds the latent weights: do not copy it
+    try:
+        packed = copy.deepcopy(model).cpu().eval()
+    finally:
+        if binop is not None:
+            model.binop = binop
+    _replace_binary_layers(packed, fill=True)
+    return _refresh(PackedFLAVR(packed, model.config))
+
+
+def build_packed_model(config, state_dict, device="cpu"):
+    """The packed model a configuration describes, with tensors from a packed file."""
+    try:
+        with torch.device("meta"):  # shapes only: no fp32 weights are allocated
+            model = build_model(config, log_summary=False)
+    except (ValueError, KeyError, TypeError) as error:
+        raise PackedFileError(f"the packed file's model configuration is invalid ({error})") from None
+    _replace_binary_layers(model, fill=False)
+    model = PackedFLAVR(model, config).to_empty(device="cpu")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise PackedFileError(f"the packed tensors do not fit {describe_config(config)} ({first})") from None
+    return _refresh(model).eval().to(device)
+
+
+def load_packed(path, device="cpu"):
+    """Load a packed model file (.bfl) -> (model in eval mode on `device`, description)."""
+    config, tensors, metadata = read_packed(path)
+    model = build_packed_model(config, tensors, device)
+    source = f", from {metadata['source']}" if metadata.get("source") else ""
+    return model, f"{describe_config(config)}, packed 1-bit{source}"

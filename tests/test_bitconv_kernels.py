@@ -1,0 +1,282 @@
+"""Bit-packed binary conv kernels against PyTorch convolutions on +-1 tensors.
+
+Every kernel variant this machine supports is checked (C++ ones and the pure-PyTorch
+fallback "torch"); the +-1 dot products must be exact, the scaled outputs within 1e-5.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import ops
+
+VARIANTS = ops.available_variants()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_signs(*shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.where(torch.randn(*shape, generator=generator) >= 0, 1.0, -1.0)
+
+
+def sign(w):
+    return torch.where(w >= 0, 1.0, -1.0)
+
+
+def post_op(dot, multiplier, bias, negative_slope):
+    y = dot * multiplier.view(1, -1, 1, 1, 1) + bias.view(1, -1, 1, 1, 1)
+    return y if negative_slope is None else F.leaky_relu(y, negative_slope)
+
+
+def scale_and_shift(channels, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(channels, generator=generator) + 0.1, torch.randn(channels, generator=generator)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("in_channels,out_channels", [(3, 9), (70, 13), (130, 70)])
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2)])
+def test_conv3x3x3_equals_one_padded_conv3d(variant, in_channels, out_channels, stride):
+    signs = random_signs(2, in_channels, 3, 7, 10)
+    weight = torch.randn(out_channels, in_channels, 3, 3, 3)
+    expected_dot = F.conv3d(F.pad(signs, (1, 1, 1, 1, 1, 1), value=1.0), sign(weight), stride=stride)
+    packed_x, packed_w = ops.pack_signs(signs, variant=variant), ops.pack_conv_weight(weight)
+
+    ones, zeros = torch.ones(out_channels), torch.zeros(out_channels)
+    dot = ops.binary_conv3d(packed_x, packed_w, in_channels, stride, ones, zeros, variant=variant)
+    assert torch.equal(dot, expected_dot)
+
+    multiplier, bias = scale_and_shift(out_channels)
+    for slope in (None, 0.0, 0.2):
+        y = ops.binary_conv3d(packed_x, packed_w, in_channels, stride, multiplier, bias, slope, variant=variant)
+        torch.testing.assert_close(y, post_op(expected_dot, multiplier, bias, slope), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("in_channels,out_channels", [(3, 9), (70, 13), (130, 70)])
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2)])
+def test_conv1x1x1_equals_conv3d(variant, in_channels, out_channels, stride):
+    signs = random_signs(2, in_channels, 3, 5, 9, seed=2)
+    weight = torch.randn(out_channels, in_channels, 1, 1, 1)
+    expected_dot = F.conv3d(signs, sign(weight), stride=stride)
+    multiplier, bias = scale_and_shift(out_channels)
+    y = ops.binary_conv3d(ops.pack_signs(signs, variant=variant), ops.pack_conv_weight(weight), in_channels, stride,
+                          multiplier, bias, 0.0, variant=variant)
+    torch.testing.assert_close(y, post_op(expected_dot, multiplier, bias, 0.0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("in_channels,out_channels", [(3, 9), (70, 13), (130, 70)])
+def test_conv_transpose_equals_one_padded_conv_transpose3d(variant, in_channels, out_channels):
+    signs = random_signs(2, in_channels, 3, 5, 7, seed=3)
+    weight = torch.randn(in_channels, out_channels, 3, 4, 4)
+    expected_dot = F.conv_transpose3d(F.pad(signs, (1, 1, 1, 1, 1, 1), value=1.0), sign(weight),
+                                      stride=(1, 2, 2), padding=(2, 3, 3))
+    packed_x, packed_w = ops.pack_signs(signs, variant=variant), ops.pack_conv_transpose_weight(weight)
+
+    ones, zeros = torch.ones(out_channels), torch.zeros(out_channels)
+    dot = ops.binary_conv_transpose3d(packed_x, packed_w, in_channels, ones, zeros, variant=variant)
+    assert dot.shape == (2, out_channels, 3, 10, 14)
+    assert torch.equal(dot, expected_dot)
+
+    multiplier, bias = scale_and_shift(out_channels)
+    y = ops.binary_conv_transpose3d(packed_x, packed_w, in_channels, multiplier, bias, 0.2, variant=variant)
+    torch.testing.assert_close(y, post_op(expected_dot, multiplier, bias, 0.2), rtol=0, atol=1e-5)
+
+
+def test_one_padded_conv_transpose_equals_padded_conv_transpose_with_plus_one_border():
+    """The reference itself: PyTorch's padded transposed conv, out-of-range taps counted as +1."""
+    signs = random_signs(1, 5, 2, 3, 4, seed=4)
+    weight = sign(torch.randn(5, 6, 3, 4, 4))
+    one_padded = F.conv_transpose3d(F.pad(signs, (1, 1, 1, 1, 1, 1), value=1.0), weight, stride=(1, 2, 2), padding=(2, 3, 3))
+    zero_padded = F.conv_transpose3d(signs, weight, stride=(1, 2, 2), padding=(1, 1, 1))
+    border = F.conv_transpose3d(F.pad(torch.zeros_like(signs), (1, 1, 1, 1, 1, 1), value=1.0), weight,
+                                stride=(1, 2, 2), padding=(2, 3, 3))
+    torch.testing.assert_close(one_padded, zero_padded + border, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_all_variants_give_bit_identical_outputs(variant):
+    x = torch.randn(1, 70, 2, 6, 11)
+    weight = torch.randn(20, 70, 3, 3, 3)
+    multiplier, bias = scale_and_shift(20)
+    scale, shift = torch.randn(70), torch.randn(70) * 0.1
+    reference = ops.binary_conv3d(ops.pack_signs(x, scale, shift, variant=ops.TORCH_VARIANT),
+                                  ops.pack_conv_weight(weight), 70, (1, 2, 2), multiplier, bias, 0.2,
+                                  variant=ops.TORCH_VARIANT)
+    y = ops.binary_conv3d(ops.pack_signs(x, scale, shift, variant=variant), ops.pack_conv_weight(weight),
+                          70, (1, 2, 2), multiplier, bias, 0.2, variant=variant)
+    assert torch.equal(y, reference)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pack_signs_layout_halo_and_pad_bits(variant, channels_last):
+    x = torch.randn(2, 70, 3, 4, 67)  # 67 positions: one full and one partial block of 64
+    x[0, 0, 0, 0, 0] = 0.0  # sign(0) = +1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    packed = ops.pack_signs(x, variant=variant)
+    assert packed.shape == (2, 5, 6, 69, 2) and packed.dtype == torch.int64
+    interior = packed[:, 1:-1, 1:-1, 1:-1]
+    assert torch.equal(ops.unpack_signs(interior, 70), sign(x).permute(0, 2, 3, 4, 1))
+    halo = packed.clone()
+    halo[:, 1:-1, 1:-1, 1:-1] = 0
+    assert not halo.any()
+    assert not (interior[..., 1] >> 6).any()  # channels 70..127 do not exist: their bits stay zero
+
+
+def random_batchnorm(channels):
+    bn = torch.nn.BatchNorm3d(channels).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.1, 3)
+        bn.weight.uniform_(-2, 2)
+        bn.weight[:3] = 0.0  # constant-sign channels
+        bn.bias.uniform_(-1, 1)
+        bn.bias[0] = 0.0
+    return bn
+
+
+def unpacked_signs(packed, channels):
+    return ops.unpack_signs(packed[:, 1:-1, 1:-1, 1:-1], channels).permute(0, 4, 1, 2, 3)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pack_signs_with_batchnorm_affine_reproduces_pytorch_batchnorm_sign(variant):
+    bn, x = random_batchnorm(70), torch.randn(2, 70, 3, 9, 10)
+    scale, shift = ops.batchnorm_sign_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+    with torch.no_grad():
+        expected = sign(bn(x))
+    assert torch.equal(unpacked_signs(ops.pack_signs(x, scale, shift, variant=variant), 70), expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pack_signs_with_batchnorm_threshold_is_the_exact_sign(variant):
+    bn, x = random_batchnorm(70), torch.randn(2, 70, 3, 9, 10)
+    scale, shift = ops.batchnorm_sign_threshold(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+    view = (1, -1, 1, 1, 1)
+    gamma, beta = bn.weight.detach().double().view(view), bn.bias.detach().double().view(view)
+    exact = (x.double() - bn.running_mean.double().view(view)) / torch.sqrt(bn.running_var.double().view(view) + bn.eps)
+    expected = torch.where(exact * gamma + beta >= 0, 1.0, -1.0)
+    assert torch.equal(unpacked_signs(ops.pack_signs(x, scale, shift, variant=variant), 70), expected)
+
+
+def test_batchnorm_threshold_is_the_float32_edge_of_the_real_crossing():
+    weight, bias = torch.tensor([0.7, -1.3]), torch.tensor([0.2, 0.5])
+    mean, var, eps = torch.tensor([0.1, -0.4]), torch.tensor([0.9, 2.0]), 1e-5
+    scale, shift = ops.batchnorm_sign_threshold(weight, bias, mean, var, eps)
+    for c in range(2):
+        crossing = mean[c].double() - bias[c].double() * torch.sqrt(var[c].double() + eps) / weight[c].double()
+        edge = -shift[c] * scale[c]  # the last float32 on the +1 side
+        outside = torch.nextafter(edge, torch.tensor(-float("inf") if scale[c] > 0 else float("inf")))
+        assert (edge.double() - crossing) * scale[c] >= 0
+        assert (outside.double() - crossing) * scale[c] < 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_results_do_not_depend_on_thread_count(variant):
+    signs = random_signs(1, 64, 4, 8, 12, seed=5)
+    weight = torch.randn(32, 64, 3, 3, 3)
+    multiplier, bias = scale_and_shift(32)
+    args = (ops.pack_signs(signs, variant=variant), ops.pack_conv_weight(weight), 64, (1, 1, 1), multiplier, bias)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = ops.binary_conv3d(*args, variant=variant)
+        torch.set_num_threads(2)
+        double = ops.binary_conv3d(*args, variant=variant)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, double)
+
+
+def test_unknown_variant_is_a_clear_error(monkeypatch):
+    with pytest.raises(ops.BitconvError, match="not available"):
+        ops.pack_signs(torch.randn(1, 3, 1, 2, 2), variant="avx9000")
+    monkeypatch.setenv(ops.KERNEL_ENV, "avx9000")
+    with pytest.raises(ops.BitconvError, match="avx9000"):
+        ops.pack_signs(torch.randn(1, 3, 1, 2, 2))
+
+
+def test_mismatched_packed_input_is_a_clear_error():
+    packed = ops.pack_signs(torch.randn(1, 70, 1, 3, 3))
+    weight = ops.pack_conv_weight(torch.randn(8, 70, 3, 3, 3))
+    with pytest.raises(ops.BitconvError, match="in_channels"):
+        ops.binary_conv3d(packed, weight, 130, (1, 1, 1), torch.ones(8), torch.zeros(8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_run_through_the_pytorch_path():
+    signs = random_signs(1, 70, 2, 5, 6, seed=6)
+    weight = torch.randn(13, 70, 3, 3, 3)
+    multiplier, bias = scale_and_shift(13)
+    cpu = ops.binary_conv3d(ops.pack_signs(signs), ops.pack_conv_weight(weight), 70, (1, 1, 1), multiplier, bias)
+    cuda = ops.binary_conv3d(ops.pack_signs(signs.cuda()), ops.pack_conv_weight(weight.cuda()), 70, (1, 1, 1),
+                             multiplier.cuda(), bias.cuda())
+    assert cuda.device.type == "cuda"
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-5)
+
+
+def test_failed_build_falls_back_to_pytorch_with_one_warning(tmp_path):
+    """A broken compiler must not break inference: one warning, then the PyTorch kernels."""
+    script = (
+        "import warnings, torch\n"
+        "from engine import ops\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    variants = ops.available_variants()\n"
+        "    y = ops.binary_conv3d(ops.pack_signs(torch.randn(1, 3, 1, 4, 4)), ops.pack_conv_weight(torch.randn(2, 3, 3, 3, 3)),\n"
+        "                          3, (1, 1, 1), torch.ones(2), torch.zeros(2))\n"
+        "ours = [w for w in caught if 'bitconv' in str(w.message)]\n"
+        "assert variants == ['torch'], variants\n"
+        "assert len(ours) == 1, [str(w.message) for w in caught]\n"
+        "assert y.shape == (1, 2, 1, 4, 4)\n"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pack_signs_of_a_list_packs_the_channel_concatenation(variant):
+    parts = [torch.randn(2, 70, 2, 3, 5), torch.randn(2, 3, 2, 3, 5), torch.randn(2, 64, 2, 3, 5)]
+    scale, shift = torch.randn(137), torch.randn(137)
+    joined = ops.pack_signs(torch.cat(parts, dim=1), scale, shift, variant=variant)
+    assert torch.equal(ops.pack_signs(parts, scale, shift, variant=variant), joined)
+    with pytest.raises(ops.BitconvError, match="share"):
+        ops.pack_signs([parts[0], torch.randn(2, 3, 2, 3, 6)], variant=variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_halo_is_zeroed_even_in_reused_memory(variant):
+    for seed in range(3):  # the allocator hands back the previous, dirty block
+        x = torch.randn(1, 130, 3, 6, 7, generator=torch.Generator().manual_seed(seed)) - 5.0  # all signs -1
+        packed = ops.pack_signs(x, variant=variant)
+        halo = packed.clone()
+        halo[:, 1:-1, 1:-1, 1:-1] = 0
+        assert not halo.any()
+        del packed
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_block_epilogues_equal_the_pytorch_ops(variant):
+    generator = torch.Generator().manual_seed(7)
+    y = torch.randn(2, 5, 3, 4, 6, generator=generator)
+    gate = torch.rand(2, 5, 1, 1, 1, generator=generator)
+    shortcut = torch.randn(2, 5, 3, 4, 6, generator=generator)
+    assert torch.equal(ops.gate_add_relu_(y.clone(), gate, shortcut, variant=variant), torch.relu(y * gate + shortcut))
+    assert torch.equal(ops.gate_leaky_relu_(y.clone(), gate, 0.2, variant=variant), F.leaky_relu(y * gate, 0.2))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 64, 4, 128, 64)])  # small: at::empty; above 32 MiB: huge pages
+def test_empty_output_is_a_writable_float_tensor_of_the_shape(shape):
+    y = ops.empty_output(shape, torch.zeros(1))
+    assert y.shape == shape and y.dtype == torch.float32 and y.is_contiguous()
+    y.fill_(2.0)
+    assert y.sum().item() == 2.0 * y.numel()
