@@ -10,7 +10,7 @@ import logging
 import cv2
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import custom, davis, demo, gopro, middlebury, ucf101, vimeo90k_septuplet
 from .errors import DatasetError
@@ -58,6 +58,23 @@ def _replicas(distributed):
     return dist.get_world_size(), dist.get_rank()
 
 
+class EvaluationShardSampler(Sampler):
+    """Rank ``rank``'s share of an evaluation set, in order and without the repeated samples that
+    DistributedSampler pads its shards with (they would count twice in reduced metrics)."""
+
+    def __init__(self, dataset, num_replicas, rank):
+        self.indices = list(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def set_epoch(self, epoch):
+        """Evaluation order does not depend on the epoch."""
+
+
 def _init_worker(worker_id):
     cv2.setNumThreads(1)  # the DataLoader workers already run in parallel
 
@@ -67,12 +84,16 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``.
 
     Every loader samples through a DistributedSampler (this process's shard when ``distributed``),
-    shuffled by default for 'train' only, in an order fixed by (seed, epoch). ``drop_last`` defaults
+    shuffled by default for 'train' only, in an order fixed by (seed, epoch); unshuffled evaluation
+    splits are sharded without padding (``EvaluationShardSampler``). ``drop_last`` defaults
     to True for 'train' unless that would leave no batch at all. Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     num_replicas, rank = _replicas(distributed)
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
-                                 shuffle=(split == "train") if shuffle is None else shuffle, seed=seed)
+    shuffle = (split == "train") if shuffle is None else shuffle
+    if split == "train" or shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+    else:
+        sampler = EvaluationShardSampler(dataset, num_replicas, rank)
     if drop_last is None:
         drop_last = split == "train" and len(sampler) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

@@ -228,10 +228,10 @@ def test_train_loader_keeps_a_short_last_batch_only_when_it_is_the_only_one(tmp_
 
 # ---------------------------------------------------------------- distributed shards
 
-def _collect_shard(rank, init_file, data_root, out_file):
+def _collect_shard(rank, init_file, data_root, out_file, split="train"):
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    loader = get_loader("vimeo90K_septuplet", "train", data_root, distributed=True, seed=7, augment=False,
+    loader = get_loader("vimeo90K_septuplet", split, data_root, distributed=True, seed=7, augment=False,
                         crop_size=32)
     order = {}
     for epoch in (0, 1):
@@ -243,24 +243,35 @@ def _collect_shard(rank, init_file, data_root, out_file):
         json.dump(order, handle)
 
 
-def test_two_ranks_get_disjoint_shards_covering_the_data_set(tmp_path):
-    ids = write_vimeo(tmp_path / "vimeo", n_seqs=8)
+def _shards_of_two_ranks(tmp_path, split):
     context = multiprocessing.get_context("fork")
-    outputs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    processes = [context.Process(target=_collect_shard,
-                                 args=(rank, tmp_path / "init", tmp_path / "vimeo", outputs[rank]))
+    outputs = [tmp_path / f"{split}_rank{r}.json" for r in range(2)]
+    processes = [context.Process(target=_collect_shard, args=(rank, tmp_path / f"init_{split}",
+                                                              tmp_path / "vimeo", outputs[rank], split))
                  for rank in range(2)]
     for process in processes:
         process.start()
     for process in processes:
         process.join(timeout=120)
     assert all(p.exitcode == 0 for p in processes)
-    shards = [json.loads(path.read_text()) for path in outputs]
+    return [json.loads(path.read_text()) for path in outputs]
+
+
+def test_two_ranks_get_disjoint_shards_covering_the_data_set(tmp_path):
+    ids = write_vimeo(tmp_path / "vimeo", n_seqs=8)
+    shards = _shards_of_two_ranks(tmp_path, "train")
     for epoch in ("0", "1"):
         first, second = shards[0][epoch], shards[1][epoch]
         assert len(first) == len(second) == 4 and not set(first) & set(second)
         assert sorted(first + second) == sorted(ids["train"])
     assert shards[0]["0"] != shards[0]["1"]
+
+
+def test_evaluation_shards_cover_every_sample_exactly_once(tmp_path):
+    ids = write_vimeo(tmp_path / "vimeo", n_seqs=5)
+    shards = _shards_of_two_ranks(tmp_path, "test")
+    first, second = shards[0]["0"], shards[1]["0"]
+    assert sorted(first + second) == sorted(ids["test"])  # 3 + 2, none repeated to even them out
 
 
 # ---------------------------------------------------------------- bad input
