@@ -15,9 +15,9 @@ import os
 import sys
 
 from inference import PAD_MODES, PaddedModel, check_output_file
-from inference.cli import choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
 from inference.middlebury import check_result_paths, evaluate_middlebury, find_sequences
-from myutils import DEMO_CHECKPOINT, load_model, str2bool
+from myutils import DEMO_CHECKPOINT, load_model
 
 log = logging.getLogger("middlebury")
 
@@ -32,8 +32,7 @@ def parse_args(argv=None):
                         f"packed .bfl (default: {DEMO_CHECKPOINT})")
     parser.add_argument("--output_dir", default=os.path.join("output", "middlebury"),
                         help="where <seq>/frame10i11.png are written")
-    parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
-                        help="True: GPU, False: CPU (default: GPU when available)")
+    add_cuda_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="padding to multiples of 8 (cropped back after; never resized)")
     parser.add_argument("--results_json", metavar="PATH", help="also write the scores as JSON")

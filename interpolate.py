@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from inference import (CODECS, PAD_MODES, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter,
                        check_output_file, check_output_folder, open_frame_source)
-from inference.cli import choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
 from inference.errors import InferenceInputError
 from inference.readers import sample_clip_path
 from inference.writers import default_output_path
-from myutils import DEMO_CHECKPOINT, load_model, str2bool
+from myutils import DEMO_CHECKPOINT, load_model
 
 log = logging.getLogger("interpolate")
 
@@ -45,8 +45,7 @@ def parse_args(argv=None):
                         help="mp4v (.mp4, lossy) or ffv1 (.avi, lossless)")
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
     parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
-                        help="True: GPU, False: CPU (default: GPU when available)")
+    add_cuda_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="how frames are padded to multiples of 8")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")

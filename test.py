@@ -13,9 +13,9 @@ import sys
 from dataset import DATASETS, get_loader
 from evaluation import evaluate
 from inference import PAD_MODES, PaddedModel, check_output_file, check_output_folder
-from inference.cli import choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
 from inference.frame_io import tensor_to_rgb, write_rgb
-from myutils import DEMO_CHECKPOINT, load_model, str2bool
+from myutils import DEMO_CHECKPOINT, load_model
 
 log = logging.getLogger("test")
 
@@ -41,8 +41,7 @@ def parse_args(argv=None):
                         "the data set's FLAVR crop)")
     parser.add_argument("--test_batch_size", type=int, default=1)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
-                        help="True: GPU, False: CPU (default: GPU when available)")
+    add_cuda_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="padding of frames whose size is not a multiple of 8 (cropped back after)")
     parser.add_argument("--results_json", metavar="PATH", help="write the results as JSON")

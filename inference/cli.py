@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 
-from myutils import select_device
+from myutils import select_device, str2bool
 
 from .errors import InferenceInputError
 
@@ -17,6 +17,12 @@ def setup_logging():
     what is wrong) unless OPENCV_FFMPEG_LOGLEVEL is set."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg first opens
+
+
+def add_cuda_argument(parser):
+    """``--cuda True|False`` (a bare ``--cuda`` means True); default None: CUDA when available."""
+    parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
+                        help="True: GPU, False: CPU (default: GPU when available)")
 
 
 def choose_device(cuda):
