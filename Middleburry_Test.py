@@ -15,9 +15,9 @@ import os
 import sys
 
 from inference import PAD_MODES, PaddedModel, check_output_file
-from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, run_script, setup_logging
 from inference.middlebury import check_result_paths, evaluate_middlebury, find_sequences
-from myutils import DEMO_CHECKPOINT, load_model
+from myutils import DEMO_CHECKPOINT, load_model, select_device
 
 log = logging.getLogger("middlebury")
 
@@ -67,7 +67,7 @@ def main(argv=None):
     check_result_paths(sequences, args.output_dir, args.overwrite)
     if args.results_json:
         check_output_file(args.results_json, overwrite=args.overwrite)
-    device = choose_device(args.cuda)
+    device = select_device(args.cuda)
     model, _ = load_model(args.load_from, device, n_outputs=1)
     scores, written = evaluate_middlebury(PaddedModel(model, args.pad_mode), sequences, device, args.output_dir)
     if written:

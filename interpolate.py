@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from inference import (CODECS, PAD_MODES, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter,
                        check_output_file, check_output_folder, open_frame_source)
-from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, run_script, setup_logging
 from inference.errors import InferenceInputError
 from inference.readers import sample_clip_path
 from inference.writers import default_output_path
-from myutils import DEMO_CHECKPOINT, load_model
+from myutils import DEMO_CHECKPOINT, load_model, select_device
 
 log = logging.getLogger("interpolate")
 
@@ -96,7 +96,7 @@ def check_numbers(args, device):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging()
-    device = choose_device(args.cuda)
+    device = select_device(args.cuda)
     check_numbers(args, device)
     input_path = args.input_video or sample_clip_path()
     source = open_frame_source(input_path, is_folder=True if args.is_folder else None, fps=args.input_fps)

@@ -118,11 +118,11 @@ def str2bool(value):
 
 
 def select_device(cuda=None):
-    """``cuda=None``: CUDA when present; True: CUDA or a clear error; False: CPU."""
+    """``cuda=None``: CUDA when present; True: CUDA or a ValueError; False: CPU."""
     if cuda is None:
         cuda = torch.cuda.is_available()
     if cuda and not torch.cuda.is_available():
-        raise RuntimeError("--cuda True but no CUDA device is available: use --cuda False")
+        raise ValueError("--cuda True but no CUDA device is available: use --cuda False")
     return torch.device("cuda" if cuda else "cpu")
 
 
@@ -195,9 +195,11 @@ def is_packed_file(path):
         return f.read(len(PACKED_MAGIC)) == PACKED_MAGIC
 
 
-def _state_dict_of(checkpoint, path):
+def state_dict_of(checkpoint, path="checkpoint"):
+    """The weights of any checkpoint: ours, FLAVR's release (``{"state_dict": ...}``) or a bare state
+    dict of tensors; ModelFileError otherwise."""
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        return checkpoint["state_dict"]
+        checkpoint = checkpoint["state_dict"]
     if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
         return checkpoint
     raise ModelFileError(f"{path}: neither a Binary-FLAVR checkpoint nor a FLAVR release checkpoint "
@@ -206,7 +208,7 @@ def _state_dict_of(checkpoint, path):
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Build the model a checkpoint describes and load its weights (latent weights, train mode)."""
-    state_dict = _state_dict_of(checkpoint, path)
+    state_dict = state_dict_of(checkpoint, path)
     ours = isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
     config = checkpoint["config"] if ours else infer_flavr_config(state_dict)
     model = build_model(config, log_summary=False)

@@ -13,9 +13,9 @@ import sys
 from dataset import DATASETS, get_loader
 from evaluation import evaluate
 from inference import PAD_MODES, PaddedModel, check_output_file, check_output_folder
-from inference.cli import add_cuda_argument, choose_device, run_script, setup_logging
+from inference.cli import add_cuda_argument, run_script, setup_logging
 from inference.frame_io import tensor_to_rgb, write_rgb
-from myutils import DEMO_CHECKPOINT, load_model
+from myutils import DEMO_CHECKPOINT, load_model, select_device
 
 log = logging.getLogger("test")
 
@@ -77,7 +77,7 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logging()
     check_outputs(args)
-    device = choose_device(args.cuda)
+    device = select_device(args.cuda)
     model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
     loader = get_loader(args.dataset, "test", args.data_root, batch_size=args.test_batch_size,
                         num_workers=args.num_workers, shuffle=False, n_inputs=model.config["n_inputs"],

@@ -1,12 +1,10 @@
-"""What every command-line script shares: logging set-up, device choice, and turning bad input into
+"""What every command-line script shares: logging set-up, the --cuda flag, and turning bad input into
 one clear line on stderr with exit code 2 (no traceback)."""
 import logging
 import os
 import sys
 
-from myutils import select_device, str2bool
-
-from .errors import InferenceInputError
+from myutils import str2bool
 
 BAD_INPUT_EXIT_CODE = 2
 BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
@@ -23,14 +21,6 @@ def add_cuda_argument(parser):
     """``--cuda True|False`` (a bare ``--cuda`` means True); default None: CUDA when available."""
     parser.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
                         help="True: GPU, False: CPU (default: GPU when available)")
-
-
-def choose_device(cuda):
-    """``cuda`` None: CUDA when present; True: CUDA or InferenceInputError; False: CPU."""
-    try:
-        return select_device(cuda)
-    except RuntimeError as error:
-        raise InferenceInputError(str(error)) from None
 
 
 def run_script(main, argv=None):

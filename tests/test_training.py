@@ -10,11 +10,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from model import build_model, model_config
-from myutils import load_model, read_checkpoint
+from myutils import load_model, read_checkpoint, state_dict_of
 from tests.fixtures import write_vimeo
 from training import main
 from training.run import initialise_from_pretrained
-from training.state import pretrained_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +95,7 @@ def test_flavr_release_checkpoint_initialises_the_binary_model(tmp_path):
     path = tmp_path / "FLAVR_2x.pth"  # the release layout: DataParallel keys under "state_dict"
     torch.save({"state_dict": {f"module.{k}": v for k, v in flavr.state_dict().items()}, "epoch": 200}, path)
     binary = build_model(model_config(arch="binary"), log_summary=False)
-    report = initialise_from_pretrained(binary, pretrained_state_dict(read_checkpoint(str(path)), path), path)
+    report = initialise_from_pretrained(binary, state_dict_of(read_checkpoint(str(path)), path), path)
     assert not report.unused and not report.mismatched
     assert report.missing and all(".bn." in key for key in report.missing)  # the binary layers' input BN
     binary_weights = binary.state_dict()

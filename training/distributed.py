@@ -84,16 +84,9 @@ class Runtime:
         return self.device if self.distributed and dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def _device_or_value_error(cuda):
-    try:
-        return select_device(cuda)
-    except RuntimeError as error:
-        raise ValueError(str(error)) from None
-
-
 def single_process_runtime(cuda=None):
     """One process on CUDA (when available or ``cuda=True``) or the CPU."""
-    device = _device_or_value_error(cuda)
+    device = select_device(cuda)
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     return Runtime(device=device)
@@ -108,7 +101,7 @@ def torchrun_runtime(cuda=None, timeout_minutes=30):
                          "main_bin_ddp.py ... (or train in one process with main_bin.py)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
-    device = _device_or_value_error(cuda)
+    device = select_device(cuda)
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from dataset import get_loader
 from model import build_model, describe_config, transfer_weights
 from model.summary import model_summary
-from myutils import ModelFileError, read_checkpoint
+from myutils import ModelFileError, read_checkpoint, state_dict_of
 from training.experiment import Experiment, check_experiment_folder, experiment_folder, resume_checkpoint_path
 from training.options import model_config_from
-from training.state import TrainingDiverged, check_resumable, pretrained_state_dict, seed_everything
+from training.state import TrainingDiverged, check_resumable, seed_everything
 from training.sample_record import SampleRecorder
 from training.trainer import Trainer
 
@@ -80,7 +80,7 @@ def read_inputs(args, folder, config):
         resume_path = resume_checkpoint_path(folder, args.resume)
         resume = read_checkpoint(resume_path)
         check_resumable(resume, resume_path, config)
-    pretrained = pretrained_state_dict(read_checkpoint(args.pretrained), args.pretrained) if args.pretrained else None
+    pretrained = state_dict_of(read_checkpoint(args.pretrained), args.pretrained) if args.pretrained else None
     return resume, resume_path, pretrained
 
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from model import model_config, strip_module_prefix
+from model import model_config
 from myutils import CHECKPOINT_FORMAT, ModelFileError, make_checkpoint
 
 
@@ -74,14 +74,3 @@ def check_resumable(checkpoint, path, config):
     if differences:
         raise ValueError(f"{path} holds another model: {', '.join(differences)}; "
                          "repeat the model options of the run you resume")
-
-
-def pretrained_state_dict(checkpoint, path):
-    """The weights of any checkpoint ``--pretrained`` accepts: ours, FLAVR's release
-    (``{"state_dict": {"module.<key>": tensor}}``) or a bare state dict; ModelFileError otherwise."""
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not (isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values())):
-        raise ModelFileError(f"{path}: no model weights found (expected a 'state_dict' of tensors): "
-                             "give a Binary-FLAVR or FLAVR checkpoint")
-    return strip_module_prefix(checkpoint)
