@@ -53,6 +53,10 @@ def export(load_from, output, overwrite=False):
     bits, other = size_report(state)
     log.info("wrote %s: %.2f MB (sign bits %.2f MB, real-valued parameters, scales and thresholds %.2f MB); "
              "checkpoint %.2f MB", output, size / 1e6, bits / 1e6, other / 1e6, os.path.getsize(load_from) / 1e6)
+    if model.config["gate_reduction"] == 1 or not model.config["bin_downsample"]:
+        log.info("this model keeps FLAVR's C x C gating convs or real shortcut convs in fp32; a model trained "
+                 "in the compact layout (--bin_downsample True --gate_reduction 16) packs smaller "
+                 "(unet_18 2x: 5.89 MB instead of 9.30 MB)")
     return size
 
 

@@ -8,6 +8,8 @@ Every (model, size) runs in a fresh process with the same thread count: median s
 forward of 4 input frames, speed-up over full precision, peak resident memory of that
 process, and the model file sizes. The packed model is loaded from a real .bfl file
 exported from the binary model (random weights unless --load_model gives a checkpoint).
+Without --load_model the compact layout (binary shortcuts, gates factorised 1/16) is
+packed and timed too: the same binary convs, a < 6 MB file.
 --profile prints where the packed engine's time goes (per operator).
 """
 import argparse
@@ -29,7 +31,9 @@ from model import build_model  # noqa: E402
 from myutils import load_model  # noqa: E402
 from util import BinOp  # noqa: E402
 
-KINDS = {"fp32": "FLAVR fp32 (PyTorch)", "simulated": "binary, simulated (PyTorch)", "packed": "binary, packed 1-bit"}
+KINDS = {"fp32": "FLAVR fp32 (PyTorch)", "simulated": "binary, simulated (PyTorch)", "packed": "binary, packed 1-bit",
+         "compact": "compact binary, packed 1-bit"}
+COMPACT_LAYOUT = {"bin_downsample": True, "gate_reduction": 16}
 
 
 def frame_size(text):
@@ -51,23 +55,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def binary_model(load_from):
-    """The binary FLAVR to benchmark, binarized (random unet_18 2x unless a checkpoint is given)."""
+def binary_model(load_from, layout=None):
+    """The binary FLAVR to benchmark, binarized (random unet_18 2x in FLAVR's layout, or with the
+    ``layout`` options, unless a checkpoint is given)."""
     if load_from:
         model, _ = load_model(load_from, "cpu")
         if model.config["arch"] != "binary":
             raise SystemExit(f"{load_from}: not a binary FLAVR checkpoint")
         return model
     torch.manual_seed(0)
-    model = build_model({"arch": "binary"}, log_summary=False).eval()
+    model = build_model({"arch": "binary", **(layout or {})}, log_summary=False).eval()
     model.binop = BinOp(model)
     model.binop.binarization()
     return model
 
 
 def build(kind, workdir, config):
-    if kind == "packed":
-        return load_packed(os.path.join(workdir, "model.bfl"))[0]
+    if kind in ("packed", "compact"):
+        return load_packed(os.path.join(workdir, f"{kind}.bfl"))[0]
     if kind == "simulated":
         return binary_model(os.environ.get("BENCH_LOAD_MODEL"))
     return build_model({**config, "arch": "flavr"}, log_summary=False).eval()
@@ -115,14 +120,20 @@ def saved_bytes(model):
     return buffer.tell()
 
 
+def export(model, path):
+    """Write ``model`` (binarized) as a packed file; returns its size in bytes."""
+    return write_packed(path, model.config, pack_binary_model(model).state_dict(), {"source": "benchmark"})
+
+
 def prepare(workdir, load_from):
-    """Exports the packed file; returns the model configuration and the file sizes in bytes."""
+    """Exports the packed file(s); returns the model configuration and the file sizes in bytes."""
     model = binary_model(load_from)
-    packed = pack_binary_model(model).state_dict()
-    packed_bytes = write_packed(os.path.join(workdir, "model.bfl"), model.config, packed, {"source": "benchmark"})
+    sizes = {"packed": export(model, os.path.join(workdir, "packed.bfl"))}
+    if not load_from:
+        sizes["compact"] = export(binary_model(None, COMPACT_LAYOUT), os.path.join(workdir, "compact.bfl"))
     model.binop.restore()  # checkpoints hold the latent weights
     fp32 = build_model({**model.config, "arch": "flavr"}, log_summary=False)
-    return dict(model.config), {"fp32": saved_bytes(fp32), "simulated": saved_bytes(model), "packed": packed_bytes}
+    return dict(model.config), {"fp32": saved_bytes(fp32), "simulated": saved_bytes(model), **sizes}
 
 
 def main(argv=None):
@@ -144,7 +155,7 @@ def main(argv=None):
         profiles = []
         for size in sizes:
             results = {}
-            for kind in KINDS:
+            for kind in file_bytes:
                 with context.Pool(1) as pool:
                     results[kind] = pool.apply(measure, (kind, size, args.threads, args.repeats, workdir, config,
                                                          args.profile and kind == "packed"))

@@ -5,6 +5,8 @@ The configuration travels inside every checkpoint, so any script can rebuild the
 import logging
 from dataclasses import dataclass, field
 
+import torch
+
 from model import FLAVR_arch, binFLAVR_arch
 from model.summary import model_summary
 
@@ -21,6 +23,7 @@ DEFAULT_CONFIG = {
     "upmode": "transpose",
     "bin_downsample": False,   # binary 1x1x1 shortcut convs (binary arch only)
     "base_channels": 64,       # FLAVR's width; smaller gives narrow variants (quick tests)
+    "gate_reduction": 1,       # 1: FLAVR's C x C gating convs; 16: rank-C/16 gates (compact layout)
 }
 
 
@@ -40,7 +43,7 @@ def build_model(config, log_summary=True):
     config = model_config(**config)
     common = dict(block=config["block"], n_inputs=config["n_inputs"], n_outputs=config["n_outputs"],
                   batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
-                  base_channels=config["base_channels"])
+                  base_channels=config["base_channels"], gate_reduction=config["gate_reduction"])
     if config["arch"] == "binary":
         model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"])
     else:
@@ -52,8 +55,13 @@ def build_model(config, log_summary=True):
 
 
 def describe_config(config):
-    """``binary unet_18 2x (4 inputs)``."""
-    return f"{config['arch']} {config['block']} {config['n_outputs'] + 1}x ({config['n_inputs']} inputs)"
+    """``binary unet_18 2x (4 inputs)``, plus the layout options that differ from FLAVR's."""
+    details = [f"{config['n_inputs']} inputs"]
+    if config.get("gate_reduction", 1) > 1:
+        details.append(f"gates factorised 1/{config['gate_reduction']}")
+    if config["arch"] == "binary" and config.get("bin_downsample"):
+        details.append("binary shortcuts")
+    return f"{config['arch']} {config['block']} {config['n_outputs'] + 1}x ({', '.join(details)})"
 
 
 def strip_module_prefix(state_dict):
@@ -68,9 +76,13 @@ class TransferReport:
     missing: list = field(default_factory=list)      # in the model, not in the checkpoint
     unused: list = field(default_factory=list)       # in the checkpoint, not in the model
     mismatched: list = field(default_factory=list)   # same key, other shape
+    factorised: list = field(default_factory=list)   # C x C gates copied as rank-k factors (SVD)
 
     def summary(self):
         lines = [f"initialised {len(self.copied)} tensors from the checkpoint"]
+        if self.factorised:
+            lines.append(f"{len(self.factorised)} full gating convs copied as their best low-rank "
+                         "factorisation (truncated SVD)")
         for label, keys in (("not in the checkpoint (kept their initialisation)", self.missing),
                             ("in the checkpoint but not in this model (ignored)", self.unused),
                             ("shape differs (kept their initialisation)", self.mismatched)):
@@ -80,12 +92,35 @@ class TransferReport:
         return "\n".join(lines)
 
 
+def _factorise_gates(source, target, report):
+    """Replace each C x C gating conv of ``source`` whose role is factorised in ``target``
+    (``attn_layer.0``: k x C, ``attn_layer.1``: C x k) by its best rank-k factors: with
+    W = U S V^T, A = sqrt(S_k) V_k^T and B = U_k sqrt(S_k); the bias moves to ``attn_layer.1``."""
+    source = dict(source)
+    suffix = "attn_layer.0.weight"
+    for key in [k for k in target if k.endswith(suffix)]:
+        prefix, factor = key[:-len(suffix)], target[key]
+        rank, channels = factor.shape[:2]
+        full, bias = source.get(key), source.get(prefix + "attn_layer.0.bias")
+        if (prefix + "attn_layer.1.weight" not in target or full is None or bias is None
+                or tuple(full.shape) != (channels, channels, 1, 1, 1)):
+            continue
+        u, s, vh = torch.linalg.svd(full.flatten(1).double())
+        root = s[:rank].sqrt()
+        source[key] = (root[:, None] * vh[:rank]).view_as(factor).to(factor.dtype)
+        source[prefix + "attn_layer.1.weight"] = (u[:, :rank] * root).view(channels, rank, 1, 1, 1).to(factor.dtype)
+        source[prefix + "attn_layer.1.bias"] = source.pop(prefix + "attn_layer.0.bias")
+        report.factorised.append(prefix + "attn_layer")
+    return source
+
+
 def transfer_weights(model, state_dict):
     """Copy every tensor whose key and shape exist in both (full precision <-> binary, release
-    checkpoints with ``module.`` keys included) and report what was and was not loaded."""
-    source = strip_module_prefix(state_dict)
+    checkpoints with ``module.`` keys included) and report what was and was not loaded. FLAVR's
+    C x C gates initialise factorised gates (``gate_reduction`` > 1) by truncated SVD."""
     target = model.state_dict()
     report = TransferReport()
+    source = _factorise_gates(strip_module_prefix(state_dict), target, report)
     for key, value in target.items():
         if key not in source:
             report.missing.append(key)

@@ -7,7 +7,7 @@ Module names follow FLAVR exactly (``encoder.layer1.0.conv1.0.weight``, ``decode
 ``feature_fuse.conv.0.weight``, ``outconv.1.weight``...), so FLAVR's release checkpoints load
 with ``strict=True``.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -26,15 +26,33 @@ class ConvPolicy:
     downsample_conv: type  # 1x1x1 shortcut convs where channels or stride change
     decoder_conv: type     # 3x3x3 decoder convs
     decoder_upconv: type   # (3,4,4) stride (1,2,2) transposed decoder convs
+    gate_reduction: int = 1  # gating convs: 1 = FLAVR's C x C; r > 1 = rank gate_rank(C, r) factors
+
+
+def gate_rank(channels, reduction):
+    """Rank of a factorised gate: ``channels // reduction``, but at least 8 (or ``channels``)."""
+    return max(channels // reduction, min(channels, 8))
 
 
 class FeatureGating(nn.Module):
-    """SE-style gating: ``x * sigmoid(conv1x1x1(avgpool(x)))``, x ``B x C x T x H x W``."""
+    """Gating ``x * sigmoid(W @ avgpool(x) + b)``, x ``B x C x T x H x W``, W real-valued.
 
-    def __init__(self, channels):
+    ``reduction`` 1: W is FLAVR's 1x1x1 C x C conv (key ``attn_layer.0``). ``reduction`` r > 1:
+    W = B @ A is a rank-k factorisation, k = ``gate_rank(C, r)``: a bias-free 1x1x1 conv
+    C -> k (``attn_layer.0``) then a 1x1x1 conv k -> C with the bias (``attn_layer.1``), about
+    2C^2/r instead of C^2 weights; ``builder.transfer_weights`` fills it from a C x C gate by
+    truncated SVD.
+    """
+
+    def __init__(self, channels, reduction=1):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.attn_layer = nn.Sequential(nn.Conv3d(channels, channels, 1, bias=True), nn.Sigmoid())
+        if reduction == 1:
+            convs = [nn.Conv3d(channels, channels, 1, bias=True)]
+        else:
+            rank = gate_rank(channels, reduction)
+            convs = [nn.Conv3d(channels, rank, 1, bias=False), nn.Conv3d(rank, channels, 1, bias=True)]
+        self.attn_layer = nn.Sequential(*convs, nn.Sigmoid())
 
     def forward(self, x):
         return x * self.attn_layer(self.pool(x))
@@ -54,7 +72,7 @@ class BasicBlock(nn.Module):
                                    *_maybe_bn(out_ch, batchnorm), nn.ReLU(inplace=True))
         self.conv2 = nn.Sequential(policy.block_conv(out_ch, out_ch, 3, 1, 1, bias=bias),
                                    *_maybe_bn(out_ch, batchnorm))
-        self.fg = FeatureGating(out_ch)
+        self.fg = FeatureGating(out_ch, policy.gate_reduction)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
             self.downsample = nn.Sequential(policy.downsample_conv(in_ch, out_ch, 1, st, 0, bias=False),
@@ -99,7 +117,7 @@ class DecoderConv(nn.Module):
     def __init__(self, policy, in_ch, out_ch, batchnorm):
         super().__init__()
         self.conv = nn.Sequential(policy.decoder_conv(in_ch, out_ch, 3, 1, 1, bias=True),
-                                  FeatureGating(out_ch), *_maybe_bn(out_ch, batchnorm))
+                                  FeatureGating(out_ch, policy.gate_reduction), *_maybe_bn(out_ch, batchnorm))
 
     def forward(self, x):
         return self.conv(x)
@@ -115,7 +133,7 @@ class DecoderUpConv(nn.Module):
         else:
             up = [nn.Upsample(scale_factor=(1, 2, 2), mode="trilinear", align_corners=False),
                   policy.decoder_conv(in_ch, out_ch, 1, 1, 0, bias=True)]
-        self.upconv = nn.Sequential(*up, FeatureGating(out_ch), *_maybe_bn(out_ch, batchnorm))
+        self.upconv = nn.Sequential(*up, FeatureGating(out_ch, policy.gate_reduction), *_maybe_bn(out_ch, batchnorm))
 
     def forward(self, x):
         return self.upconv(x)
@@ -139,14 +157,18 @@ class UNet3D(nn.Module):
     """FLAVR: a list of ``n_inputs`` frames ``B x 3 x H x W`` in [0, 1] -> a list of ``n_outputs``
     frames ``B x 3 x H x W`` between the middle two inputs. H and W must be multiples of 8.
     ``base_channels`` (FLAVR: 64) scales every width; smaller values give narrow variants for
-    quick experiments and tests."""
+    quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
+    (see ``FeatureGating``); 1 is FLAVR's gating."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
-                 joinType="concat", upmode="transpose", base_channels=64):
+                 joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1):
         super().__init__()
         _check_choice("block", block, tuple(BLOCK_LAYERS))
         _check_choice("joinType", joinType, JOIN_TYPES)
         _check_choice("upmode", upmode, UP_MODES)
+        if not isinstance(gate_reduction, int) or gate_reduction < 1:
+            raise ValueError(f"gate_reduction must be an integer >= 1, got {gate_reduction!r}")
+        policy = replace(policy, gate_reduction=gate_reduction)
         self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
         growth = 2 if joinType == "concat" else 1
         self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)

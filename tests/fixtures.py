@@ -3,11 +3,19 @@
 Frames are flat grey 8-bit images whose value encodes their frame index, ``frame_value(i) =
 OFFSET + STEP * i`` in every channel, so a test can tell which frame a loader returned with
 ``frame_index(tensor)``. Videos use a larger step (mp4v is lossy); compare with ``step=VIDEO_STEP``.
-Sizes are (height, width)."""
+Sizes are (height, width). Also the helpers the script tests share: run a script, read a PNG,
+save a random checkpoint."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
+
+from model import build_model
+from myutils import make_checkpoint, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 OFFSET, STEP, VIDEO_STEP = 5, 7, 20
 
@@ -36,6 +44,24 @@ def write_png(path, image):
     if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def read_png(path):
+    """An image file as an ``H x W x 3`` uint8 RGB array."""
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+
+def run_repo_script(script, *args, cwd=REPO):
+    """Run one of the repository's scripts on CPU (``--cuda False``) as a user would; the
+    CompletedProcess with text stdout and stderr."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), "--cuda", "False", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write_random_checkpoint(path, **config):
+    """A randomly initialised model of ``config`` (see ``model.DEFAULT_CONFIG``) saved as our checkpoint."""
+    save_checkpoint(make_checkpoint(build_model(config, log_summary=False)), str(path))
+    return str(path)
 
 
 def textured_image(size, seed=0):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from model import build_model, transfer_weights
 from model.binconv import BINARY_LAYERS, BinConv3d, BinConvTranspose3d, binary_sign
 from model.summary import count_parameters, model_summary
+from model.unet3d import FeatureGating, gate_rank
 from util import BinOp
 
 
@@ -31,6 +32,48 @@ def test_block_and_decoder_convs_are_binary_and_the_rest_real():
 def test_bin_downsample_makes_shortcut_convs_binary():
     model = small_binary(bin_downsample=True)
     assert isinstance(model.encoder.layer2[0].downsample[0], BinConv3d)
+
+
+def test_compact_layout_factorises_every_gate_and_keeps_the_other_keys():
+    full, compact = small_binary(), small_binary(gate_reduction=4, bin_downsample=True)
+    full_shapes = {k: v.shape for k, v in full.state_dict().items()}
+    compact_shapes = {k: v.shape for k, v in compact.state_dict().items()}
+    gates = [name for name, m in compact.named_modules() if isinstance(m, FeatureGating)]
+    assert len(gates) == 13
+    for name in gates:
+        channels = full_shapes[f"{name}.attn_layer.0.weight"][0]
+        rank = gate_rank(channels, 4)
+        assert rank == max(channels // 4, min(channels, 8))
+        assert compact_shapes[f"{name}.attn_layer.0.weight"] == (rank, channels, 1, 1, 1)
+        assert compact_shapes[f"{name}.attn_layer.1.weight"] == (channels, rank, 1, 1, 1)
+        assert compact_shapes[f"{name}.attn_layer.1.bias"] == (channels,)
+    same = {k for k in full_shapes if "attn_layer" not in k and "downsample" not in k}
+    assert all(compact_shapes[k] == full_shapes[k] for k in same)
+
+
+def gate_output(gating, pooled):
+    return gating.attn_layer(pooled).flatten()
+
+
+def test_full_gates_initialise_factorised_gates_by_truncated_svd():
+    torch.manual_seed(0)
+    flavr = build_model({"arch": "flavr", "base_channels": 8}, log_summary=False)
+    gate = flavr.encoder.layer4[1].fg.attn_layer[0]  # 64 x 64
+    with torch.no_grad():
+        gate.weight.copy_((torch.randn(64, 16) @ torch.randn(16, 64)).view_as(gate.weight))  # rank 16
+        gate.bias.uniform_(-0.5, 0.5)
+        full_rank = flavr.encoder.layer3[0].fg.attn_layer[0].weight.flatten(1).clone()  # 32 x 32
+    compact = small_binary(gate_reduction=4)  # 64 -> rank 16, 32 -> rank 8
+    report = transfer_weights(compact, flavr.state_dict())
+    assert len(report.factorised) == 13 and not report.mismatched and "truncated SVD" in report.summary()
+    assert not any("attn_layer" in key for key in report.missing + report.unused)
+    pooled = torch.randn(3, 64, 1, 1, 1)
+    expected = gate_output(flavr.encoder.layer4[1].fg, pooled)
+    assert torch.allclose(gate_output(compact.encoder.layer4[1].fg, pooled), expected, atol=1e-5)
+    factors = compact.encoder.layer3[0].fg.attn_layer
+    product = factors[1].weight.flatten(1) @ factors[0].weight.flatten(1)
+    tail = torch.linalg.svdvals(full_rank.double())[8:]  # Eckart-Young: the best rank-8 error
+    assert abs(torch.linalg.matrix_norm(product.double() - full_rank.double()) - tail.norm()) < 1e-4
 
 
 def test_sign_is_never_zero_and_gradient_is_clipped_straight_through():

@@ -1,20 +1,15 @@
 """interpolate.py and the streaming engine on real frame folders and videos written by the tests."""
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from fixtures import textured_image, write_png, write_video
+from fixtures import REPO, read_png, run_repo_script, textured_image, write_png, write_random_checkpoint, write_video
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
 from inference.errors import InferenceInputError
-from model import build_model
-from myutils import load_model, make_checkpoint, save_checkpoint
+from myutils import load_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "interpolate.py")
 ODD_SIZE = (70, 90)  # height, width: not multiples of 8
 
 
@@ -24,9 +19,7 @@ def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     paths = {}
     for factor in (2, 4):
-        paths[factor] = str(folder / f"binary_{factor}x.pth")
-        save_checkpoint(make_checkpoint(build_model({"arch": "binary", "n_outputs": factor - 1},
-                                                    log_summary=False)), paths[factor])
+        paths[factor] = write_random_checkpoint(folder / f"binary_{factor}x.pth", arch="binary", n_outputs=factor - 1)
     return paths
 
 
@@ -46,14 +39,13 @@ def model_2x(checkpoints):
     return load_model(checkpoints[2], "cpu")[0]
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, SCRIPT, "--cuda", "False", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def run_cli(*args, cwd=REPO):
+    return run_repo_script("interpolate.py", *args, cwd=cwd)
 
 
 def read_png_folder(folder):
     names = sorted(os.listdir(folder))
-    return names, [cv2.cvtColor(cv2.imread(os.path.join(folder, n)), cv2.COLOR_BGR2RGB) for n in names]
+    return names, [read_png(os.path.join(folder, n)) for n in names]
 
 
 def read_video(path):

@@ -2,46 +2,33 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fixtures import write_middlebury
+from fixtures import read_png, run_repo_script, write_middlebury, write_random_checkpoint
 from inference.middlebury import interpolation_error
-from model import build_model
-from myutils import load_model, make_checkpoint, save_checkpoint
+from myutils import load_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "Middleburry_Test.py")
 SIZE = (61, 83)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random full-precision 2x model (the script is the same for every architecture; this one loads fast)."""
-    path = str(tmp_path_factory.mktemp("models") / "flavr_2x.pth")
-    save_checkpoint(make_checkpoint(build_model({"arch": "flavr", "n_outputs": 1}, log_summary=False)), path)
-    return path
+    return write_random_checkpoint(tmp_path_factory.mktemp("models") / "flavr_2x.pth", arch="flavr", n_outputs=1)
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, SCRIPT, "--cuda", "False", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-
-
-def read_rgb(path):
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return run_repo_script("Middleburry_Test.py", *args)
 
 
 def expected_result(checkpoint, data_dir, numbers):
     """frame10i11 computed here: the frames replicate-padded to 64x88, the model, cropped, 8-bit."""
     model, _ = load_model(checkpoint, "cpu")
-    frames = [torch.from_numpy(read_rgb(os.path.join(data_dir, f"frame{n:02d}.png"))).permute(2, 0, 1)[None]
+    frames = [torch.from_numpy(read_png(os.path.join(data_dir, f"frame{n:02d}.png"))).permute(2, 0, 1)[None]
               .float() / 255 for n in numbers]
     padded = [F.pad(f, (0, 88 - SIZE[1], 0, 64 - SIZE[0]), mode="replicate") for f in frames]
     with torch.no_grad():
@@ -57,10 +44,10 @@ def test_writes_upload_files_at_original_size_and_prints_metrics(tmp_path, check
     assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(out)) == ["Backyard", "Teddy"]  # evaluation sequences only
     for name in ("Backyard", "Teddy"):
-        assert read_rgb(str(out / name / "frame10i11.png")).shape == (*SIZE, 3)
+        assert read_png(str(out / name / "frame10i11.png")).shape == (*SIZE, 3)
 
     teddy = expected_result(checkpoint, os.path.join(root, "other-data", "Teddy"), (10, 10, 11, 11))
-    assert np.abs(read_rgb(str(out / "Teddy" / "frame10i11.png")).astype(np.float64) - teddy).max() <= 1
+    assert np.abs(read_png(str(out / "Teddy" / "frame10i11.png")).astype(np.float64) - teddy).max() <= 1
 
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines() if line.strip()}
     assert {"Beanbags", "Dimetrodon", "average"} <= set(rows)

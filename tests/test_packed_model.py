@@ -80,6 +80,7 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"batchnorm": True, "bin_downsample": True},        # BatchNorm after convs, binary 1x1x1 shortcuts
     {"joinType": "add", "upmode": "upsample"},          # 1x1x1 binary convs after trilinear upsampling
     {"block": "unet_34", "joinType": "none"},
+    {"bin_downsample": True, "gate_reduction": 4},      # compact layout: factorised gates
 ])
 def test_every_architecture_option_packs_and_matches(config):
     torch.manual_seed(2)
@@ -100,6 +101,19 @@ def test_unet18_packed_size_is_one_bit_per_binary_weight(packed_pair):
     real = sum(t.numel() for k, t in state.items() if not k.endswith(".bits"))
     assert other_bytes == 4 * real
     assert 5.0e6 < sign_bytes < 5.3e6 and other_bytes < 4.5e6
+
+
+def test_compact_unet18_exports_to_at_most_6_mb_and_matches(tmp_path):
+    torch.manual_seed(4)
+    model = build_model({"arch": "binary", "bin_downsample": True, "gate_reduction": 16}, log_summary=False)
+    path = tmp_path / "compact.pth"
+    save_checkpoint(make_checkpoint(randomize_statistics(model, seed=4), epoch=1), str(path))
+    size = export_packed.export(str(path), str(tmp_path / "compact.bfl"))
+    assert size == os.path.getsize(tmp_path / "compact.bfl") <= 6_000_000
+    simulated, _ = load_model(str(path), "cpu")
+    packed, description = load_model(str(tmp_path / "compact.bfl"), "cpu")
+    assert "gates factorised 1/16" in description and "binary shortcuts" in description
+    assert max_difference(simulated, packed, frames(64, 96)) <= 1e-4
 
 
 def write_checkpoint(path, config, seed=3):

@@ -2,38 +2,27 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from fixtures import write_vimeo
-from model import build_model
-from myutils import load_model, make_checkpoint, save_checkpoint, ssim_batch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "test.py")
+from fixtures import read_png, run_repo_script, write_random_checkpoint, write_vimeo
+from myutils import load_model, ssim_batch
 
 
 @pytest.fixture(scope="module")
 def binary_checkpoint(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("models") / "binary_2x.pth")
-    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "n_outputs": 1}, log_summary=False)), path)
-    return path
+    return write_random_checkpoint(tmp_path_factory.mktemp("models") / "binary_2x.pth", arch="binary", n_outputs=1)
 
 
 def run_test_script(*args):
-    return subprocess.run([sys.executable, SCRIPT, "--cuda", "False", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return run_repo_script("test.py", *args)
 
 
 def read_frame(path):
     """A PNG as ``1 x 3 x H x W`` float in [0, 1]."""
-    rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return torch.from_numpy(read_png(path)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
 def own_predictions(checkpoint, root, sequence_ids):
@@ -66,7 +55,7 @@ def test_vimeo_results_json_matches_psnr_computed_from_the_model(tmp_path, binar
     assert reported["ssim"] == pytest.approx(sum(ssims) / len(ssims), abs=1e-5)
 
     for sequence_id, (pred, _) in zip(ids["test"], pairs):
-        saved = cv2.cvtColor(cv2.imread(str(images / sequence_id / "pred_01.png")), cv2.COLOR_BGR2RGB)
+        saved = read_png(str(images / sequence_id / "pred_01.png"))
         expected = (pred[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
         assert saved.shape == (64, 96, 3)
         assert np.abs(saved.astype(np.float64) - expected).max() <= 1

@@ -90,6 +90,19 @@ def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(two_epoch_
     assert (tmp_path / "split/args_resume_epoch1.json").is_file()
 
 
+def test_compact_layout_trains_from_a_flavr_checkpoint_and_is_recorded(vimeo, tmp_path, caplog):
+    flavr = build_model(model_config(arch="flavr"), log_summary=False)
+    torch.save({"state_dict": flavr.state_dict()}, tmp_path / "flavr.pth")
+    compact = ["--bin_downsample", "True", "--gate_reduction", "16", "--pretrained", str(tmp_path / "flavr.pth")]
+    with caplog.at_level("INFO"):
+        assert main(tiny_run(vimeo, tmp_path, "compact", "--max_epoch", "1", *compact)) == 0
+    assert "13 full gating convs copied as their best low-rank factorisation" in caplog.text
+    checkpoint = load(tmp_path / "compact/checkpoint.pth")
+    assert checkpoint["config"]["gate_reduction"] == 16 and checkpoint["config"]["bin_downsample"]
+    _, description = load_model(str(tmp_path / "compact/checkpoint.pth"), "cpu")
+    assert "gates factorised 1/16, binary shortcuts" in description
+
+
 def test_flavr_release_checkpoint_initialises_the_binary_model(tmp_path):
     flavr = build_model(model_config(arch="flavr"), log_summary=False)
     path = tmp_path / "FLAVR_2x.pth"  # the release layout: DataParallel keys under "state_dict"
@@ -126,7 +139,8 @@ def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(vimeo, 
     assert not glob.glob(str(tmp_path / "diverge/.tmp-*"))
 
 
-BAD_INPUTS = ["missing data root", "missing pretrained", "unrelated pretrained", "garbage resume", "bad crop"]
+BAD_INPUTS = ["missing data root", "missing pretrained", "unrelated pretrained", "garbage resume", "bad crop",
+              "bad gate reduction"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -138,7 +152,8 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, vimeo, tmp_path, capsys)
              "missing pretrained": ["--pretrained", str(tmp_path / "none.pth")],
              "unrelated pretrained": ["--pretrained", str(unrelated)],
              "garbage resume": ["--resume", str(garbage)],
-             "bad crop": ["--crop_size", "30"]}[case]
+             "bad crop": ["--crop_size", "30"],
+             "bad gate reduction": ["--gate_reduction", "0"]}[case]
     assert main(tiny_run(vimeo, tmp_path, "bad") + extra) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("error:"), error

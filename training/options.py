@@ -50,6 +50,10 @@ def _model_options(parser):
                        help="BatchNorm in the encoder (default: False, as FLAVR's release)")
     group.add_argument("--bin_downsample", type=_true_or_false, default=False, metavar="True|False",
                        help="binarize the 1x1x1 shortcut convolutions too (binary arch; default: False)")
+    group.add_argument("--gate_reduction", type=int, default=1, metavar="R",
+                       help="factorise each C x C gating conv to rank C/R (default: 1, FLAVR's gates); "
+                            "--bin_downsample True --gate_reduction 16 is the compact layout whose "
+                            "packed unet_18 file is < 6 MB")
     group.add_argument("--pretrained", metavar="PATH",
                        help="initialise from a checkpoint: ours (binary or full precision) or FLAVR's release")
 
@@ -147,7 +151,8 @@ def _fill_defaults(args):
 
 
 def _check_values(args):
-    for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs"):
+    for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
+                 "gate_reduction"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_steps_per_epoch", "max_val_batches"):
         value = getattr(args, name)
@@ -177,7 +182,7 @@ def model_config_from(args):
     """The model configuration (``model.DEFAULT_CONFIG`` keys) the options describe."""
     return model_config(arch=args.arch, block=args.model, n_inputs=args.n_inputs, n_outputs=args.n_outputs,
                         batchnorm=args.batchnorm, joinType=args.joinType, upmode=args.upmode,
-                        bin_downsample=args.bin_downsample)
+                        bin_downsample=args.bin_downsample, gate_reduction=args.gate_reduction)
 
 
 def resolve_amp(args, device):
