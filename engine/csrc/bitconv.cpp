@@ -210,10 +210,24 @@ BF_AVX512_BASE static inline void pack_position_avx512(const float* x, int64_t c
   }
 }
 
+// Sign packing and the transposed store, shared by both AVX-512 variants.
+struct Avx512Io {
+  BF_AVX512_BASE static inline void pack_position(const float* x, int64_t channels, const float* scale,
+                                                  const float* shift, uint64_t* out) {
+    pack_position_avx512(x, channels, scale, shift, out);
+  }
+  BF_AVX512_BASE static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
+    return position_masks_avx512(x, n, scale, shift);
+  }
+  BF_AVX512_BASE static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
+    store_block_avx2(in, in_stride, out, out_stride);
+  }
+};
+
 // AVX-512 with VPOPCNTQ: one instruction counts eight 64-bit words.
 namespace avx512_vpopcnt {
 #define BF_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq")))
-struct Simd {
+struct Simd : Avx512Io {
   using Vec = __m512i;
   using Acc = __m512i;
   static constexpr int kLanes = 8, kP = 6, kQ = 4, kFlushEvery = 0;
@@ -228,16 +242,6 @@ struct Simd {
   BF_TARGET static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
     finish_avx512(acc[0], e, channel, valid, dst);
   }
-  BF_TARGET static inline void pack_position(const float* x, int64_t channels, const float* scale,
-                                             const float* shift, uint64_t* out) {
-    pack_position_avx512(x, channels, scale, shift, out);
-  }
-  BF_TARGET static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
-    return position_masks_avx512(x, n, scale, shift);
-  }
-  BF_TARGET static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
-    store_block_avx2(in, in_stride, out, out_stride);
-  }
 };
 #include "bitconv_kernels.h"
 #undef BF_TARGET
@@ -246,8 +250,8 @@ struct Simd {
 // AVX-512BW without VPOPCNTQ: Harley-Seal carry-save adders (VPTERNLOGQ) over eight steps,
 // then a nibble-lookup popcount (VPSHUFB) of the eights plane into byte counters (VPSADBW).
 namespace avx512bw {
-#define BF_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
-struct Simd {
+#define BF_TARGET BF_AVX512_BASE
+struct Simd : Avx512Io {
   using Vec = __m512i;
   struct Acc {
     __m512i ones, twos, fours, eights, total;  // bit planes; eights: byte counts; total: flushed eights
@@ -292,16 +296,6 @@ struct Simd {
     count = _mm512_add_epi64(count, _mm512_slli_epi64(lane_sums(byte_counts(a.twos)), 1));
     count = _mm512_add_epi64(count, lane_sums(byte_counts(a.ones)));
     finish_avx512(count, e, channel, valid, dst);
-  }
-  BF_TARGET static inline void pack_position(const float* x, int64_t channels, const float* scale,
-                                             const float* shift, uint64_t* out) {
-    pack_position_avx512(x, channels, scale, shift, out);
-  }
-  BF_TARGET static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
-    return position_masks_avx512(x, n, scale, shift);
-  }
-  BF_TARGET static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
-    store_block_avx2(in, in_stride, out, out_stride);
   }
 };
 #include "bitconv_kernels.h"

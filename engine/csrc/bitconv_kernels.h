@@ -19,13 +19,32 @@
 // A whole output row is computed into a channels-last scratch row, then stored transposed
 // into the NCDHW output.
 
+// Clears a tile's P x J accumulators.
+template <int P, int J, class S>
+BF_TARGET static inline void zero_tile(typename S::Acc (&acc)[P][J]) {
+  BF_UNROLL for (int p = 0; p < P; ++p) {
+    BF_UNROLL for (int j = 0; j < J; ++j) acc[p][j] = S::zero();
+  }
+}
+
+// Writes a tile's counts through the epilogue: P positions x Q groups of V vectors each.
+template <int P, int Q, int V, class S>
+BF_TARGET static inline void finish_tile(const ConvPlan& c, const typename S::Acc (&acc)[P][Q * V], int64_t group,
+                                         float* out) {
+  BF_UNROLL for (int p = 0; p < P; ++p) {
+    BF_UNROLL for (int q = 0; q < Q; ++q) {
+      const int64_t channel = (group + q) * kGroup;
+      const int64_t valid = std::min<int64_t>(kGroup, c.epilogue.out_channels - channel);
+      S::finish(&acc[p][q * V], c.epilogue, channel, valid, out + p * c.scratch_col_step + channel);
+    }
+  }
+}
+
 template <int P, int Q, class S>
 BF_TARGET static void conv_tile(const ConvPlan& c, const uint64_t* in, int64_t group, float* out) {
   constexpr int V = kGroup / S::kLanes;
   typename S::Acc acc[P][Q * V];
-  BF_UNROLL for (int p = 0; p < P; ++p) {
-    BF_UNROLL for (int j = 0; j < Q * V; ++j) acc[p][j] = S::zero();
-  }
+  zero_tile<P, Q * V, S>(acc);
   const int64_t group_words = c.taps * c.words * kGroup;
   const uint64_t* w = c.weight + group * group_words;
   int since_flush = 0;
@@ -50,13 +69,7 @@ BF_TARGET static void conv_tile(const ConvPlan& c, const uint64_t* in, int64_t g
       }
     }
   }
-  BF_UNROLL for (int p = 0; p < P; ++p) {
-    BF_UNROLL for (int q = 0; q < Q; ++q) {
-      const int64_t channel = (group + q) * kGroup;
-      const int64_t valid = std::min<int64_t>(kGroup, c.epilogue.out_channels - channel);
-      S::finish(&acc[p][q * V], c.epilogue, channel, valid, out + p * c.scratch_col_step + channel);
-    }
-  }
+  finish_tile<P, Q, V, S>(c, acc, group, out);
 }
 
 // Activation word of position p at step s XOR the weight vector of that step at w.
@@ -95,9 +108,7 @@ template <int P, int Q, class S>
 BF_TARGET static void conv_tile_carry_save(const ConvPlan& c, const uint64_t* in, int64_t group, float* out) {
   constexpr int V = kGroup / S::kLanes;
   typename S::Acc acc[P][Q * V];
-  BF_UNROLL for (int p = 0; p < P; ++p) {
-    BF_UNROLL for (int j = 0; j < Q * V; ++j) acc[p][j] = S::zero();
-  }
+  zero_tile<P, Q * V, S>(acc);
   const int64_t group_words = c.taps * c.words * kGroup;
   const uint64_t* w = c.weight + group * group_words;
   const int64_t steps = c.taps * c.words;
@@ -122,13 +133,7 @@ BF_TARGET static void conv_tile_carry_save(const ConvPlan& c, const uint64_t* in
       }
     }
   }
-  BF_UNROLL for (int p = 0; p < P; ++p) {
-    BF_UNROLL for (int q = 0; q < Q; ++q) {
-      const int64_t channel = (group + q) * kGroup;
-      const int64_t valid = std::min<int64_t>(kGroup, c.epilogue.out_channels - channel);
-      S::finish(&acc[p][q * V], c.epilogue, channel, valid, out + p * c.scratch_col_step + channel);
-    }
-  }
+  finish_tile<P, Q, V, S>(c, acc, group, out);
 }
 
 template <int P, int Q>
