@@ -21,7 +21,7 @@ UP_MODES = ("transpose", "upsample")
 @dataclass(frozen=True)
 class ConvPolicy:
     """Which class builds each convolution role (each takes ``in, out, kernel, stride, padding,
-    bias=``)."""
+    bias=``), and the shape of the real-valued gating convs (``UNet3D`` sets ``gate_reduction``)."""
     block_conv: type       # 3x3x3 convs of the encoder's basic blocks
     downsample_conv: type  # 1x1x1 shortcut convs where channels or stride change
     decoder_conv: type     # 3x3x3 decoder convs
