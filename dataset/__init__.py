@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from . import custom, davis, demo, gopro, middlebury, ucf101, vimeo90k_septuplet
+from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
@@ -28,6 +28,7 @@ DATASETS = {
     "middlebury": middlebury.build,
     "custom": custom.build,
     "demo": demo.build,
+    "synthetic": synthetic.build,
 }
 
 
@@ -37,6 +38,7 @@ def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_f
 
     ``crop_size`` (int or (h, w), multiples of 8): training crop, default 256 (demo 128); at test
     time the FLAVR crop of the data set (GoPro 512, UCF101 224, DAVIS 480x840, others full frames).
+    The synthetic set renders its clips at ``crop_size``, default 64 for every split.
     A crop larger than the frame is clamped to it and cut to a multiple of 8 (Middlebury keeps odd
     sizes). ``augment`` defaults to True for 'train' only. ``input_frames`` is Vimeo's choice of
     inputs; ``val_fraction`` the clips the custom set holds out; ``seed`` seeds the augmentation."""
@@ -76,7 +78,10 @@ class EvaluationShardSampler(Sampler):
 
 
 def _init_worker(worker_id):
-    cv2.setNumThreads(1)  # the DataLoader workers already run in parallel
+    """The DataLoader workers already run in parallel: OpenCV runs in each worker's own thread.
+    0, not 1: in a forked worker, setNumThreads(1) can hang on the parent's pthreads pool (once the
+    parent has run a parallel OpenCV call, e.g. the demo's resizes; opencv/opencv#5150)."""
+    cv2.setNumThreads(0)
 
 
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,

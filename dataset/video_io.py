@@ -89,21 +89,22 @@ def read_video_frames(path, indices):
     return [frames[i] for i in indices]
 
 
-def decode_video(path, size=None):
-    """Every frame of a (small) video as a ``T x H x W x 3`` uint8 RGB array, optionally resized to
-    ``size`` = (height, width) with INTER_AREA."""
+def decode_video(path):
+    """Every frame of a (small) video as a ``T x H x W x 3`` uint8 RGB array, decoded straight into
+    it (no second copy)."""
+    n_frames = count_frames(path)
     capture = open_video(path)
-    frames = []
+    frames = None
     try:
-        while True:
+        for index in range(n_frames):
             ok, bgr = capture.read()
             if not ok:
-                break
-            if size is not None:
-                bgr = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                raise DatasetError(f"cannot decode frame {index} of video {path}")
+            if frames is None:
+                frames = np.empty((n_frames, *bgr.shape), np.uint8)
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=frames[index])
     finally:
         capture.release()
-    if not frames:
+    if frames is None:
         raise DatasetError(f"no decodable frames in video: {path}")
-    return np.stack(frames)
+    return frames

@@ -1,8 +1,9 @@
 """Sliding windows over clips: the GoPro rule that the DAVIS, custom and demo sets share too.
 
 A window holds ``(n_inputs - 1) * factor + 1`` consecutive frames and windows start every
-``factor`` frames; inputs are the frames at 0, factor, 2 factor, ...; targets are the
-``factor - 1`` frames strictly between the middle two inputs (between factor and 2 factor for 4)."""
+``factor`` frames (every ``step`` frames where a data set asks: the demo's training windows start at
+every frame); inputs are the frames at 0, factor, 2 factor, ...; targets are the ``factor - 1``
+frames strictly between the middle two inputs (between factor and 2 factor for 4)."""
 import logging
 import os
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ class WindowLayout:
         before = (self.n_inputs // 2 - 1) * self.factor
         return tuple(range(before + 1, before + self.factor))
 
-    def starts(self, first, stop):
-        """Start frames of the windows that fit in frames ``first .. stop - 1``."""
-        return range(first, stop - self.length + 1, self.factor)
+    def starts(self, first, stop, step=None):
+        """Start frames of the windows that fit in frames ``first .. stop - 1``, one every ``step``
+        frames (default ``factor``)."""
+        return range(first, stop - self.length + 1, step or self.factor)
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,16 @@ def frame_folder_spans(folder, what):
 class WindowDataset(InterpolationDataset):
     """Windows over clip spans, ``sample_id`` = ``"<clip>/<first frame of the window, 6 digits>"``.
 
-    Spans too short for one window are skipped (logged); no window at all is a DatasetError."""
+    A window starts every ``step`` frames (default ``layout.factor``). Spans too short for one
+    window are skipped (logged); no window at all is a DatasetError."""
 
-    def __init__(self, spans, layout, *, root, crop_hw, augment, seed):
+    def __init__(self, spans, layout, *, root, crop_hw, augment, seed, step=None):
         super().__init__(root=root, crop_hw=crop_hw, augment=augment, seed=seed)
         self.layout = layout
         self.spans = spans
         self.windows = []
         for span_index, span in enumerate(spans):
-            starts = layout.starts(span.first, span.stop)
+            starts = layout.starts(span.first, span.stop, step)
             if not starts:
                 log.warning("skipping %s: %d frames, a window needs %d", span.clip.path,
                             span.stop - span.first, layout.length)

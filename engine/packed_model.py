@@ -7,7 +7,9 @@ BatchNorm -> sign -> binary conv) becomes a PackedBinaryConv:
     that reproduces PyTorch's eval BatchNorm arithmetic bit for bit,
   * the weights are sign bits packed along the input channels,
   * alpha and the conv bias are the per-channel multiplier and bias of the kernel's
-    epilogue, and a ReLU right after the conv runs in the kernel too.
+    epilogue, and a ReLU right after the conv runs in the kernel too,
+  * a real-valued shortcut (model option `shortcuts`) is the same parameter-free module,
+    added to the kernel's output in place.
 Everything real-valued (stem, feature gating, shortcuts, joins, BatchNorms after convs,
 outconv) keeps its PyTorch module, its state-dict key and its NCDHW layout, so it computes
 exactly what the simulated binary model computes. The forward is written for inference:
@@ -48,6 +50,7 @@ class PackedBinaryConv(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.transposed = kernel_size, tuple(stride), transposed
         self.negative_slope = None  # 0.0 once a following ReLU is fused
+        self.shortcut = None  # the binary layer's ParameterFreeShortcut, if it has one
         taps = 48 if transposed else kernel_size ** 3
         self.register_buffer("bits", torch.zeros(out_channels, taps, ops.words_for(in_channels), dtype=torch.int64, device=device))
         for name, size in (("multiplier", out_channels), ("bias", out_channels), ("sign_scale", in_channels), ("sign_shift", in_channels)):
@@ -61,12 +64,16 @@ class PackedBinaryConv(nn.Module):
             geometry = {k: tuple(getattr(layer, k)) for k in TRANSPOSED_GEOMETRY}
             if geometry != TRANSPOSED_GEOMETRY:
                 raise ValueError(f"packed transposed convs need {TRANSPOSED_GEOMETRY}, got {geometry}")
-            return cls(layer.in_channels, layer.out_channels, 4, layer.stride, True, layer.weight.device)
+            packed = cls(layer.in_channels, layer.out_channels, 4, layer.stride, True, layer.weight.device)
+            packed.shortcut = layer.shortcut
+            return packed
         k = layer.kernel_size
         if k not in ((3, 3, 3), (1, 1, 1)) or tuple(layer.padding) != (k[0] // 2,) * 3 or layer.stride[0] != 1:
             raise ValueError(f"packed convs are 3x3x3 (padding 1) or 1x1x1 (padding 0) with temporal stride 1, "
                              f"got kernel {k}, padding {layer.padding}, stride {layer.stride}")
-        return cls(layer.in_channels, layer.out_channels, k[0], layer.stride, False, layer.weight.device)
+        packed = cls(layer.in_channels, layer.out_channels, k[0], layer.stride, False, layer.weight.device)
+        packed.shortcut = layer.shortcut
+        return packed
 
     @torch.no_grad()
     def copy_from(self, layer):
@@ -96,10 +103,14 @@ class PackedBinaryConv(nn.Module):
         """x: a tensor, or a list of tensors whose channel-wise concatenation is the input."""
         packed = ops.pack_signs(x, self.sign_scale, self.sign_shift)
         if self.transposed:
-            return ops.binary_conv_transpose3d(packed, self.kernel_weight, self.in_channels, self.multiplier,
-                                               self.bias, self.negative_slope)
-        return ops.binary_conv3d(packed, self.kernel_weight, self.in_channels, self.stride, self.multiplier,
-                                 self.bias, self.negative_slope)
+            out = ops.binary_conv_transpose3d(packed, self.kernel_weight, self.in_channels, self.multiplier,
+                                              self.bias, self.negative_slope)
+        else:
+            out = ops.binary_conv3d(packed, self.kernel_weight, self.in_channels, self.stride, self.multiplier,
+                                    self.bias, self.negative_slope)
+        if self.shortcut is not None:
+            out.add_(self.shortcut(torch.cat(x, dim=1) if isinstance(x, list) else x))
+        return out
 
     def extra_repr(self):
         kind = "transposed (3,4,4)" if self.transposed else f"kernel {self.kernel_size}"
@@ -178,15 +189,19 @@ class PackedFLAVR(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.n_inputs, self.n_outputs, self.joinType = net.n_inputs, net.n_outputs, net.joinType
+        self.head = net.head
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 
     _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
+    output_frames = UNet3D.output_frames  # the head's channels -> output frames
 
     def _block(self, block, x):
         shortcut = x if block.downsample is None else block.downsample(x)
         y = block.conv2(block.conv1(x))
-        return ops.gate_add_relu_(y, _gate(block.fg, y), shortcut)
+        if isinstance(block.relu, nn.ReLU):
+            return ops.gate_add_relu_(y, _gate(block.fg, y), shortcut)
+        return block.relu(y.mul_(_gate(block.fg, y)).add_(shortcut))
 
     def _join(self, x, skip):
         if self.joinType == "concat":
@@ -219,9 +234,7 @@ class PackedFLAVR(nn.Module):
             if skips:
                 x = self._join(x, skips.pop())
         fused = F.leaky_relu_(self._fuse(x), 0.2)
-        out = self._output(fused)
-        mean = mean.squeeze(2)
-        return [o + mean for o in torch.split(out, 3, dim=1)]
+        return self.output_frames(self._output(fused), frames, mean)
 
 
 def _replace_binary_layers(model, fill):
@@ -236,7 +249,7 @@ def _replace_binary_layers(model, fill):
             if fill:
                 packed.copy_from(layer)
             after = index + 1
-            if after < len(sequence) and isinstance(sequence[after], nn.ReLU):
+            if after < len(sequence) and isinstance(sequence[after], nn.ReLU) and packed.shortcut is None:
                 packed.negative_slope = 0.0
                 sequence[after] = nn.Identity()
             sequence[index] = packed

@@ -1,5 +1,7 @@
-"""Inference on real data: streaming frame sources and sinks, the sliding-window interpolation
-engine, padding for any frame size, the Middlebury benchmark, and the scripts' shared CLI helpers."""
+"""Inference on real data: streaming frame sources and sinks (video through FFmpeg/PyAV, with the
+input's audio copied and its timestamps kept), the sliding-window interpolation engine with scene
+cut detection, the threaded decode/model/encode pipeline, padding for any frame size, the
+Middlebury benchmark, and the scripts' shared CLI helpers."""
 from .errors import InferenceInputError
 from .padding import PAD_MODES, PaddedModel
 from .readers import FolderReader, VideoReader, open_frame_source

@@ -12,7 +12,8 @@ BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, Infere
 
 def setup_logging():
     """INFO messages on stderr, one line each; FFmpeg's own error chatter silenced (our messages say
-    what is wrong) unless OPENCV_FFMPEG_LOGLEVEL is set."""
+    what is wrong): PyAV's by default, OpenCV's (the training loaders) unless OPENCV_FFMPEG_LOGLEVEL
+    is set."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg first opens
 

@@ -3,9 +3,16 @@ out, every input frame kept bit-exact at every factor-th position.
 
 The gap between frames i and i+1 is filled by the model from the window i-1, i, i+1, i+2 (for a
 4-input model; in general i-k+1 .. i+k with k = n_inputs / 2), indices clamped to the sequence, so
-the end frames are replicated and the first and last gaps are interpolated too. Frames are read,
-interpolated and yielded as they come: the engine holds at most ``batch + n_inputs - 1`` input
-frames at once (``max_buffered`` records the most it held), whatever the length of the stream."""
+the end frames are replicated and the first and last gaps are interpolated too.
+
+Scene cuts (with ``scene_threshold``): a gap whose two frames differ by more than the threshold in
+``evaluation.scene_difference`` is a cut. Its new frames are copies of the nearer original frame
+(those before the gap's middle the left frame, the rest the right one), and no window reaches
+across a cut: indices are clamped to the shot as they are to the sequence ends.
+
+Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
+n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
+length of the stream."""
 import contextlib
 from collections import deque
 from dataclasses import dataclass
@@ -24,15 +31,17 @@ class _Frame:
     index: int
     rgb: object     # H x W x 3 uint8 array, yielded unchanged
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
+    cut_before: bool = False  # a scene cut lies between the previous frame and this one
 
 
 class SlidingWindowInterpolator:
     """Interpolates a frame stream with ``model`` (eval mode, on ``device``) by its own factor
     (``model.config["n_outputs"] + 1``). ``batch`` windows go through each forward pass; ``half``
     runs the model under float16 autocast (CUDA only); frames are padded to multiples of 8 with
-    ``pad_mode`` and the outputs cropped back."""
+    ``pad_mode`` and the outputs cropped back. ``scene_threshold`` (None: off) detects scene cuts;
+    ``cuts`` counts those found by the last ``interpolate``."""
 
-    def __init__(self, model, device, batch=1, half=False, pad_mode="replicate"):
+    def __init__(self, model, device, batch=1, half=False, pad_mode="replicate", scene_threshold=None):
         if batch < 1:
             raise ValueError(f"batch must be at least 1 window, got {batch}")
         if half and torch.device(device).type != "cuda":
@@ -41,12 +50,25 @@ class SlidingWindowInterpolator:
         self.pad_mode = check_pad_mode(pad_mode)
         self.n_inputs = model.config["n_inputs"]
         self.factor = model.config["n_outputs"] + 1
-        self.max_buffered = 0
+        self.max_buffered = self.cuts = 0
+        self.scene_threshold = scene_threshold
+        if scene_threshold is not None:
+            from evaluation import scene_difference  # evaluation imports this package: import it late
+            self._scene_difference = scene_difference
 
-    def _window_indices(self, gap, last_index):
-        """Input frame indices for the gap after frame ``gap``, clamped to [0, last_index]."""
-        half_window = self.n_inputs // 2
-        return [min(max(gap + offset, 0), last_index) for offset in range(1 - half_window, half_window + 1)]
+    def _is_cut(self, left, right):
+        return self.scene_threshold is not None and self._scene_difference(left, right) > self.scene_threshold
+
+    def _window_indices(self, buffer, gap, last_index):
+        """Input frame indices for the gap after frame ``gap``: its window clamped to the shot of
+        the gap within [0, last_index] (``buffer`` holds every frame of the window)."""
+        half_window, first = self.n_inputs // 2, buffer[0].index
+        low, high = gap, gap + 1
+        while low > max(gap - half_window + 1, 0) and not buffer[low - first].cut_before:
+            low -= 1
+        while high < min(gap + half_window, last_index) and not buffer[high + 1 - first].cut_before:
+            high += 1
+        return [min(max(gap + offset, low), high) for offset in range(1 - half_window, half_window + 1)]
 
     @torch.no_grad()
     def _predict(self, windows):
@@ -59,6 +81,10 @@ class SlidingWindowInterpolator:
         frames = [tensor_to_rgb(out[..., :height, :width]) for out in outputs]  # [output][window]
         return [[frames[o][w] for o in range(len(outputs))] for w in range(len(windows))]
 
+    def _cut_frames(self, left, right):
+        """New frames for a cut: frame k of ``factor`` shows ``left`` before the middle, then ``right``."""
+        return [left if 2 * k < self.factor else right for k in range(1, self.factor)]
+
     def _to_frame(self, index, rgb):
         padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], MODEL_MULTIPLE, self.pad_mode)
         return _Frame(index, rgb, padded[0])
@@ -67,13 +93,16 @@ class SlidingWindowInterpolator:
         """Yield the interpolated sequence of ``frames`` (an iterable of ``H x W x 3`` uint8 RGB arrays):
         frame 0, the ``factor - 1`` new frames after it, frame 1, ..., the last frame.
         InferenceInputError if the stream has fewer than 2 frames."""
-        self.max_buffered = 0
+        self.max_buffered = self.cuts = 0
         buffer = deque()   # consecutive frames, oldest first
         pending = []       # gaps whose windows wait for the next forward pass
         next_gap = 0
         half_window = self.n_inputs // 2
         for index, rgb in enumerate(frames):
-            buffer.append(self._to_frame(index, rgb))
+            frame = self._to_frame(index, rgb)
+            frame.cut_before = bool(buffer) and self._is_cut(buffer[-1].rgb, rgb)
+            self.cuts += frame.cut_before
+            buffer.append(frame)
             self.max_buffered = max(self.max_buffered, len(buffer))
             while next_gap + half_window <= index:
                 pending.append(next_gap)
@@ -90,12 +119,16 @@ class SlidingWindowInterpolator:
 
     def _flush(self, buffer, gaps, last_index):
         """Interpolate ``gaps``, yield each gap's left frame and new frames, then forget the frames
-        no later window needs (``gaps`` is emptied)."""
+        no later window needs (``gaps`` is emptied). Cuts get copies, not the model's frames."""
         first = buffer[0].index
-        windows = [[buffer[i - first] for i in self._window_indices(gap, last_index)] for gap in gaps]
-        for gap, new_frames in zip(gaps, self._predict(windows)):
-            yield buffer[gap - first].rgb
-            yield from new_frames
+        cuts = [buffer[gap + 1 - first].cut_before for gap in gaps]
+        windows = [[buffer[i - first] for i in self._window_indices(buffer, gap, last_index)]
+                   for gap, cut in zip(gaps, cuts) if not cut]
+        predicted = iter(self._predict(windows) if windows else [])
+        for gap, cut in zip(gaps, cuts):
+            left, right = buffer[gap - first].rgb, buffer[gap + 1 - first].rgb
+            yield left
+            yield from self._cut_frames(left, right) if cut else next(predicted)
         oldest_needed = gaps[-1] + 1 - (self.n_inputs // 2 - 1)
         while buffer and buffer[0].index < oldest_needed:
             buffer.popleft()

@@ -10,6 +10,13 @@ scales its output by ``s`` afterwards: the same function of ``W`` for any weight
 binarized weights (``W / s = +-1``) every sum is an exact integer, so the result is independent of
 the order of summation and equals a bit-packed kernel's ``dot * alpha + bias`` bit for bit.
 
+With ``shortcut=True`` the layer adds a real-valued, parameter-free shortcut of its input to its
+output (Bi-Real Net, ReActNet): ``y = conv(sign(bn(x))) + S(x)``, where ``S`` matches the shapes by
+averaging 2x2 pixels (spatial stride 2), repeating pixels (x2 upsampling of a transposed conv),
+repeating channels (C -> kC) or averaging channel groups (kC -> C). Real-valued information then
+reaches every layer, which is what makes binary networks train well; ``S`` has no weights, so the
+state-dict keys do not change and the packed engine adds the same ``S(x)`` after its kernel.
+
 Padding is **one-padding**: the sign tensor is padded with +1 and the convolution runs without
 padding. A bit-packed kernel (bit 1 = -1) then pads with all-zero words and needs no border
 correction. The convolution still has the output size of a zero-padded one.
@@ -48,6 +55,38 @@ def _one_pad(x, padding):
     return F.pad(x, pads, value=1.0)
 
 
+class ParameterFreeShortcut(nn.Module):
+    """``S(x)``: ``B x C_in x T x H x W`` (or ``B x C_in x H x W``) -> the layer's output shape.
+
+    ``stride`` (per trailing dim) > 1 averages blocks of that many pixels, ``upsample`` > 1 repeats
+    each pixel that many times, then channels are repeated (``C_out = k C_in``: ``[x, x, ...]``) or
+    averaged over the k chunks (``C_in = k C_out``: mean of ``x[:, i*C_out:(i+1)*C_out]``)."""
+
+    def __init__(self, in_channels, out_channels, stride=(1, 1, 1), upsample=(1, 1, 1)):
+        super().__init__()
+        if out_channels % in_channels and in_channels % out_channels:
+            raise ValueError(f"a parameter-free shortcut needs channel counts that divide each other, "
+                             f"got {in_channels} -> {out_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.upsample = tuple(stride), tuple(upsample)
+
+    def forward(self, x):
+        if any(s > 1 for s in self.stride):
+            pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d
+            x = pool(x, self.stride)
+        for dim, factor in enumerate(self.upsample, start=2):
+            if factor > 1:
+                x = x.repeat_interleave(factor, dim=dim)
+        if self.out_channels > self.in_channels:
+            return x.repeat(1, self.out_channels // self.in_channels, *[1] * (x.dim() - 2))
+        if self.out_channels < self.in_channels:
+            return x.unflatten(1, (self.in_channels // self.out_channels, self.out_channels)).mean(dim=1)
+        return x
+
+    def extra_repr(self):
+        return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}, upsample={self.upsample}"
+
+
 _BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
@@ -66,28 +105,37 @@ def _scaled_output(out, scale, bias):
 
 
 class _BinaryInput:
-    """Mixin: owns ``bn`` over the input channels and turns the input into +-1 signs."""
+    """Mixin: owns ``bn`` over the input channels, turns the input into +-1 signs, and adds the
+    optional real-valued ``shortcut`` (a ``ParameterFreeShortcut`` or None) to the output."""
 
-    def _init_input_bn(self, in_channels, dims):
+    def _init_input(self, in_channels, dims, shortcut, stride=None, upsample=None):
         self.bn = _BATCHNORMS[dims](in_channels)
+        self.shortcut = None
+        if shortcut:
+            self.shortcut = ParameterFreeShortcut(in_channels, self.out_channels, stride or (1,) * dims,
+                                                  upsample or (1,) * dims)
 
     def binarize_input(self, x):
         return binary_sign(self.bn(x))
+
+    def add_shortcut(self, out, x):
+        return out if self.shortcut is None else out + self.shortcut(x)
 
 
 class _BinConvNd(_BinaryInput):
     def forward(self, x):
         signs = _one_pad(self.binarize_input(x), self.padding)
         scale = _filter_scale(self.weight, filter_dim=0)
-        return _scaled_output(self._conv_forward(signs, self.weight / scale, None), scale, self.bias)
+        out = _scaled_output(self._conv_forward(signs, self.weight / scale, None), scale, self.bias)
+        return self.add_shortcut(out, x)
 
 
 class BinConv2d(_BinConvNd, nn.Conv2d):
     """Binary ``nn.Conv2d``: input ``B x C_in x H x W`` -> ``B x C_out x H' x W'``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, shortcut=False):
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        self._init_input_bn(in_channels, 2)
+        self._init_input(in_channels, 2, shortcut, stride=self.stride)
 
     def _conv_forward(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
@@ -96,9 +144,9 @@ class BinConv2d(_BinConvNd, nn.Conv2d):
 class BinConv3d(_BinConvNd, nn.Conv3d):
     """Binary ``nn.Conv3d``: input ``B x C_in x T x H x W`` -> ``B x C_out x T' x H' x W'``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, shortcut=False):
         nn.Conv3d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        self._init_input_bn(in_channels, 3)
+        self._init_input(in_channels, 3, shortcut, stride=self.stride)
 
     def _conv_forward(self, x, weight, bias):
         return F.conv3d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
@@ -124,16 +172,17 @@ class _BinConvTransposeNd(_BinaryInput):
         q, inner = self._one_padding()
         signs = _one_pad(self.binarize_input(x), q)
         scale = _filter_scale(self.weight, filter_dim=1)
-        return _scaled_output(self._transposed_forward(signs, self.weight / scale, inner), scale, self.bias)
+        out = _scaled_output(self._transposed_forward(signs, self.weight / scale, inner), scale, self.bias)
+        return self.add_shortcut(out, x)
 
 
 class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
     """Binary ``nn.ConvTranspose2d``; weight ``C_in x C_out x kH x kW``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, shortcut=False):
         nn.ConvTranspose2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                                     bias=bias)
-        self._init_input_bn(in_channels, 2)
+        self._init_input(in_channels, 2, shortcut, upsample=self.stride)
 
     def _transposed_forward(self, x, weight, padding):
         return F.conv_transpose2d(x, weight, None, self.stride, padding,
@@ -143,10 +192,10 @@ class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
 class BinConvTranspose3d(_BinConvTransposeNd, nn.ConvTranspose3d):
     """Binary ``nn.ConvTranspose3d``; weight ``C_in x C_out x kT x kH x kW``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, shortcut=False):
         nn.ConvTranspose3d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                                     bias=bias)
-        self._init_input_bn(in_channels, 3)
+        self._init_input(in_channels, 3, shortcut, upsample=self.stride)
 
     def _transposed_forward(self, x, weight, padding):
         return F.conv_transpose3d(x, weight, None, self.stride, padding,

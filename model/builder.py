@@ -24,6 +24,9 @@ DEFAULT_CONFIG = {
     "bin_downsample": False,   # binary 1x1x1 shortcut convs (binary arch only)
     "base_channels": 64,       # FLAVR's width; smaller gives narrow variants (quick tests)
     "gate_reduction": 1,       # 1: FLAVR's C x C gating convs; 16: rank-C/16 gates (compact layout)
+    "head": "frames",          # frames (FLAVR) | residual (blend + correction) | warp (flows, mask, correction)
+    "shortcuts": False,        # real-valued shortcut around every binary conv (binary arch only)
+    "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
 }
 
 
@@ -43,9 +46,11 @@ def build_model(config, log_summary=True):
     config = model_config(**config)
     common = dict(block=config["block"], n_inputs=config["n_inputs"], n_outputs=config["n_outputs"],
                   batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
-                  base_channels=config["base_channels"], gate_reduction=config["gate_reduction"])
+                  base_channels=config["base_channels"], gate_reduction=config["gate_reduction"],
+                  head=config["head"], activation=config["activation"])
     if config["arch"] == "binary":
-        model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"])
+        model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"],
+                                         shortcuts=config["shortcuts"])
     else:
         model = FLAVR_arch.UNet_3D_3D(**common)
     model.config = config
@@ -61,6 +66,14 @@ def describe_config(config):
         details.append(f"gates factorised 1/{config['gate_reduction']}")
     if config["arch"] == "binary" and config.get("bin_downsample"):
         details.append("binary shortcuts")
+    if config["arch"] == "binary" and config.get("shortcuts"):
+        details.append("real shortcuts")
+    if config.get("head", "frames") != "frames":
+        details.append(f"{config['head']} head")
+    if config.get("activation", "relu") != "relu":
+        details.append(config["activation"])
+    if config.get("base_channels", 64) != 64:
+        details.append(f"width {config['base_channels']}")
     return f"{config['arch']} {config['block']} {config['n_outputs'] + 1}x ({', '.join(details)})"
 
 

@@ -6,11 +6,22 @@ different policies, so their state-dict keys coincide wherever a weight has the 
 Module names follow FLAVR exactly (``encoder.layer1.0.conv1.0.weight``, ``decoder.1.upconv.0.weight``,
 ``feature_fuse.conv.0.weight``, ``outconv.1.weight``...), so FLAVR's release checkpoints load
 with ``strict=True``.
+
+Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu"``):
+
+* ``head`` says what the last layer (``outconv``) predicts for each output frame at time t:
+  ``frames``: the frame minus the inputs' mean (FLAVR); ``residual``: a correction to the linear
+  blend of the two middle inputs; ``warp``: two flows (pixels), a blend mask and a correction, so
+  the frame is ``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` (bilinear backward warping).
+  The ``residual`` and ``warp`` heads are zero-initialised: a new model starts exactly at the blend.
+* ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 """
+import math
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
 STAGE_WIDTHS = (1, 2, 4, 8)  # encoder stage channels = base_channels * width (FLAVR: 64 ... 512)
@@ -27,6 +38,65 @@ class ConvPolicy:
     decoder_conv: type     # 3x3x3 decoder convs
     decoder_upconv: type   # (3,4,4) stride (1,2,2) transposed decoder convs
     gate_reduction: int = 1  # gating convs: 1 = FLAVR's C x C; r > 1 = rank gate_rank(C, r) factors
+    activation: str = "relu"  # the encoder blocks' activations: a key of ACTIVATIONS
+
+
+class RPReLU(nn.Module):
+    """ReActNet's RPReLU, per channel c: ``y = PReLU_c(x - gamma_c) + zeta_c`` on ``B x C x ...``.
+
+    ``gamma`` (``shift_in``) and ``zeta`` (``shift_out``) start at 0 and the slope at 0.25, so the
+    shape of the activation (where it bends, how much negative signal passes) is learnt."""
+
+    def __init__(self, channels, slope=0.25):
+        super().__init__()
+        self.shift_in = nn.Parameter(torch.zeros(channels))
+        self.slope = nn.Parameter(torch.full((channels,), slope))
+        self.shift_out = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return F.prelu(x - self.shift_in.view(shape), self.slope) + self.shift_out.view(shape)
+
+
+ACTIVATIONS = {"relu": lambda channels: nn.ReLU(inplace=True), "rprelu": RPReLU}
+
+
+HEAD_CHANNELS = {"frames": 3, "residual": 3, "warp": 8}  # outconv channels per output frame
+FLOW_SCALE = 8.0  # pixels of flow per unit of the warp head's output: flows of a few pixels need only small weights
+
+
+def output_times(n_outputs):
+    """Times of the output frames between the middle inputs (0 and 1): k / (n_outputs + 1)."""
+    return [k / (n_outputs + 1) for k in range(1, n_outputs + 1)]
+
+
+def backward_warp(image, flow):
+    """``image`` (``B x C x H x W``) sampled bilinearly at each pixel plus ``flow`` (``B x 2 x H x W``,
+    x then y, in pixels), borders replicated."""
+    _, _, height, width = image.shape
+    ys = torch.arange(height, dtype=image.dtype, device=image.device).view(1, height, 1)
+    xs = torch.arange(width, dtype=image.dtype, device=image.device).view(1, 1, width)
+    grid_x = (xs + flow[:, 0]) * (2.0 / max(width - 1, 1)) - 1.0
+    grid_y = (ys + flow[:, 1]) * (2.0 / max(height - 1, 1)) - 1.0
+    grid = torch.stack([grid_x, grid_y], dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_blend(head, before, after, t):
+    """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
+    ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
+    middle frames ``B x 3 x H x W``."""
+    mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
+    flows = head[:, 0:4] * FLOW_SCALE
+    warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
+    return warped + head[:, 5:8]
+
+
+def linear_blend(frames, n_outputs):
+    """The linear blend of the two middle frames at times k / (n_outputs + 1), k = 1..n_outputs:
+    a list of ``n_outputs`` tensors shaped like the frames (``B x 3 x H x W``)."""
+    before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
+    return [before * (1 - t) + after * t for t in output_times(n_outputs)]
 
 
 def gate_rank(channels, reduction):
@@ -68,8 +138,9 @@ class BasicBlock(nn.Module):
     def __init__(self, policy, in_ch, out_ch, stride, bias, batchnorm):
         super().__init__()
         st = (1, stride, stride)
+        activation = ACTIVATIONS[policy.activation]
         self.conv1 = nn.Sequential(policy.block_conv(in_ch, out_ch, 3, st, 1, bias=bias),
-                                   *_maybe_bn(out_ch, batchnorm), nn.ReLU(inplace=True))
+                                   *_maybe_bn(out_ch, batchnorm), activation(out_ch))
         self.conv2 = nn.Sequential(policy.block_conv(out_ch, out_ch, 3, 1, 1, bias=bias),
                                    *_maybe_bn(out_ch, batchnorm))
         self.fg = FeatureGating(out_ch, policy.gate_reduction)
@@ -77,7 +148,7 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_ch != out_ch:
             self.downsample = nn.Sequential(policy.downsample_conv(in_ch, out_ch, 1, st, 0, bias=False),
                                             *_maybe_bn(out_ch, batchnorm))
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = activation(out_ch)
 
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -158,18 +229,23 @@ class UNet3D(nn.Module):
     frames ``B x 3 x H x W`` between the middle two inputs. H and W must be multiples of 8.
     ``base_channels`` (FLAVR: 64) scales every width; smaller values give narrow variants for
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
-    (see ``FeatureGating``); 1 is FLAVR's gating."""
+    (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
+    (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
-                 joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1):
+                 joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1,
+                 head="frames", activation="relu"):
         super().__init__()
         _check_choice("block", block, tuple(BLOCK_LAYERS))
         _check_choice("joinType", joinType, JOIN_TYPES)
         _check_choice("upmode", upmode, UP_MODES)
+        _check_choice("activation", activation, tuple(ACTIVATIONS))
+        _check_choice("head", head, tuple(HEAD_CHANNELS))
         if not isinstance(gate_reduction, int) or gate_reduction < 1:
             raise ValueError(f"gate_reduction must be an integer >= 1, got {gate_reduction!r}")
-        policy = replace(policy, gate_reduction=gate_reduction)
+        policy = replace(policy, gate_reduction=gate_reduction, activation=activation)
         self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
+        self.head = head
         growth = 2 if joinType == "concat" else 1
         self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)
         nf = [base_channels * w for w in reversed(STAGE_WIDTHS)]  # 512, 256, 128, 64
@@ -182,8 +258,11 @@ class UNet3D(nn.Module):
         )
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
         self.feature_fuse = FuseConv(nf[3] * n_inputs, nf[3], batchnorm)
-        self.outconv = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(nf[3], 3 * n_outputs, 7, bias=True))
+        self.outconv = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(nf[3], HEAD_CHANNELS[head] * n_outputs, 7, bias=True))
         _init_weights(self)
+        if head != "frames":  # start exactly at the blend
+            nn.init.zeros_(self.outconv[1].weight)
+            nn.init.zeros_(self.outconv[1].bias)
 
     def _join(self, x, skip):
         if self.joinType == "concat":
@@ -202,9 +281,19 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
         fused = self.lrelu(self.feature_fuse(torch.cat(torch.unbind(dx, dim=2), dim=1)))
-        out = self.outconv(fused)
+        return self.output_frames(self.outconv(fused), frames, mean)
+
+    def output_frames(self, out, frames, mean):
+        """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input
+        frames and their mean (``B x 3 x 1 x 1 x 1``), as the ``head`` option says."""
+        heads = torch.split(out, HEAD_CHANNELS[self.head], dim=1)
+        if self.head == "residual":
+            return [c + base for c, base in zip(heads, linear_blend(frames, self.n_outputs))]
+        if self.head == "warp":
+            before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
+            return [warp_blend(h, before, after, t) for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)
-        return [o + mean for o in torch.split(out, 3, dim=1)]
+        return [c + mean for c in heads]
 
     def _stack(self, frames):
         """Check the inputs and stack them to ``B x 3 x T x H x W``."""

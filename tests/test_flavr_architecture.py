@@ -7,7 +7,7 @@ import torch
 from model import build_model
 from model.FLAVR_arch import UNet_3D_3D
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "flavr")
+REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "data", "flavr")  # FLAVR release keys and shapes
 
 
 def read_reference_shapes(path):
@@ -24,7 +24,7 @@ def read_reference_shapes(path):
 @pytest.mark.parametrize("block", ["unet_18", "unet_34"])
 @pytest.mark.parametrize("n_outputs", [1, 7])
 def test_state_dict_keys_and_shapes_equal_flavr_release(block, n_outputs):
-    reference = read_reference_shapes(os.path.join(SHARED, f"{block}_n_outputs{n_outputs}.state_dict.tsv"))
+    reference = read_reference_shapes(os.path.join(REFERENCE_DIR, f"{block}_n_outputs{n_outputs}.state_dict.tsv"))
     model = UNet_3D_3D(block, n_inputs=4, n_outputs=n_outputs)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert list(ours) == list(reference)

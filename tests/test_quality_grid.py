@@ -1,0 +1,57 @@
+"""benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
+other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
+panning clip written as PNG frames; then rerun, which retrains nothing."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from fixtures import REPO, write_png, write_vimeo
+
+CONFIGS = ["fp_warp", "bin_warp_sc_kd"]
+
+
+def panning_clip(folder, n=9, size=(48, 64), speed=2):
+    """A smooth random texture panning ``speed`` px per frame, as PNG frames."""
+    coarse = np.random.default_rng(0).integers(0, 256, (size[0] // 8 + 2, (size[1] + speed * n) // 8 + 2, 3))
+    canvas = cv2.resize(coarse.astype(np.float32), (coarse.shape[1] * 8, coarse.shape[0] * 8),
+                        interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    for i in range(n):
+        write_png(os.path.join(folder, f"{i:04d}.png"), canvas[:size[0], i * speed:i * speed + size[1]])
+    return folder
+
+
+def run_grid(data_root, clip, output_dir):
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "quality_grid.py"), "--configs", *CONFIGS,
+               "--seeds", "0", "1", "--steps", "2", "--val_every", "1", "--batch_size", "2", "--crop_size", "32",
+               "--base_channels", "8", "--dataset", "vimeo90K_septuplet", "--data_root", str(data_root),
+               "--videos", str(clip), "--jobs", "2", "--threads", "1", "--output_dir", str(output_dir)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path):
+    write_vimeo(tmp_path / "vimeo", n_seqs=2)
+    clip = panning_clip(tmp_path / "clip")
+    done = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "grid" / "results.json").read_text())
+    assert set(results["configs"]) == set(CONFIGS)
+    for config in results["configs"].values():
+        assert [run["seed"] for run in config["runs"]] == [0, 1]
+        assert all([step for step, _ in run["curve"]] == [1, 2] for run in config["runs"])
+        assert all(run["frames"] == 4 for run in config["runs"])  # frames 1, 3, 5, 7 of the 9
+        assert config["psnr_halfrange"] >= 0
+    distilled = results["configs"]["bin_warp_sc_kd"]["options"]
+    assert "--teacher" in distilled and "fp_warp_sN" in distilled[distilled.index("--teacher") + 1]
+    assert {"average", "repeat"} <= set(results["baselines"]) <= set(results["validation_baselines"]) | {"average", "repeat"}
+    table = (tmp_path / "grid" / "results.md").read_text()
+    assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "Noise" in table
+    assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
+    timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
+    before = timing.stat().st_mtime_ns
+    again = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert timing.stat().st_mtime_ns == before  # finished runs are not retrained
