@@ -240,3 +240,14 @@ def test_packed_file_layout_is_documented_and_aligned(packed_file):
     assert config["arch"] == "binary" and metadata["source"] == "model_best.pth"
     assert all(t.dtype in (torch.int64, torch.float32) for t in tensors.values())
     assert os.path.getsize(packed_file) > sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_recipe_model_exports_and_loads_with_the_simulated_outputs(tmp_path):
+    config = {"head": "warp", "shortcuts": True, "activation": "rprelu", "bin_downsample": True, "gate_reduction": 4}
+    checkpoint = write_checkpoint(tmp_path / "recipe.pth", config)
+    size = export_packed.export(checkpoint, str(tmp_path / "recipe.bfl"))
+    assert size == os.path.getsize(tmp_path / "recipe.bfl")
+    simulated, _ = load_model(checkpoint)
+    packed, description = load_model(str(tmp_path / "recipe.bfl"))
+    assert "warp head" in description and "real shortcuts" in description and "rprelu" in description
+    assert max_difference(simulated, packed, frames(40, 56, seed=5)) <= 1e-4

@@ -109,6 +109,9 @@ def _optimisation_options(parser):
     group.add_argument("--lr_schedule", choices=LR_SCHEDULES, help="plateau: ReduceLROnPlateau on the "
                        "validation loss (FLAVR's recipe, the default); cosine / linear: decay to 0 over the run, "
                        "per step (demo: cosine)")
+    group.add_argument("--lr_decay_steps", type=int, metavar="N", help="cosine / linear: reach 0 after N steps "
+                       "(default: the run's --max_epoch x steps per epoch; give it to extend a run with --resume "
+                       "along the same schedule)")
     group.add_argument("--weight_decay", type=float, default=0.0,
                        help="decoupled weight decay (AdamW) of real-valued weights; never on latent binary "
                        "weights, BatchNorms or biases (default: 0)")
@@ -192,7 +195,7 @@ def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
                  "gate_reduction", "base_channels"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("max_steps_per_epoch", "max_val_batches"):
+    for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     _require(args.num_workers >= 0, f"--num_workers must be 0 or more, got {args.num_workers}")

@@ -121,7 +121,7 @@ def run_training(args, runtime):
                                               checkpoint_config(pretrained))
     teacher = load_teacher(args, config, runtime.device)
     train_loader, val_loader = build_loaders(args, config, runtime)
-    total_steps = args.max_epoch * len(FirstBatches(train_loader, args.max_steps_per_epoch))
+    total_steps = args.lr_decay_steps or args.max_epoch * len(FirstBatches(train_loader, args.max_steps_per_epoch))
     recorder = SampleRecorder(args.debug_record, runtime.rank) if args.debug_record else None
     experiment = Experiment(folder, enabled=runtime.is_main).open(
         args, resumed_epoch=resume["epoch"] if resume else None)

@@ -1,0 +1,123 @@
+"""The options of the binary recipe: parameter-free real shortcuts, the residual and warp heads,
+what --pretrained copies between heads, weight decay, distillation, two-stage training and the
+per-step learning-rate schedules (with exact resume), on a tiny Vimeo-90K-layout data set."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fixtures import write_random_checkpoint, write_vimeo
+from model import build_model, model_config
+from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
+from model.unet3d import FLOW_SCALE, linear_blend, warp_blend
+from myutils import read_checkpoint, state_dict_of
+from training import main
+from training.run import initialise_from_pretrained
+from training.trainer import make_optimizer
+
+
+def tiny(data_root, checkpoint_dir, exp_name, *extra):
+    return ["--dataset", "vimeo90K_septuplet", "--data_root", str(data_root), "--crop_size", "32",
+            "--batch_size", "2", "--test_batch_size", "2", "--max_steps_per_epoch", "1", "--max_val_batches", "1",
+            "--num_workers", "0", "--progress", "False", "--cuda", "False", "--base_channels", "8",
+            "--checkpoint_dir", str(checkpoint_dir), "--exp_name", exp_name, *extra]
+
+
+@pytest.fixture(scope="module")
+def vimeo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vimeo")
+    write_vimeo(root, n_seqs=2)
+    return root
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_shortcut_repeats_averages_pools_and_upsamples_to_the_layers_output_shape():
+    x = torch.randn(2, 4, 3, 8, 12)
+    wider = BinConv3d(4, 8, 3, (1, 2, 2), 1, shortcut=True)
+    assert wider(x).shape == wider.shortcut(x).shape == (2, 8, 3, 4, 6)
+    pooled = F.avg_pool3d(x, (1, 2, 2))
+    assert torch.equal(wider.shortcut(x), torch.cat([pooled, pooled], dim=1))
+    narrower = BinConv3d(4, 2, 3, 1, 1, shortcut=True)
+    assert torch.allclose(narrower.shortcut(x), (x[:, :2] + x[:, 2:]) / 2)
+    up = BinConvTranspose3d(4, 1, (3, 4, 4), (1, 2, 2), (1, 1, 1), shortcut=True)
+    assert up(x).shape == up.shortcut(x).shape == (2, 1, 3, 16, 24)
+    assert torch.allclose(up.shortcut(x)[:, :, :, ::2, ::2], x.mean(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match="divide"):
+        ParameterFreeShortcut(4, 6)
+
+
+@pytest.mark.parametrize("arch", ["binary", "flavr"])
+@pytest.mark.parametrize("head", ["residual", "warp"])
+def test_new_heads_start_at_the_blend_of_the_middle_frames(arch, head):
+    model = build_model({"arch": arch, "base_channels": 8, "head": head, "n_outputs": 3}, log_summary=False).eval()
+    inputs = [torch.rand(1, 3, 32, 48) for _ in range(4)]
+    with torch.no_grad():
+        outputs = model(inputs)
+    for output, blend in zip(outputs, linear_blend(inputs, 3)):
+        assert torch.allclose(output, blend, atol=1e-5)
+
+
+def test_warp_head_moves_the_frame_by_its_flow():
+    before, after = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
+    head = torch.zeros(1, 8, 16, 24)
+    head[:, 0] = 1.0 / FLOW_SCALE  # sample `before` one pixel to the right
+    head[:, 4] = 40.0              # mask ~1: all from `before`
+    out = warp_blend(head, before, after, 0.5)
+    assert torch.allclose(out[..., :-1], before[..., 1:], atol=1e-5)
+
+
+def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):
+    path = write_random_checkpoint(tmp_path / "flavr.pth", arch="flavr", base_channels=8)
+    binary = build_model(model_config(arch="binary", base_channels=8, head="warp"), log_summary=False)
+    checkpoint = read_checkpoint(path)
+    report = initialise_from_pretrained(binary, state_dict_of(checkpoint, path), path, checkpoint["config"])
+    assert {"outconv.1.weight", "outconv.1.bias"} <= set(report.missing)
+    assert not binary.outconv[1].weight.any() and "encoder.stem.0.weight" in report.copied
+
+
+def test_weight_decay_never_touches_latent_binary_weights():
+    model = build_model(model_config(arch="binary", base_channels=8), log_summary=False)
+    args = type("Args", (), {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01})()
+    decayed, others = make_optimizer(model, args).param_groups
+    binary = {id(m.weight) for m in model.modules() if isinstance(m, (BinConv3d, BinConvTranspose3d))}
+    assert decayed["weight_decay"] == 0.01 and others["weight_decay"] == 0.0
+    assert binary and not binary & {id(p) for p in decayed["params"]}
+    assert id(model.encoder.stem[0].weight) in {id(p) for p in decayed["params"]}
+
+
+def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, caplog):
+    teacher = write_random_checkpoint(tmp_path / "teacher.pth", arch="flavr", base_channels=8)
+    with caplog.at_level("INFO"):
+        code = main(tiny(vimeo, tmp_path, "kd", "--max_epoch", "2", "--teacher", teacher, "--distill_weight", "0.5",
+                         "--stage1_epochs", "1"))
+    assert code == 0 and "distilling from" in caplog.text
+    events = EventAccumulator(str(tmp_path / "kd" / "tensorboard"))
+    events.Reload()
+    assert "train/distill" in events.Tags()["scalars"]
+    assert load(tmp_path / "kd" / "model_best.pth")["epoch"] == 2  # stage 1 (real weights) is never kept
+    wrong = write_random_checkpoint(tmp_path / "teacher4x.pth", arch="flavr", base_channels=8, n_outputs=3)
+    assert main(tiny(vimeo, tmp_path, "kd4x", "--teacher", wrong)) == 2
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_per_step_schedules_decay_to_zero_and_resume_exactly(vimeo, tmp_path, schedule):
+    options = ["--lr_schedule", schedule, "--lr", "1e-3", "--lr_decay_steps", "2"]  # one step per epoch
+    assert main(tiny(vimeo, tmp_path, "whole", "--max_epoch", "2", *options)) == 0
+    assert main(tiny(vimeo, tmp_path, "split", "--max_epoch", "1", *options)) == 0
+    assert main(tiny(vimeo, tmp_path, "split", "--max_epoch", "2", "--resume", *options)) == 0
+    whole, split = load(tmp_path / "whole/checkpoint.pth"), load(tmp_path / "split/checkpoint.pth")
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(split["state_dict"][key], value), key
+    assert whole["scheduler"]["last_epoch"] == 2 and math.isclose(whole["scheduler"]["_last_lr"][0], 0.0, abs_tol=1e-12)
+
+
+def test_diverging_recipe_model_stops_with_exit_code_3_and_no_best_model(vimeo, tmp_path, capsys):
+    assert main(tiny(vimeo, tmp_path, "diverge", "--max_epoch", "2", "--lr", "1e30")) == 3
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("nan" in error or "inf" in error) and "checkpoint" in error
+    assert not (tmp_path / "diverge/model_best.pth").exists()
