@@ -264,24 +264,34 @@ def markdown(args, results, baselines, val_baselines, noise):
     return "\n".join(lines) + "\n"
 
 
+def mean_curve(config):
+    """(steps, PSNR averaged over the seeds) of one configuration's validation curves."""
+    curves = [r["curve"] for r in config["runs"] if r["curve"]]
+    length = min(len(curve) for curve in curves)
+    return [curves[0][i][0] for i in range(length)], [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
+
+
 def plot(path, results, val_baselines):
-    """Validation PSNR against steps: a line per configuration (mean over seeds), baselines dashed."""
+    """Validation PSNR against steps: a line per configuration (mean over seeds), baselines as
+    horizontal lines; left all of it, right zoomed on the average baseline."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    for name, c in results.items():
-        curves = [r["curve"] for r in c["runs"] if r["curve"]]
-        length = min(len(curve) for curve in curves)
-        steps = [curves[0][i][0] for i in range(length)]
-        axes.plot(steps, [statistics.fmean(curve[i][1] for curve in curves) for i in range(length)], marker="o",
-                  label=name)
-    for name, style in (("average", "--"), ("repeat", ":")):
-        axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
-    axes.set_xlabel("training steps")
-    axes.set_ylabel("validation PSNR (dB)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    figure, panels = plt.subplots(1, 2, figsize=(14, 5.5))
+    average = val_baselines["average"]
+    near = [p for c in results.values() for p in mean_curve(c)[1] if abs(p - average) < 0.5]
+    for axes in panels:
+        for name, c in results.items():
+            axes.plot(*mean_curve(c), marker="o", label=name)
+        for name, style in (("average", "--"), ("repeat", ":")):
+            axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
+        axes.set_xlabel("training steps")
+        axes.set_ylabel("validation PSNR (dB)")
+        axes.grid(alpha=0.3)
+    panels[0].set_title("all configurations")
+    panels[1].set_title("near the two-frame average")
+    panels[1].set_ylim(min(near + [average]) - 0.02, max(near + [average]) + 0.02)
+    panels[1].legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
