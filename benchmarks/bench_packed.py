@@ -10,8 +10,8 @@ process, and the model file sizes. The packed model is loaded from a real .bfl f
 exported from the binary model (random weights unless --load_model gives a checkpoint).
 Without --load_model the compact layout (binary shortcuts, gates factorised 1/16) is
 packed and timed too: the same binary convs, a < 6 MB file; and so is the compact layout
-with the training recipe's model options (warp head, a real shortcut around every binary
-conv), to show what those cost in the engine.
+with the warp head (new binary models' default), with and without a real shortcut around
+every binary conv, to show what those cost in the engine.
 --profile prints where the packed engine's time goes (per operator).
 """
 import argparse
@@ -34,9 +34,11 @@ from myutils import load_model  # noqa: E402
 from util import BinOp  # noqa: E402
 
 KINDS = {"fp32": "FLAVR fp32 (PyTorch)", "simulated": "binary, simulated (PyTorch)", "packed": "binary, packed 1-bit",
-         "compact": "compact binary, packed 1-bit", "recipe": "compact + recipe, packed 1-bit"}
+         "compact": "compact binary, packed 1-bit", "warp": "compact + warp head, packed",
+         "shortcuts": "+ real shortcuts, packed"}
 COMPACT_LAYOUT = {"bin_downsample": True, "gate_reduction": 16}
-RECIPE_LAYOUT = {**COMPACT_LAYOUT, "head": "warp", "shortcuts": True}  # new binary models' default
+RECIPE_LAYOUTS = {"warp": {**COMPACT_LAYOUT, "head": "warp"},  # new binary models' default
+                  "shortcuts": {**COMPACT_LAYOUT, "head": "warp", "shortcuts": True}}
 
 
 def frame_size(text):
@@ -74,7 +76,7 @@ def binary_model(load_from, layout=None):
 
 
 def build(kind, workdir, config):
-    if kind in ("packed", "compact", "recipe"):
+    if kind in ("packed", "compact", *RECIPE_LAYOUTS):
         return load_packed(os.path.join(workdir, f"{kind}.bfl"))[0]
     if kind == "simulated":
         return binary_model(os.environ.get("BENCH_LOAD_MODEL"))
@@ -134,7 +136,8 @@ def prepare(workdir, load_from):
     sizes = {"packed": export(model, os.path.join(workdir, "packed.bfl"))}
     if not load_from:
         sizes["compact"] = export(binary_model(None, COMPACT_LAYOUT), os.path.join(workdir, "compact.bfl"))
-        sizes["recipe"] = export(binary_model(None, RECIPE_LAYOUT), os.path.join(workdir, "recipe.bfl"))
+        for kind, layout in RECIPE_LAYOUTS.items():
+            sizes[kind] = export(binary_model(None, layout), os.path.join(workdir, f"{kind}.bfl"))
     model.binop.restore()  # checkpoints hold the latent weights
     fp32 = build_model({**model.config, "arch": "flavr"}, log_summary=False)
     return dict(model.config), {"fp32": saved_bytes(fp32), "simulated": saved_bytes(model), **sizes}

@@ -236,9 +236,11 @@ def summary(runs):
 
 
 def noise_estimate(results):
-    """The typical seed-to-seed standard deviation of PSNR (pooled over configurations), dB."""
-    variances = [statistics.variance([r["psnr"] for r in c["runs"]]) for c in results.values() if len(c["runs"]) > 1]
-    return statistics.fmean(variances) ** 0.5 if variances else float("nan")
+    """Seed-to-seed standard deviations of PSNR, dB: ``{"median", "min", "max"}`` over the configurations."""
+    deviations = [statistics.stdev([r["psnr"] for r in c["runs"]]) for c in results.values() if len(c["runs"]) > 1]
+    if not deviations:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(deviations), "min": min(deviations), "max": max(deviations)}
 
 
 def markdown(args, results, baselines, val_baselines, noise):
@@ -255,12 +257,13 @@ def markdown(args, results, baselines, val_baselines, noise):
         minutes = statistics.fmean(r["train_seconds"] for r in c["runs"]) / 60
         lines.append(f"| `{name}`: {c['description']} | {c['psnr']:.3f} ± {c['psnr_halfrange']:.3f} | {seeds} | "
                      f"{c['margin']:+.3f} | {c['ssim']:.4f} ± {c['ssim_halfrange']:.4f} | {val:.3f} | {minutes:.1f} |")
-    for name in ("average", "repeat"):
-        lines.append(f"| {name} of the two neighbouring frames (baseline) | {baselines[name]['psnr']:.3f} | | "
+    for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame")):
+        lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
-    lines += ["", f"Noise: the seed-to-seed standard deviation of PSNR, pooled over configurations, is {noise:.3f} dB; "
-              "a difference smaller than about twice that is within noise."]
+    lines += ["", f"Noise: the seed-to-seed standard deviation of PSNR is {noise['median']:.3f} dB for the median "
+              f"configuration ({noise['min']:.3f} to {noise['max']:.3f} dB); a difference smaller than about twice the "
+              "larger half-range of the two rows compared is within noise."]
     return "\n".join(lines) + "\n"
 
 
@@ -280,9 +283,10 @@ def plot(path, results, val_baselines):
     figure, panels = plt.subplots(1, 2, figsize=(14, 5.5))
     average = val_baselines["average"]
     near = [p for c in results.values() for p in mean_curve(c)[1] if abs(p - average) < 0.5]
+    colours = plt.cm.tab20.colors
     for axes in panels:
-        for name, c in results.items():
-            axes.plot(*mean_curve(c), marker="o", label=name)
+        for index, (name, c) in enumerate(results.items()):
+            axes.plot(*mean_curve(c), marker="o", label=name, color=colours[index % len(colours)])
         for name, style in (("average", "--"), ("repeat", ":")):
             axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
         axes.set_xlabel("training steps")

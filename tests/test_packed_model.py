@@ -114,9 +114,11 @@ def test_unet18_packed_size_is_one_bit_per_binary_weight(packed_pair):
     assert 5.0e6 < sign_bytes < 5.3e6 and other_bytes < 4.5e6
 
 
-def test_compact_unet18_exports_to_at_most_6_mb_and_matches(tmp_path):
+@pytest.mark.parametrize("head", ["frames", "warp"])
+def test_compact_unet18_exports_to_at_most_6_mb_and_matches(tmp_path, head):
     torch.manual_seed(4)
-    model = build_model({"arch": "binary", "bin_downsample": True, "gate_reduction": 16}, log_summary=False)
+    model = build_model({"arch": "binary", "bin_downsample": True, "gate_reduction": 16, "head": head},
+                        log_summary=False)
     path = tmp_path / "compact.pth"
     save_checkpoint(make_checkpoint(randomize_statistics(model, seed=4), epoch=1), str(path))
     size = export_packed.export(str(path), str(tmp_path / "compact.bfl"))

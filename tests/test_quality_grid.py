@@ -48,7 +48,7 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert "--teacher" in distilled and "fp_warp_sN" in distilled[distilled.index("--teacher") + 1]
     assert {"average", "repeat"} <= set(results["baselines"]) <= set(results["validation_baselines"]) | {"average", "repeat"}
     table = (tmp_path / "grid" / "results.md").read_text()
-    assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "Noise" in table
+    assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "repeat the previous" in table and "Noise" in table
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
     timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
     before = timing.stat().st_mtime_ns

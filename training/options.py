@@ -23,7 +23,7 @@ DEMO_DEFAULTS = {  # benchmarks/quality_grid.py's budget: 300 steps of width 16,
     "lr_schedule": "cosine",
 }
 MODEL_DEFAULTS = {  # new binary models: the recipe measured by benchmarks/quality_grid.py; full precision: FLAVR
-    "binary": {"head": "warp", "shortcuts": True, "activation": "relu"},
+    "binary": {"head": "warp", "shortcuts": False, "activation": "relu"},
     "flavr": {"head": "frames", "shortcuts": False, "activation": "relu"},
 }
 LR_SCHEDULES = ("plateau", "cosine", "linear")
@@ -69,7 +69,7 @@ def _model_options(parser):
                        "start at the blend (default: warp for binary, frames for --arch flavr)")
     group.add_argument("--shortcuts", type=_true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
-                       "default: True for binary)")
+                       "default: False: within noise at the demo's budget, and it doubles the packed engine's time)")
     group.add_argument("--activation", choices=("relu", "rprelu"),
                        help="activations of the encoder blocks: relu (FLAVR) or rprelu (ReActNet)")
     group.add_argument("--pretrained", metavar="PATH",
