@@ -92,6 +92,17 @@ class AverageMeter:
         self.count += n
         self.avg = self.sum / self.count
 
+    def state(self):
+        """``[sum, count]``, what ``from_state`` needs to continue the average (checkpoints)."""
+        return [self.sum, self.count]
+
+    @classmethod
+    def from_state(cls, state):
+        meter = cls()
+        meter.sum, meter.count = float(state[0]), int(state[1])
+        meter.avg = meter.sum / meter.count if meter.count else 0.0
+        return meter
+
 
 # ---------------------------------------------------------------- frames
 
@@ -151,8 +162,15 @@ def write_atomically(path, write):
 
 
 def save_checkpoint(obj, path):
-    """``torch.save`` atomically (``write_atomically``)."""
-    write_atomically(path, lambda f: torch.save(obj, f))
+    """``torch.save`` atomically (``write_atomically``); a failed write (a full disk) is an OSError."""
+    def write(handle):
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:  # torch's zip writer turns a failed file write into a RuntimeError
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
+    write_atomically(path, write)
 
 
 def read_checkpoint(path):

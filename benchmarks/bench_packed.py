@@ -35,9 +35,10 @@ from util import BinOp  # noqa: E402
 
 KINDS = {"fp32": "FLAVR fp32 (PyTorch)", "simulated": "binary, simulated (PyTorch)", "packed": "binary, packed 1-bit",
          "compact": "compact binary, packed 1-bit", "warp": "compact + warp head, packed",
-         "shortcuts": "+ real shortcuts, packed"}
+         "prior": "compact + warp head + matching prior, packed", "shortcuts": "+ real shortcuts, packed"}
 COMPACT_LAYOUT = {"bin_downsample": True, "gate_reduction": 16}
-RECIPE_LAYOUTS = {"warp": {**COMPACT_LAYOUT, "head": "warp"},  # new binary models' default
+RECIPE_LAYOUTS = {"warp": {**COMPACT_LAYOUT, "head": "warp"},
+                  "prior": {**COMPACT_LAYOUT, "head": "warp", "motion_prior": "matching"},  # new binary models' default
                   "shortcuts": {**COMPACT_LAYOUT, "head": "warp", "shortcuts": True}}
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 
 from dataset import get_loader  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
+from model.unet3d import backward_warp, matching_flow  # noqa: E402
 from myutils import load_model  # noqa: E402
 
 log = logging.getLogger("quality_grid")
@@ -40,21 +41,27 @@ log = logging.getLogger("quality_grid")
 TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of --teacher_config
 GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
     "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
-    "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp"]),
+    "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp", "--motion_prior", "none"]),
+    "fp_warp_mp": ("full precision, warp head, matching prior",
+                   ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching"]),
     "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
     "bin_residual": ("binary, residual head", ["--head", "residual", "--shortcuts", "False"]),
-    "bin_warp": ("binary, warp head", ["--head", "warp", "--shortcuts", "False"]),
-    "bin_warp_sc": ("binary, warp head, real shortcuts", ["--head", "warp", "--shortcuts", "True"]),
+    "bin_warp": ("binary, warp head", ["--head", "warp", "--motion_prior", "none", "--shortcuts", "False"]),
+    "bin_warp_mp": ("binary, warp head, matching prior (the default recipe)",
+                    ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]),
+    "bin_warp_sc": ("binary, warp head, real shortcuts",
+                    ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True"]),
     "bin_warp_sc_rprelu": ("binary, warp head, real shortcuts, RPReLU",
-                           ["--head", "warp", "--shortcuts", "True", "--activation", "rprelu"]),
+                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--activation", "rprelu"]),
     "bin_warp_sc_kd": ("binary, warp head, real shortcuts, distilled from fp_warp",
-                       ["--head", "warp", "--shortcuts", "True", "--teacher", TEACHER]),
+                       ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--teacher", TEACHER]),
     "bin_warp_sc_2stage": ("binary, warp head, real shortcuts, two stages (real weights first)",
-                           ["--head", "warp", "--shortcuts", "True", "--stage1_epochs", "{half}"]),
+                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--stage1_epochs", "{half}"]),
     "bin_warp_sc_plateau": ("binary, warp head, real shortcuts, ReduceLROnPlateau",
-                            ["--head", "warp", "--shortcuts", "True", "--lr_schedule", "plateau"]),
+                            ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--lr_schedule", "plateau"]),
     "bin_warp_sc_synth": ("binary, warp head, real shortcuts, trained on the synthetic-motion set",
-                          ["--head", "warp", "--shortcuts", "True", "--dataset", "synthetic", "--val_dataset", "demo"]),
+                          ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--dataset", "synthetic",
+                           "--val_dataset", "demo"]),
 }
 DEFAULT_CONFIGS = list(GRID)
 RESULT_LINE = re.compile(r"^epoch (\d+) .*?psnr ([-\d.]+)")
@@ -181,13 +188,27 @@ class Repeat(Average):
         return [frames[1]]
 
 
+class Matching(Average):
+    """The matching motion prior alone: the two middle frames warped by ``matching_flow`` and averaged,
+    which is what an untrained ``--motion_prior matching`` model outputs (its head starts at zero)."""
+
+    def forward(self, frames):
+        motion = matching_flow(frames[1], frames[2])
+        return [(backward_warp(frames[1], -motion) + backward_warp(frames[2], motion)) / 2]
+
+
 def validation_baselines(args):
-    """PSNR of the average and repeat baselines on the validation set the curves use."""
+    """PSNR of the average, repeat and matching baselines on the validation set the curves use."""
     name = args.val_dataset or args.dataset
     root = args.val_data_root if args.val_dataset else args.data_root
     loader = get_loader(name, "val", root, batch_size=4)
     return {type(m).__name__.lower(): evaluate(m, loader, torch.device("cpu"), progress=False).psnr
-            for m in (Average(), Repeat())}
+            for m in (Average(), Repeat(), Matching())}
+
+
+def matching_scores(clips):
+    """Video scores (``evaluate_videos``' overall dict) of the matching prior alone."""
+    return evaluate_videos(Matching(), clips, torch.device("cpu"), progress=False).overall.as_dict()
 
 
 def score(args, config, seed, clips):
@@ -252,7 +273,8 @@ def markdown(args, results, baselines, val_baselines, noise):
         minutes = statistics.fmean(r["train_seconds"] for r in c["runs"]) / 60
         lines.append(f"| `{name}`: {c['description']} | {c['psnr']:.3f} ± {c['psnr_halfrange']:.3f} | {seeds} | "
                      f"{c['margin']:+.3f} | {c['ssim']:.4f} ± {c['ssim_halfrange']:.4f} | {val:.3f} | {minutes:.1f} |")
-    for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame")):
+    for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame"),
+                       ("matching", "matching prior alone, untrained")):
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
@@ -282,7 +304,7 @@ def plot(path, results, val_baselines):
     for axes in panels:
         for index, (name, c) in enumerate(results.items()):
             axes.plot(*mean_curve(c), marker="o", label=name, color=colours[index % len(colours)])
-        for name, style in (("average", "--"), ("repeat", ":")):
+        for name, style in (("average", "--"), ("repeat", ":"), ("matching", "-.")):
             axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
         axes.set_xlabel("training steps")
         axes.set_ylabel("validation PSNR (dB)")
@@ -305,7 +327,7 @@ def main(argv=None):
     clips = [c for path in args.videos for c in video_clips(path)] if args.videos else video_clips()
     seconds = train_all(args)
     results = collect(args, seconds, clips)
-    baselines = next(iter(results.values()))["runs"][0]["baselines"]
+    baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching_scores(clips))
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
     table = markdown(args, results, baselines, val_baselines, noise)

@@ -77,6 +77,27 @@ class EvaluationShardSampler(Sampler):
         """Evaluation order does not depend on the epoch."""
 
 
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way: after ``set_epoch(epoch, skip)`` it
+    yields this shard's order for ``epoch`` without its first ``skip`` indices (a run resumed
+    mid-epoch sees exactly the batches it had not trained on, none of them loaded twice)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def set_epoch(self, epoch, skip=0):
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self):
+        return max(0, self.num_samples - self.skip)
+
+
 def _init_worker(worker_id):
     """The DataLoader workers already run in parallel: OpenCV runs in each worker's own thread.
     0, not 1: in a forked worker, setNumThreads(1) can hang on the parent's pthreads pool (once the
@@ -96,7 +117,7 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     num_replicas, rank = _replicas(distributed)
     shuffle = (split == "train") if shuffle is None else shuffle
     if split == "train" or shuffle:
-        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
     else:
         sampler = EvaluationShardSampler(dataset, num_replicas, rank)
     if drop_last is None:
@@ -106,10 +127,14 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
                       worker_init_fn=_init_worker if num_workers > 0 else None)
 
 
-def set_epoch(loader, epoch):
-    """Set the epoch of the loader's sampler (shuffle order) and data set (augmentation draws).
+def set_epoch(loader, epoch, skip_batches=0):
+    """Set the epoch of the loader's sampler (shuffle order) and data set (augmentation draws);
+    ``skip_batches`` (training loaders): start after the epoch's first batches (a mid-epoch resume).
 
     Call it before iterating; workers are restarted every epoch (no persistent workers), so they
     see the new epoch."""
-    loader.sampler.set_epoch(epoch)
+    if skip_batches:
+        loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
+    else:
+        loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)

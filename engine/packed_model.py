@@ -189,7 +189,7 @@ class PackedFLAVR(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.n_inputs, self.n_outputs, self.joinType = net.n_inputs, net.n_outputs, net.joinType
-        self.head = net.head
+        self.head, self.motion_prior = net.head, net.motion_prior
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 

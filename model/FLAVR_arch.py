@@ -11,6 +11,7 @@ class UNet_3D_3D(UNet3D):
     """FLAVR: ``n_inputs`` frames ``B x 3 x H x W`` in [0, 1] -> ``n_outputs`` interpolated frames."""
 
     def __init__(self, block, n_inputs, n_outputs, batchnorm=False, joinType="concat",
-                 upmode="transpose", base_channels=64, gate_reduction=1, head="frames", activation="relu"):
+                 upmode="transpose", base_channels=64, gate_reduction=1, head="frames", activation="relu",
+                 motion_prior="none"):
         super().__init__(FULL_PRECISION, block, n_inputs, n_outputs, batchnorm, joinType, upmode,
-                         base_channels, gate_reduction, head, activation)
+                         base_channels, gate_reduction, head, activation, motion_prior)

@@ -27,6 +27,7 @@ DEFAULT_CONFIG = {
     "head": "frames",          # frames (FLAVR) | residual (blend + correction) | warp (flows, mask, correction)
     "shortcuts": False,        # real-valued shortcut around every binary conv (binary arch only)
     "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
+    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects)
 }
 
 
@@ -47,7 +48,8 @@ def build_model(config, log_summary=True):
     common = dict(block=config["block"], n_inputs=config["n_inputs"], n_outputs=config["n_outputs"],
                   batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
                   base_channels=config["base_channels"], gate_reduction=config["gate_reduction"],
-                  head=config["head"], activation=config["activation"])
+                  head=config["head"], activation=config["activation"],
+                  motion_prior=config["motion_prior"])
     if config["arch"] == "binary":
         model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"],
                                          shortcuts=config["shortcuts"])
@@ -70,6 +72,8 @@ def describe_config(config):
         details.append("real shortcuts")
     if config.get("head", "frames") != "frames":
         details.append(f"{config['head']} head")
+    if config.get("motion_prior", "none") != "none":
+        details.append(f"{config['motion_prior']} motion prior")
     if config.get("activation", "relu") != "relu":
         details.append(config["activation"])
     if config.get("base_channels", 64) != 64:

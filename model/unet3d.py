@@ -14,6 +14,10 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   blend of the two middle inputs; ``warp``: two flows (pixels), a blend mask and a correction, so
   the frame is ``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` (bilinear backward warping).
   The ``residual`` and ``warp`` heads are zero-initialised: a new model starts exactly at the blend.
+* ``motion_prior="matching"`` (``warp`` head only) adds a parameter-free motion estimate to the
+  head's flows: symmetric block matching between the two middle frames over an image pyramid
+  (``matching_flow``). A new model then starts at motion-compensated blending rather than at the
+  plain blend, and the network learns a correction to the matched flows.
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 """
 import math
@@ -82,14 +86,75 @@ def backward_warp(image, flow):
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def warp_blend(head, before, after, t):
+def warp_blend(head, before, after, t, prior=None):
     """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
     ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
-    middle frames ``B x 3 x H x W``."""
+    middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the flows."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
     flows = head[:, 0:4] * FLOW_SCALE
+    if prior is not None:
+        flows = flows + prior
     warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
     return warped + head[:, 5:8]
+
+
+MOTION_PRIORS = ("none", "matching")
+MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
+MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
+MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
+MATCH_TEMPERATURE = 0.01         # softmin temperature on mean absolute differences (intensities in [0, 1])
+
+
+def _shifted(image, dx, dy):
+    """``image`` (``B x C x h x w``) sampled at each pixel plus the integer shift (dx, dy), borders replicated."""
+    r = max(abs(dx), abs(dy))
+    if r == 0:
+        return image
+    height, width = image.shape[-2:]
+    padded = F.pad(image, (r, r, r, r), mode="replicate")
+    return padded[..., r + dy:r + dy + height, r + dx:r + dx + width]
+
+
+def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
+    """Sub-pixel shift ``k`` (``B x 2 x h x w``, x then y, pixels) at which ``a(p - k)`` matches ``b(p + k)``
+    for ``a``, ``b`` ``B x 1 x h x w``: the softmin-weighted mean of the integer shifts in
+    ``[-radius, radius]^2``, each scored by its absolute difference averaged over a ``window`` box."""
+    shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    costs = torch.cat([(_shifted(a, -dx, -dy) - _shifted(b, dx, dy)).abs() for dx, dy in shifts], dim=1)
+    half = window // 2
+    costs = F.avg_pool2d(F.pad(costs, (half, half, half, half), mode="replicate"), window, stride=1)
+    weights = torch.softmax(costs / -temperature, dim=1)
+    offsets = torch.tensor(shifts, dtype=a.dtype, device=a.device).t().reshape(1, 2, -1, 1, 1)
+    return (weights.unsqueeze(1) * offsets).sum(dim=2)
+
+
+@torch.no_grad()
+def matching_flow(before, after):
+    """The motion prior: half the motion ``v`` (``B x 2 x H x W``, pixels) from ``before`` to ``after``
+    (``B x 3 x H x W`` in [0, 1]), found by ``symmetric_matching`` of their grey levels at each
+    ``MATCH_LEVELS`` scale (coarse to fine, each refining the warped result of the coarser one), so
+    ``before(p - v)`` and ``after(p + v)`` show the same point at the middle time. Parameter-free."""
+    grey_a, grey_b = before.float().mean(1, keepdim=True), after.float().mean(1, keepdim=True)
+    height, width = grey_a.shape[-2:]
+    flow = None  # full-resolution pixels
+    for scale in MATCH_LEVELS:
+        if height // scale < 2 or width // scale < 2:
+            continue
+        a = F.avg_pool2d(grey_a, scale) if scale > 1 else grey_a
+        b = F.avg_pool2d(grey_b, scale) if scale > 1 else grey_b
+        if flow is None:
+            level_flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:])
+        else:
+            level_flow = F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False) / scale
+            a, b = backward_warp(a, -level_flow), backward_warp(b, level_flow)
+        flow = (level_flow + symmetric_matching(a, b)) * scale
+    return flow.to(before.dtype)
+
+
+def prior_flows(half_motion, t):
+    """Flows (``B x 4 x H x W``: to the frame before, then to the frame after) at time ``t`` for
+    linear motion of ``2 * half_motion`` between them."""
+    return torch.cat([half_motion * (-2 * t), half_motion * (2 * (1 - t))], dim=1)
 
 
 def linear_blend(frames, n_outputs):
@@ -230,22 +295,26 @@ class UNet3D(nn.Module):
     ``base_channels`` (FLAVR: 64) scales every width; smaller values give narrow variants for
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
-    (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks."""
+    (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
+    ``motion_prior``: "none" (FLAVR) or "matching" (warp head only, see ``matching_flow``)."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
                  joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1,
-                 head="frames", activation="relu"):
+                 head="frames", activation="relu", motion_prior="none"):
         super().__init__()
         _check_choice("block", block, tuple(BLOCK_LAYERS))
         _check_choice("joinType", joinType, JOIN_TYPES)
         _check_choice("upmode", upmode, UP_MODES)
         _check_choice("activation", activation, tuple(ACTIVATIONS))
         _check_choice("head", head, tuple(HEAD_CHANNELS))
+        _check_choice("motion_prior", motion_prior, MOTION_PRIORS)
+        if motion_prior != "none" and head != "warp":
+            raise ValueError(f"motion_prior={motion_prior!r} needs head='warp' (got head={head!r})")
         if not isinstance(gate_reduction, int) or gate_reduction < 1:
             raise ValueError(f"gate_reduction must be an integer >= 1, got {gate_reduction!r}")
         policy = replace(policy, gate_reduction=gate_reduction, activation=activation)
         self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
-        self.head = head
+        self.head, self.motion_prior = head, motion_prior
         growth = 2 if joinType == "concat" else 1
         self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)
         nf = [base_channels * w for w in reversed(STAGE_WIDTHS)]  # 512, 256, 128, 64
@@ -291,7 +360,9 @@ class UNet3D(nn.Module):
             return [c + base for c, base in zip(heads, linear_blend(frames, self.n_outputs))]
         if self.head == "warp":
             before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
-            return [warp_blend(h, before, after, t) for h, t in zip(heads, output_times(self.n_outputs))]
+            motion = matching_flow(before, after) if self.motion_prior == "matching" else None
+            return [warp_blend(h, before, after, t, None if motion is None else prior_flows(motion, t))
+                    for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)
         return [c + mean for c in heads]
 

@@ -1,9 +1,10 @@
 """The options of the binary recipe: parameter-free real shortcuts, the residual and warp heads,
-what --pretrained copies between heads, weight decay, distillation, two-stage training and the
+the matching motion prior, what --pretrained copies between heads, weight decay, distillation, two-stage training and the
 per-step learning-rate schedules (with exact resume), on a tiny Vimeo-90K-layout data set."""
 import math
 
 import pytest
+import skimage.data
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -11,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fixtures import write_random_checkpoint, write_vimeo
 from model import build_model, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
-from model.unet3d import FLOW_SCALE, linear_blend, warp_blend
+from model.unet3d import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
 from myutils import read_checkpoint, state_dict_of
 from training import main
 from training.run import initialise_from_pretrained
@@ -71,6 +72,63 @@ def test_warp_head_moves_the_frame_by_its_flow():
     assert torch.allclose(out[..., :-1], before[..., 1:], atol=1e-5)
 
 
+def photo_scene():
+    """scikit-image's ``chelsea`` photograph at half size, ``1 x 3 x 150 x 225`` in [0, 1]."""
+    picture = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).float().unsqueeze(0) / 255
+    return F.avg_pool2d(picture, 2)
+
+
+def crop(scene, x, y, height=64, width=96):
+    return scene[..., y:y + height, x:x + width]
+
+
+def psnr(a, b):
+    return (10 * torch.log10(1 / ((a - b) ** 2).mean())).item()
+
+
+INNER = (..., slice(12, -12), slice(12, -12))  # away from the borders, where content leaves the frame
+
+
+def test_matching_flow_finds_a_translation_of_the_scene():
+    scene = photo_scene()
+    before, middle, after = crop(scene, 40, 40), crop(scene, 43, 38), crop(scene, 46, 36)  # moves (-6, 4) px
+    motion = matching_flow(before, after)  # before(p - v) = after(p + v): v = (-3, 2)
+    assert abs(motion[INNER][:, 0].median().item() + 3) < 0.4
+    assert abs(motion[INNER][:, 1].median().item() - 2) < 0.4
+    matched = (backward_warp(before, -motion) + backward_warp(after, motion)) / 2
+    assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
+
+
+@pytest.mark.parametrize("arch", ["binary", "flavr"])
+def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch):
+    scene = photo_scene()
+    inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion
+    config = {"arch": arch, "base_channels": 8, "head": "warp", "motion_prior": "matching", "n_outputs": 3}
+    model = build_model(config, log_summary=False).eval()
+    with torch.no_grad():
+        outputs = model(inputs)
+    for k, (output, blend) in enumerate(zip(outputs, linear_blend(inputs, 3)), start=1):
+        shift = torch.tensor([6 * k / 4, -4 * k / 4]).view(1, 2, 1, 1).expand(1, 2, 64, 96)
+        truth = backward_warp(inputs[1], shift)
+        assert psnr(output[INNER], truth[INNER]) > psnr(blend[INNER], truth[INNER]) + 10
+
+
+def test_the_motion_prior_needs_the_warp_head(vimeo, tmp_path, capsys):
+    with pytest.raises(ValueError, match="head='warp'"):
+        build_model(model_config(arch="binary", base_channels=8, head="frames", motion_prior="matching"))
+    assert main(tiny(vimeo, tmp_path, "mp", "--head", "residual", "--motion_prior", "matching")) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--head warp" in error
+    assert not (tmp_path / "mp").exists()
+
+
+def test_binary_runs_default_to_the_matching_prior_only_with_the_warp_head(vimeo, tmp_path):
+    assert main(tiny(vimeo, tmp_path, "default", "--max_epoch", "1")) == 0
+    assert main(tiny(vimeo, tmp_path, "frames", "--max_epoch", "1", "--head", "frames")) == 0
+    assert load(tmp_path / "default/checkpoint.pth")["config"]["motion_prior"] == "matching"
+    assert load(tmp_path / "frames/checkpoint.pth")["config"]["motion_prior"] == "none"
+
+
 def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):
     path = write_random_checkpoint(tmp_path / "flavr.pth", arch="flavr", base_channels=8)
     binary = build_model(model_config(arch="binary", base_channels=8, head="warp"), log_summary=False)
@@ -78,6 +136,12 @@ def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):
     report = initialise_from_pretrained(binary, state_dict_of(checkpoint, path), path, checkpoint["config"])
     assert {"outconv.1.weight", "outconv.1.bias"} <= set(report.missing)
     assert not binary.outconv[1].weight.any() and "encoder.stem.0.weight" in report.copied
+    warp = write_random_checkpoint(tmp_path / "warp.pth", arch="binary", base_channels=8, head="warp")
+    matched = build_model(model_config(arch="binary", base_channels=8, head="warp", motion_prior="matching"),
+                          log_summary=False)
+    checkpoint = read_checkpoint(warp)  # flows of a model without the prior are not corrections to it
+    report = initialise_from_pretrained(matched, state_dict_of(checkpoint, warp), warp, checkpoint["config"])
+    assert {"outconv.1.weight", "outconv.1.bias"} <= set(report.missing)
 
 
 def test_weight_decay_never_touches_latent_binary_weights():

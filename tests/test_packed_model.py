@@ -89,6 +89,7 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"bin_downsample": True, "gate_reduction": 4},      # compact layout: factorised gates
     {"head": "residual"},                               # corrections to the blend of the middle frames
     {"head": "warp", "n_outputs": 3},                   # flows, masks and corrections at 3 times
+    {"head": "warp", "motion_prior": "matching"},       # corrections to block-matched flows
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
     {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},
     {"shortcuts": True, "joinType": "add", "upmode": "upsample", "batchnorm": True},
@@ -245,11 +246,13 @@ def test_packed_file_layout_is_documented_and_aligned(packed_file):
 
 
 def test_recipe_model_exports_and_loads_with_the_simulated_outputs(tmp_path):
-    config = {"head": "warp", "shortcuts": True, "activation": "rprelu", "bin_downsample": True, "gate_reduction": 4}
+    config = {"head": "warp", "motion_prior": "matching", "shortcuts": True, "activation": "rprelu",
+              "bin_downsample": True, "gate_reduction": 4}
     checkpoint = write_checkpoint(tmp_path / "recipe.pth", config)
     size = export_packed.export(checkpoint, str(tmp_path / "recipe.bfl"))
     assert size == os.path.getsize(tmp_path / "recipe.bfl")
     simulated, _ = load_model(checkpoint)
     packed, description = load_model(str(tmp_path / "recipe.bfl"))
     assert "warp head" in description and "real shortcuts" in description and "rprelu" in description
+    assert "matching motion prior" in description
     assert max_difference(simulated, packed, frames(40, 56, seed=5)) <= 1e-4

@@ -1,7 +1,8 @@
 """The entry point of both training scripts: options, logging, the runtime, and exit codes.
 
 Exit codes: 0 done; 2 bad input (options, data, checkpoint files: one line on stderr);
-3 the loss became NaN/inf (the last good checkpoint is kept); 130 interrupted.
+3 the loss became NaN/inf (the last good checkpoint is kept); 4 the experiment folder could not be
+written (full disk, permissions: the previous checkpoint is kept); 130 interrupted.
 """
 import logging
 import sys
@@ -11,11 +12,12 @@ from tqdm import tqdm
 from dataset import DatasetError
 from myutils import ModelFileError
 from training.distributed import shutdown, single_process_runtime, torchrun_runtime
+from training.experiment import ExperimentWriteError
 from training.options import build_parser, resolve_amp, resolve_options
 from training.run import run_training
 from training.state import TrainingDiverged
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 class TqdmHandler(logging.Handler):
@@ -63,6 +65,9 @@ def main(argv=None, distributed=False, prog=None):
     except TrainingDiverged as error:
         _report(f"training stopped: {error} (train again with a lower --lr or with --grad_clip)", runtime)
         return EXIT_DIVERGED
+    except ExperimentWriteError as error:
+        _report(error, runtime)
+        return EXIT_WRITE_FAILED
     except KeyboardInterrupt:
         _report(f"interrupted; continue with --resume (the last checkpoint is in "
                 f"{args.checkpoint_dir}/{args.exp_name}/)", runtime)

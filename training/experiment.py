@@ -4,6 +4,7 @@
 ``train.log``, ``args.json`` (``args_resume_epoch<K>.json`` for each resume) and ``tensorboard/``.
 Only the main process writes; on the other ranks every method is a no-op.
 """
+import glob
 import json
 import logging
 import os
@@ -11,6 +12,11 @@ import os
 from myutils import save_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+class ExperimentWriteError(RuntimeError):
+    """The experiment folder could not be written (full disk, permissions); the message says what
+    was kept and what to do."""
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -52,7 +58,12 @@ class Experiment:
         run drops the events logged after ``resumed_epoch``: it continues from there)."""
         if not self.enabled:
             return self
-        os.makedirs(self.folder, exist_ok=True)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as error:
+            raise ExperimentWriteError(f"cannot create the experiment folder {self.folder}: {error.strerror}; "
+                                       "choose a writable --checkpoint_dir") from None
+        self._remove_partial_writes()
         self._log_handler = logging.FileHandler(self.log_path, encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(self._log_handler)
@@ -63,6 +74,12 @@ class Experiment:
                                      purge_step=resumed_epoch + 1 if resumed_epoch is not None else None)
         log.info("experiment folder: %s", self.folder)
         return self
+
+    def _remove_partial_writes(self):
+        """Delete the temporary files of checkpoint writes a killed run left (``.tmp-*``)."""
+        for path in glob.glob(os.path.join(glob.escape(self.folder), ".tmp-*")):
+            os.remove(path)
+            log.info("removed %s, a checkpoint write the previous run did not finish", path)
 
     def _write_new_file(self, name, text):
         """Write ``name`` in the folder, or ``<stem>.<n><ext>`` when it exists (never overwrites)."""
@@ -94,9 +111,16 @@ class Experiment:
                 handle.write(line + "\n")
 
     def save(self, checkpoint, path):
-        """Write ``checkpoint`` to ``path`` atomically (main process only)."""
-        if self.enabled:
+        """Write ``checkpoint`` to ``path`` atomically (main process only); ExperimentWriteError, with
+        the previous file intact, when it cannot be written."""
+        if not self.enabled:
+            return
+        try:
             save_checkpoint(checkpoint, path)
+        except OSError as error:
+            kept = f"the previous {os.path.basename(path)} is kept" if os.path.exists(path) else "nothing was saved"
+            raise ExperimentWriteError(f"cannot write {path}: {error.strerror or error}; {kept}: free space "
+                                       "(or fix the folder's permissions) and continue with --resume") from None
 
     def close(self):
         if self._writer is not None:

@@ -67,6 +67,10 @@ def _model_options(parser):
                        help="what the last layer predicts: frames (FLAVR), residual (a correction to the blend "
                        "of the two middle frames) or warp (flows, blend mask and correction); residual and warp "
                        "start at the blend (default: warp for binary, frames for --arch flavr)")
+    group.add_argument("--motion_prior", choices=("none", "matching"),
+                       help="matching: add parameter-free block-matched flows (between the two middle frames) to "
+                       "the warp head's flows, so the network learns a correction to them and a new model starts "
+                       "at motion-compensated blending (default: matching for binary, none for --arch flavr)")
     group.add_argument("--shortcuts", type=_true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
                        "default: False: within noise at the demo's budget, and 1.8x the packed engine's time)")
@@ -143,6 +147,9 @@ def _run_options(parser):
                        f"the binary 2x demo: {DEMO_EXPERIMENT[1]})")
     group.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                        help="continue a run: from PATH, or without PATH from the experiment's checkpoint.pth")
+    group.add_argument("--save_every", type=int, metavar="N",
+                       help="also write checkpoint.pth every N training steps (atomically), so a killed run "
+                       "resumes from its last N steps rather than its last epoch (default: at epoch ends only)")
     group.add_argument("--cuda", type=_true_or_false, metavar="True|False",
                        help="train on CUDA (default: when available)")
     group.add_argument("--log_images", type=int, default=2, help="validation frames shown in TensorBoard")
@@ -187,6 +194,8 @@ def _fill_defaults(args):
     for name, value in MODEL_DEFAULTS[args.arch].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.motion_prior is None:  # the measured binary recipe; FLAVR's frames head has no flows to correct
+        args.motion_prior = "matching" if args.arch == "binary" and args.head == "warp" else "none"
     if args.exp_name is None:
         args.exp_name = default_exp_name(args)
 
@@ -195,7 +204,7 @@ def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
                  "gate_reduction", "base_channels"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps"):
+    for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps", "save_every"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     _require(args.num_workers >= 0, f"--num_workers must be 0 or more, got {args.num_workers}")
@@ -210,6 +219,9 @@ def _check_values(args):
     _require(0 <= args.stage1_epochs < args.max_epoch,
              f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
     _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")
+    _require(args.motion_prior == "none" or args.head == "warp",
+             f"--motion_prior {args.motion_prior} corrects the warp head's flows: add --head warp "
+             "(or --motion_prior none)")
     _require(not args.shortcuts or args.arch == "binary",
              "--shortcuts True is for the binary arch (full-precision convs need no real shortcut)")
     _require(not (args.resume and args.pretrained),
@@ -232,7 +244,7 @@ def model_config_from(args):
                         batchnorm=args.batchnorm, joinType=args.joinType, upmode=args.upmode,
                         bin_downsample=args.bin_downsample, gate_reduction=args.gate_reduction,
                         base_channels=args.base_channels, head=args.head, shortcuts=args.shortcuts,
-                        activation=args.activation)
+                        activation=args.activation, motion_prior=args.motion_prior)
 
 
 def resolve_amp(args, device):

@@ -49,12 +49,14 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all(cuda_states)
 
 
-def training_checkpoint(model, *, epoch, best_psnr, optimizer, scheduler, scaler, rng, args):
+def training_checkpoint(model, *, epoch, best_psnr, optimizer, scheduler, scaler, rng, args, **position):
     """Our checkpoint (``make_checkpoint``: format, model config, latent weights) plus the state that
-    continues a run exactly: optimizer, scheduler, GradScaler, epoch, best PSNR, every rank's RNG."""
+    continues a run exactly: optimizer, scheduler, GradScaler, epochs done, best PSNR, every rank's RNG;
+    mid-epoch (``--save_every``) also ``position``: ``epoch_step`` (batches of the next epoch done)
+    and ``epoch_meters`` (``{loss term: [sum, count]}`` over them)."""
     return make_checkpoint(model, epoch=epoch, best_psnr=best_psnr, optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=rng,
-                           args=dict(args))
+                           args=dict(args), **position)
 
 
 def best_model_checkpoint(model, *, epoch, psnr, ssim):

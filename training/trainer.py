@@ -97,6 +97,7 @@ class Trainer:
         self.autocast_dtype = AUTOCAST_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=args.amp == "fp16")
         self.epoch, self.best_psnr = 0, -math.inf
+        self.epoch_step, self.epoch_meters, self.pending_rng = 0, {}, None  # a mid-epoch resume's position
         self.last_checkpoint = None
         torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
 
@@ -109,12 +110,20 @@ class Trainer:
         if self.scaler.is_enabled() and checkpoint["scaler"]:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.best_psnr = checkpoint["epoch"], checkpoint["best_psnr"]
+        self.epoch_step = checkpoint.get("epoch_step", 0)
+        self.epoch_meters = checkpoint.get("epoch_meters", {})
         rng = checkpoint["rng"]
         if len(rng) != self.runtime.world_size:
             log.warning("the checkpoint holds the random state of %d processes, this run has %d: every "
                         "process continues from rank 0's", len(rng), self.runtime.world_size)
-        restore_rng_state(rng[self.runtime.rank] if len(rng) == self.runtime.world_size else rng[0])
-        log.info("resumed after epoch %d (best PSNR %.3f dB, lr %.3g)", self.epoch, self.best_psnr, self.lr)
+        rng = rng[self.runtime.rank] if len(rng) == self.runtime.world_size else rng[0]
+        if self.epoch_step:  # put back once the epoch's loader iterator exists (creating it draws a seed)
+            self.pending_rng = rng
+            log.info("resumed at epoch %d, step %d (best PSNR %.3f dB, lr %.3g)", self.epoch + 1,
+                     self.epoch_step, self.best_psnr, self.lr)
+        else:
+            restore_rng_state(rng)
+            log.info("resumed after epoch %d (best PSNR %.3f dB, lr %.3g)", self.epoch, self.best_psnr, self.lr)
 
     @property
     def lr(self):
@@ -168,15 +177,24 @@ class Trainer:
             self.scheduler.step()
         return float(loss.detach()), {name: float(value) for name, value in terms.items()}
 
-    def train_epoch(self, loader, epoch):
-        """Train on (at most ``--max_steps_per_epoch`` batches of) ``loader``; mean losses over ranks."""
+    def train_epoch(self, loader, epoch, start_step=0, meters=None):
+        """Train on (at most ``--max_steps_per_epoch`` batches of) ``loader`` from batch ``start_step``
+        on (a mid-epoch resume, whose loss sums so far are ``meters``); mean losses over ranks."""
         set_epoch(loader, epoch)
-        batches = FirstBatches(loader, self.args.max_steps_per_epoch)
+        steps = len(FirstBatches(loader, self.args.max_steps_per_epoch))  # the whole epoch's
+        if start_step:
+            set_epoch(loader, epoch, skip_batches=start_step)
+        batches = FirstBatches(loader, steps - start_step)
         sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
-        meters = defaultdict(AverageMeter)
+        meters = defaultdict(AverageMeter, {name: AverageMeter.from_state(state) for name, state in
+                                            (meters or {}).items()})
         progress = tqdm(batches, desc=f"epoch {epoch}/{self.args.max_epoch}", leave=False, dynamic_ncols=True,
-                        disable=not (self.args.progress and self.runtime.is_main))
-        for step, (inputs, targets) in enumerate(progress, 1):
+                        initial=start_step, total=steps, disable=not (self.args.progress and self.runtime.is_main))
+        batch_iterator = iter(progress)
+        if self.pending_rng is not None:
+            restore_rng_state(self.pending_rng)
+            self.pending_rng = None
+        for step, (inputs, targets) in enumerate(batch_iterator, start_step + 1):
             loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
             size = inputs[0].shape[0]
             meters["loss"].update(loss, size)
@@ -185,7 +203,22 @@ class Trainer:
             progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
             if self.recorder is not None:
                 self.recorder.record(epoch, [loader.dataset.sample_id(i) for i in next(sample_indices)])
+            if self.args.save_every and step < steps and ((epoch - 1) * steps + step) % self.args.save_every == 0:
+                self.save_progress(epoch, step, meters)
         return {name: self.runtime.mean(meter.avg) for name, meter in meters.items()}
+
+    def save_progress(self, epoch, step, meters):
+        """``checkpoint.pth`` after ``step`` batches of ``epoch`` (``--save_every``): the whole training
+        state, the position in the epoch and its loss sums, so ``--resume`` continues exactly here."""
+        self.check_weights(f"epoch {epoch}, step {step}")
+        rng = self.runtime.gather(capture_rng_state())
+        self.experiment.save(training_checkpoint(
+            self.raw_model, epoch=epoch - 1, best_psnr=self.best_psnr, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args),
+            epoch_step=step, epoch_meters={name: meter.state() for name, meter in meters.items()}),
+            self.experiment.checkpoint_path)
+        self.last_checkpoint = self.experiment.checkpoint_path
+        log.debug("saved epoch %d, step %d to %s", epoch, step, self.last_checkpoint)
 
     def validate(self, loader, epoch):
         """PSNR / SSIM / loss with binarized weights, summed over every rank's shard."""
@@ -206,15 +239,15 @@ class Trainer:
             self.experiment.images("val/target", shown[1], epoch)
         return result
 
-    def check_weights(self, epoch):
-        """TrainingDiverged when any weight is NaN or infinite (nothing is saved then)."""
+    def check_weights(self, where):
+        """TrainingDiverged when any weight is NaN or infinite after ``where`` (nothing is saved then)."""
         for name, tensor in self.raw_model.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise TrainingDiverged(f"the weights {name} are not finite after epoch {epoch}")
+                raise TrainingDiverged(f"the weights {name} are not finite after {where}")
 
     def save_checkpoints(self, epoch, result, is_best):
         """``checkpoint.pth`` (the whole training state) and, when ``is_best``, ``model_best.pth``."""
-        self.check_weights(epoch)
+        self.check_weights(f"epoch {epoch}")
         rng = self.runtime.gather(capture_rng_state())
         self.epoch = epoch
         self.experiment.save(training_checkpoint(
@@ -258,7 +291,8 @@ class Trainer:
             log.warning("nothing to train: the run is at epoch %d and --max_epoch is %d", self.epoch,
                         self.args.max_epoch)
         for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
-            train_losses = self.train_epoch(train_loader, epoch)
+            train_losses = self.train_epoch(train_loader, epoch, self.epoch_step, self.epoch_meters)
+            self.epoch_step, self.epoch_meters = 0, {}
             self.runtime.broadcast_buffers(self.raw_model)
             validate = epoch % self.args.val_freq == 0 or epoch == self.args.max_epoch
             self.end_epoch(epoch, train_losses, self.validate(val_loader, epoch) if validate else None)
