@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 
-from inference import PAD_MODES, PaddedModel, check_output_file
-from inference.cli import add_cuda_argument, run_script, setup_logging
+from cli import add_cuda_argument, run_script, select_device, setup_logging
+from inference import check_output_file
 from inference.middlebury import check_result_paths, evaluate_middlebury, find_sequences
-from myutils import DEMO_CHECKPOINT, load_model, select_device
+from model.files import DEMO_CHECKPOINT, load_model
+from myutils import PAD_MODES, PaddedModel
 
 log = logging.getLogger("middlebury")
 

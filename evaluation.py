@@ -21,7 +21,7 @@ from dataset.image_io import list_images, natural_key
 from dataset.video_io import is_video_file
 from inference import InferenceInputError, SlidingWindowInterpolator, open_frame_source
 from inference.frame_io import rgb_to_tensor
-from myutils import psnr_batch, ssim_batch
+from myutils import autocast_or_nothing, psnr_batch, ssim_batch
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ def evaluate(model, loader, device, criterion=None, binop=None, autocast_dtype=N
     model.eval()
     result = EvalResult()
     binarized = binop.binarized() if binop is not None else contextlib.nullcontext()
-    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
+    autocast = autocast_or_nothing(device.type, autocast_dtype)
     with binarized:
         for index, (inputs, targets) in enumerate(tqdm(loader, desc=description, disable=not progress,
                                                        leave=False, dynamic_ncols=True)):

@@ -5,7 +5,7 @@
 The file holds the binary weights as sign bits packed along the input channels, per-channel
 multipliers (alpha) and biases, the input BatchNorms folded into per-channel sign tests, every
 real-valued parameter and the model configuration (magic + version + JSON header + raw buffers
-+ SHA-256). Load it anywhere a model is expected (``myutils.load_model``, interpolate.py,
++ SHA-256). Load it anywhere a model is expected (``model.files.load_model``, interpolate.py,
 test.py --load_from model.bfl) or with ``engine.load_packed``.
 """
 import argparse
@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from engine import is_packed_file, pack_binary_model, write_packed
-from inference.cli import run_script, setup_logging
-from myutils import ModelFileError, load_model
+from cli import run_script, setup_logging
+from engine import pack_binary_model, write_packed
+from model.files import ModelFileError, is_packed_file, load_model
 
 log = logging.getLogger("export_packed")
 

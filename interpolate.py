@@ -16,17 +16,18 @@ import sys
 
 from tqdm import tqdm
 
+from cli import add_cuda_argument, run_script, select_device, setup_logging
 from evaluation import DEFAULT_SCENE_THRESHOLD
-from inference import (CODECS, PAD_MODES, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter,
-                       check_output_file, check_output_folder, open_frame_source)
-from inference.cli import add_cuda_argument, run_script, setup_logging
+from inference import (CODECS, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter, check_output_file,
+                       check_output_folder, open_frame_source)
 from inference.errors import InferenceInputError
 from inference.pipeline import run_pipeline
 from inference.readers import sample_clip_path
 from inference.remux import StreamCopier
 from inference.timeline import OutputTimeline
 from inference.writers import DEFAULT_CRF, MAX_CRF, X264_PRESETS, default_output_path
-from myutils import DEMO_CHECKPOINT, load_model, select_device
+from model.files import DEMO_CHECKPOINT, load_model
+from myutils import PAD_MODES
 
 log = logging.getLogger("interpolate")
 

@@ -13,14 +13,14 @@ import logging
 import os
 import sys
 
+from cli import add_cuda_argument, run_script, select_device, setup_logging
 from dataset import DATASETS, get_loader
 from dataset.demo import HELDOUT_FILE
 from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, video_clips
-from inference import (PAD_MODES, InferenceInputError, PaddedModel, check_output_file,
-                       check_output_folder)
-from inference.cli import add_cuda_argument, run_script, setup_logging
+from inference import InferenceInputError, check_output_file, check_output_folder
 from inference.frame_io import tensor_to_rgb, write_rgb
-from myutils import DEMO_CHECKPOINT, load_model, select_device
+from model.files import DEMO_CHECKPOINT, load_model
+from myutils import PAD_MODES, PaddedModel
 
 log = logging.getLogger("test")
 

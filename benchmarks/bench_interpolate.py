@@ -31,7 +31,7 @@ from evaluation import DEFAULT_SCENE_THRESHOLD  # noqa: E402
 from inference import SlidingWindowInterpolator, VideoReader  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
-from myutils import load_model  # noqa: E402
+from model.files import load_model  # noqa: E402
 from util import BinOp  # noqa: E402
 
 COMPACT_LAYOUT = {"arch": "binary", "bin_downsample": True, "gate_reduction": 16}

@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import load_packed, ops, pack_binary_model, write_packed  # noqa: E402
 from model import build_model  # noqa: E402
-from myutils import load_model  # noqa: E402
+from model.files import load_model  # noqa: E402
+from myutils import FRAME_MULTIPLE  # noqa: E402
 from util import BinOp  # noqa: E402
 
 KINDS = {"fp32": "FLAVR fp32 (PyTorch)", "simulated": "binary, simulated (PyTorch)", "packed": "binary, packed 1-bit",
@@ -44,8 +45,8 @@ RECIPE_LAYOUTS = {"warp": {**COMPACT_LAYOUT, "head": "warp"},
 
 def frame_size(text):
     height, width = (int(v) for v in text.lower().split("x"))
-    if height % 8 or width % 8:
-        raise argparse.ArgumentTypeError(f"{text}: height and width must be multiples of 8")
+    if height % FRAME_MULTIPLE or width % FRAME_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"{text}: height and width must be multiples of {FRAME_MULTIPLE}")
     return height, width
 
 

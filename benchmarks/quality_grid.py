@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)
 from dataset import get_loader  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from model.unet3d import backward_warp, matching_flow  # noqa: E402
-from myutils import load_model  # noqa: E402
+from model.files import load_model  # noqa: E402
 
 log = logging.getLogger("quality_grid")
 

@@ -2,6 +2,8 @@
 augments and converts them to tensors."""
 from torch.utils.data import Dataset
 
+from myutils import FRAME_MULTIPLE
+
 from .augment import centre_corner, crop_frames, draw_augment_params, flip_and_jitter, resolve_crop, \
     sample_generator, to_tensor
 from .errors import DatasetError
@@ -17,7 +19,7 @@ class InterpolationDataset(Dataset):
     the crop corner is random and flips, colour jitter and time reversal are applied, drawn once per
     sample from (seed, epoch, index); without it the crop is centred."""
 
-    def __init__(self, *, root, crop_hw, augment, seed, multiple_of=8):
+    def __init__(self, *, root, crop_hw, augment, seed, multiple_of=FRAME_MULTIPLE):
         self.root = root
         self.crop_hw = crop_hw
         self.augment = augment

@@ -35,13 +35,8 @@ class Middlebury(InterpolationDataset):
 
     @staticmethod
     def _input_paths(data_dir, sequence, n_inputs):
-        def path(number):
-            return os.path.join(data_dir, sequence, f"frame{number:02d}.png")
-
         require_dir(os.path.join(data_dir, sequence), "Middlebury sequence folder (it has ground truth)")
-        has_all = all(os.path.isfile(path(n)) for n in FULL_INPUTS[n_inputs])
-        numbers = FULL_INPUTS[n_inputs] if has_all else PAIR_INPUTS[n_inputs]
-        return [require_file(path(n), "Middlebury frame") for n in numbers]
+        return input_frame_paths(os.path.join(data_dir, sequence), n_inputs)
 
     def __len__(self):
         return len(self.sequences)
@@ -51,6 +46,18 @@ class Middlebury(InterpolationDataset):
 
     def load_frames(self, index):
         return [read_rgb(p) for p in self.input_paths[index]], [read_rgb(self.target_paths[index])]
+
+
+def input_frame_paths(sequence_dir, n_inputs=4):
+    """The model's input frames of a Middlebury sequence folder: frame09..frame12 (``n_inputs`` 4) or
+    frame10, frame11 (2); a sequence with only frame10 and frame11 gives [10, 10, 11, 11] (FLAVR).
+    DatasetError when frame10 or frame11 is missing."""
+    def path(number):
+        return os.path.join(sequence_dir, f"frame{number:02d}.png")
+
+    has_all = all(os.path.isfile(path(n)) for n in FULL_INPUTS[n_inputs])
+    numbers = FULL_INPUTS[n_inputs] if has_all else PAIR_INPUTS[n_inputs]
+    return [require_file(path(n), "Middlebury frame") for n in numbers]
 
 
 def build(split, data_root, options):

@@ -1,6 +1,8 @@
 """Validated loader options shared by every data set builder."""
 from dataclasses import dataclass
 
+from myutils import FRAME_MULTIPLE
+
 from .errors import DatasetError
 
 SPLITS = ("train", "val", "test")
@@ -41,7 +43,7 @@ def _crop_pair(crop_size):
     if crop_size is None:
         return None
     pair = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 and v % 8 == 0 for v in pair):
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 and v % FRAME_MULTIPLE == 0 for v in pair):
         raise DatasetError(f"crop_size must be an int or (height, width) of positive multiples of 8 "
                            f"(the model needs sizes divisible by 8), got {crop_size!r}")
     return pair

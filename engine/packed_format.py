@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from myutils import PACKED_MAGIC, ModelFileError, is_packed_file, write_atomically  # noqa: F401 (is_packed_file re-exported)
+from model.files import PACKED_MAGIC, ModelFileError, write_atomically
 
 FORMAT_VERSION = 1
 ALIGNMENT = 64

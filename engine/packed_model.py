@@ -83,7 +83,7 @@ class PackedBinaryConv(nn.Module):
         alpha = oriented.abs().flatten(1).amax(dim=1)
         if not torch.equal(oriented.abs(), alpha.view(-1, *[1] * (oriented.dim() - 1)).expand_as(oriented)):
             raise ValueError("the binary weights are not binarized (alpha * sign(W)): load the model with "
-                             "myutils.load_model or run BinOp.binarization() first")
+                             "model.files.load_model or run BinOp.binarization() first")
         self.bits.copy_(ops.pack_weight_bits(oriented))
         self.multiplier.copy_(alpha)
         self.bias.copy_(layer.bias.detach() if layer.bias is not None else torch.zeros_like(alpha))
@@ -266,7 +266,7 @@ def _refresh(model):
 
 
 def pack_binary_model(model):
-    """A binary FLAVR (eval mode, weights binarized by BinOp, e.g. from myutils.load_model)
+    """A binary FLAVR (eval mode, weights binarized by BinOp, e.g. from model.files.load_model)
     -> a new packed model on CPU. The input model is left untouched."""
     if getattr(model, "config", {}).get("arch") != "binary":
         raise ValueError("only binary FLAVR models (config arch 'binary') can be packed")

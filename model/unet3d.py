@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from myutils import FRAME_MULTIPLE
+
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
 STAGE_WIDTHS = (1, 2, 4, 8)  # encoder stage channels = base_channels * width (FLAVR: 64 ... 512)
 JOIN_TYPES = ("concat", "add", "none")
@@ -122,7 +124,8 @@ def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperatu
     shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     costs = torch.cat([(_shifted(a, -dx, -dy) - _shifted(b, dx, dy)).abs() for dx, dy in shifts], dim=1)
     half = window // 2
-    costs = F.avg_pool2d(F.pad(costs, (half, half, half, half), mode="replicate"), window, stride=1)
+    costs = F.pad(costs, (half, half, half, half), mode="replicate")
+    costs = F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)  # box, separably
     weights = torch.softmax(costs / -temperature, dim=1)
     offsets = torch.tensor(shifts, dtype=a.dtype, device=a.device).t().reshape(1, 2, -1, 1, 1)
     return (weights.unsqueeze(1) * offsets).sum(dim=2)
@@ -371,8 +374,8 @@ class UNet3D(nn.Module):
         if len(frames) != self.n_inputs:
             raise ValueError(f"the model takes {self.n_inputs} input frames, got {len(frames)}")
         h, w = frames[0].shape[-2:]
-        if h % 8 or w % 8:
-            raise ValueError(f"frame size {h}x{w} is not a multiple of 8: pad the frames "
+        if h % FRAME_MULTIPLE or w % FRAME_MULTIPLE:
+            raise ValueError(f"frame size {h}x{w} is not a multiple of {FRAME_MULTIPLE}: pad the frames "
                              "(e.g. myutils.pad_to_multiple) and crop the outputs back")
         return torch.stack(frames, dim=2)
 

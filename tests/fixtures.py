@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from model import build_model
-from myutils import make_checkpoint, save_checkpoint
+from model.files import make_checkpoint, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,10 +13,9 @@ from fixtures import write_random_checkpoint, write_vimeo
 from model import build_model, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from model.unet3d import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
-from myutils import read_checkpoint, state_dict_of
+from model.files import read_checkpoint, state_dict_of
 from training import main
-from training.run import initialise_from_pretrained
-from training.trainer import make_optimizer
+from training.trainer import initialise_from_pretrained, make_optimizer
 
 
 def tiny(data_root, checkpoint_dir, exp_name, *extra):

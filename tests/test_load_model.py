@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from model import build_model
-from myutils import (ModelFileError, load_model, make_checkpoint, read_checkpoint,
-                     save_checkpoint)
+from model.files import ModelFileError, load_model, make_checkpoint, read_checkpoint, save_checkpoint
 from util import BinOp
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import export_packed
-from engine import PackedFileError, is_packed_file, load_packed, pack_binary_model, packed_format
-from inference.cli import run_script
+from engine import PackedFileError, load_packed, pack_binary_model, packed_format
+from cli import run_script
 from model import build_model
 from model.binconv import BINARY_LAYERS
 from model.unet3d import RPReLU
-from myutils import PACKED_MAGIC, load_model, make_checkpoint, save_checkpoint
+from model.files import PACKED_MAGIC, is_packed_file, load_model, make_checkpoint, save_checkpoint
 from util import BinOp
 
 REPO = Path(__file__).resolve().parents[1]

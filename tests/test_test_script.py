@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fixtures import read_png, run_repo_script, write_random_checkpoint, write_vimeo
-from myutils import load_model, ssim_batch
+from model.files import load_model
+from myutils import ssim_batch
 
 
 @pytest.fixture(scope="module")

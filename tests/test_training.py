@@ -10,10 +10,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from model import build_model, model_config
-from myutils import load_model, read_checkpoint, state_dict_of
+from model.files import load_model, read_checkpoint, state_dict_of
 from tests.fixtures import write_vimeo
 from training import main
-from training.run import initialise_from_pretrained
+from training.trainer import initialise_from_pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,8 @@ from evaluation import (DEFAULT_SCENE_THRESHOLD, blend_frames, evaluate_video, e
                         find_video_clips, scene_difference)
 from fixtures import read_png, run_repo_script, write_png, write_random_checkpoint
 from inference import InferenceInputError, SlidingWindowInterpolator
-from myutils import load_model, ssim_batch
+from model.files import load_model
+from myutils import ssim_batch
 
 SIZE = (48, 64)  # height, width
 

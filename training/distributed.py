@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from myutils import select_device
+from cli import select_device
 
 log = logging.getLogger(__name__)
 

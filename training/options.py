@@ -3,14 +3,15 @@
 Options left unset get the defaults of the data set being trained on: FLAVR's recipe for real
 data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` (``DEMO_DEFAULTS``).
 """
-import argparse
 import os
 
 import torch
 
 from dataset import DATASETS
 from model import model_config
-from myutils import DEMO_EXPERIMENT, str2bool
+from cli import OneLineErrorParser, add_cuda_argument, true_or_false
+from model.files import DEMO_EXPERIMENT
+from myutils import FRAME_MULTIPLE
 
 RECIPE_DEFAULTS = {  # FLAVR's training recipe (docs/FLAVR.md)
     "batch_size": 32, "test_batch_size": 32, "crop_size": 256, "max_epoch": 200, "num_workers": 4,
@@ -30,20 +31,6 @@ LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr (exit code 2), not the usage."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _true_or_false(value):
-    try:
-        return str2bool(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}") from None
-
-
 def _model_options(parser):
     group = parser.add_argument_group("model")
     group.add_argument("--arch", choices=("binary", "flavr"), default="binary",
@@ -53,9 +40,9 @@ def _model_options(parser):
     group.add_argument("--n_outputs", type=int, default=1, help="frames to predict: factor - 1 (default: 1)")
     group.add_argument("--joinType", choices=("concat", "add", "none"), default="concat")
     group.add_argument("--upmode", choices=("transpose", "upsample"), default="transpose")
-    group.add_argument("--batchnorm", type=_true_or_false, default=False, metavar="True|False",
+    group.add_argument("--batchnorm", type=true_or_false, default=False, metavar="True|False",
                        help="BatchNorm in the encoder (default: False, as FLAVR's release)")
-    group.add_argument("--bin_downsample", type=_true_or_false, default=False, metavar="True|False",
+    group.add_argument("--bin_downsample", type=true_or_false, default=False, metavar="True|False",
                        help="binarize the 1x1x1 shortcut convolutions too (binary arch; default: False)")
     group.add_argument("--gate_reduction", type=int, default=1, metavar="R",
                        help="factorise each C x C gating conv to rank C/R (default: 1, FLAVR's gates); "
@@ -71,7 +58,7 @@ def _model_options(parser):
                        help="matching: add parameter-free block-matched flows (between the two middle frames) to "
                        "the warp head's flows, so the network learns a correction to them and a new model starts "
                        "at motion-compensated blending (default: matching for binary, none for --arch flavr)")
-    group.add_argument("--shortcuts", type=_true_or_false, metavar="True|False",
+    group.add_argument("--shortcuts", type=true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
                        "default: False: within noise at the demo's budget, and 1.8x the packed engine's time)")
     group.add_argument("--activation", choices=("relu", "rprelu"),
@@ -150,10 +137,9 @@ def _run_options(parser):
     group.add_argument("--save_every", type=int, metavar="N",
                        help="also write checkpoint.pth every N training steps (atomically), so a killed run "
                        "resumes from its last N steps rather than its last epoch (default: at epoch ends only)")
-    group.add_argument("--cuda", type=_true_or_false, metavar="True|False",
-                       help="train on CUDA (default: when available)")
+    add_cuda_argument(group)
     group.add_argument("--log_images", type=int, default=2, help="validation frames shown in TensorBoard")
-    group.add_argument("--progress", type=_true_or_false, default=True, metavar="True|False",
+    group.add_argument("--progress", type=true_or_false, default=True, metavar="True|False",
                        help="tqdm progress bars (default: True)")
     group.add_argument("--debug_record", metavar="DIR",
                        help="debugging: every process writes DIR/samples_rank<R>.json (the sample ids of "
@@ -208,8 +194,8 @@ def _check_values(args):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     _require(args.num_workers >= 0, f"--num_workers must be 0 or more, got {args.num_workers}")
-    _require(args.crop_size > 0 and args.crop_size % 8 == 0,
-             f"--crop_size must be a positive multiple of 8 (the model halves the frames 3 times), "
+    _require(args.crop_size > 0 and args.crop_size % FRAME_MULTIPLE == 0,
+             f"--crop_size must be a positive multiple of {FRAME_MULTIPLE} (the model halves the frames 3 times), "
              f"got {args.crop_size}")
     _require(args.lr > 0, f"--lr must be positive, got {args.lr}")
     _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")

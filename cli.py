@@ -1,0 +1,76 @@
+"""The command-line helpers of all five scripts: True/False flags, ``--cuda``, device choice,
+logging, and bad input as one line on stderr with an exit code instead of a traceback.
+
+Exit codes: 0 done; 2 bad input (options, data, model files: the message says what to do);
+3 training diverged (NaN/inf; the last good checkpoint is kept); 4 the experiment folder could
+not be written (full disk, permissions; the previous checkpoint is kept); 130 interrupted.
+"""
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
+BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2), not the usage."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def true_or_false(value):
+    """argparse type of ``--flag True`` / ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def add_cuda_argument(parser):
+    """``--cuda True|False`` (a bare ``--cuda`` means True); default None: CUDA when available."""
+    parser.add_argument("--cuda", type=true_or_false, nargs="?", const=True, default=None, metavar="True|False",
+                        help="True: GPU, False: CPU (default: GPU when available)")
+
+
+def select_device(cuda=None):
+    """``cuda=None``: CUDA when present; True: CUDA or a ValueError; False: CPU."""
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("--cuda True but no CUDA device is available: use --cuda False")
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def setup_logging():
+    """INFO messages on stderr, one line each; FFmpeg's own error chatter silenced (our messages say
+    what is wrong): PyAV's by default, OpenCV's (the training loaders) unless OPENCV_FFMPEG_LOGLEVEL
+    is set."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg first opens
+
+
+def report_error(message):
+    """``<script>: error: <message>`` on stderr."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+
+
+def run_script(main, argv=None):
+    """Call ``main(argv)``; bad input becomes one line on stderr and exit code 2."""
+    try:
+        main(argv)
+    except BAD_INPUT_ERRORS as error:
+        report_error(error)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
