@@ -155,7 +155,7 @@ def main(argv=None):
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as workdir:
         config, file_bytes = prepare(workdir, args.load_model)
-        kernel = os.environ.get(ops.KERNEL_ENV) or f"auto ({ops.available_variants()[0]})"
+        kernel = os.environ.get(ops.KERNEL_ENV) or f"auto ({ops.auto_variant() or ops.TORCH_VARIANT})"
         print(f"{args.threads} threads, 4 input frames, batch 1, kernel {kernel}, "
               f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
               f"load average {os.getloadavg()[0]:.1f}")

@@ -67,6 +67,16 @@ def _cached_capture(path):
     return _captures[path]
 
 
+def _decode_forward(capture, path, first, last):
+    """Yield ``(index, BGR frame)`` for frames ``first..last`` read in order from ``capture``;
+    DatasetError at the first frame that does not decode."""
+    for index in range(first, last + 1):
+        ok, bgr = capture.read()
+        if not ok:
+            raise DatasetError(f"cannot decode frame {index} of video {path}")
+        yield index, bgr
+
+
 def read_video_frames(path, indices):
     """Decode the frames ``indices`` of a video, as ``H x W x 3`` uint8 RGB arrays in that order.
 
@@ -78,13 +88,13 @@ def read_video_frames(path, indices):
     if position != first and not capture.set(cv2.CAP_PROP_POS_FRAMES, first):
         raise DatasetError(f"cannot seek to frame {first} of video {path}")
     wanted, frames = set(indices), {}
-    for index in range(first, last + 1):
-        ok, bgr = capture.read()
-        if not ok:
-            _captures.pop(path)[0].release()
-            raise DatasetError(f"cannot decode frame {index} of video {path}")
-        if index in wanted:
-            frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        for index, bgr in _decode_forward(capture, path, first, last):
+            if index in wanted:
+                frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except DatasetError:
+        _captures.pop(path)[0].release()
+        raise
     entry[1] = last + 1
     return [frames[i] for i in indices]
 
@@ -96,10 +106,7 @@ def decode_video(path):
     capture = open_video(path)
     frames = None
     try:
-        for index in range(n_frames):
-            ok, bgr = capture.read()
-            if not ok:
-                raise DatasetError(f"cannot decode frame {index} of video {path}")
+        for index, bgr in _decode_forward(capture, path, 0, n_frames - 1):
             if frames is None:
                 frames = np.empty((n_frames, *bgr.shape), np.uint8)
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=frames[index])

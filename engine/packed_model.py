@@ -194,6 +194,8 @@ class PackedFLAVR(nn.Module):
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 
     _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
+    prior_motion = UNet3D.prior_motion  # the parameter-free motion prior and what the encoder sees
+    network_input = UNet3D.network_input
     output_frames = UNet3D.output_frames  # the head's channels -> output frames
 
     def _block(self, block, x):
@@ -221,6 +223,8 @@ class PackedFLAVR(nn.Module):
     @torch.inference_mode()
     def forward(self, frames):
         x = self._stack(frames)
+        motion = self.prior_motion(frames)
+        x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         skips = [self.encoder.stem(x - mean)]
         for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4):
@@ -234,7 +238,7 @@ class PackedFLAVR(nn.Module):
             if skips:
                 x = self._join(x, skips.pop())
         fused = F.leaky_relu_(self._fuse(x), 0.2)
-        return self.output_frames(self._output(fused), frames, mean)
+        return self.output_frames(self._output(fused), frames, mean, motion)
 
 
 def _replace_binary_layers(model, fill):

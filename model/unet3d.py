@@ -17,7 +17,9 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
 * ``motion_prior="matching"`` (``warp`` head only) adds a parameter-free motion estimate to the
   head's flows: symmetric block matching between the two middle frames over an image pyramid
   (``matching_flow``). A new model then starts at motion-compensated blending rather than at the
-  plain blend, and the network learns a correction to the matched flows.
+  plain blend, and the network learns a correction to the matched flows. ``"aligned"`` also shows
+  the network the two middle frames warped to the middle time by those flows (the outer two as
+  they are), so what is left to correct is visible in its input.
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 """
 import math
@@ -100,7 +102,7 @@ def warp_blend(head, before, after, t, prior=None):
     return warped + head[:, 5:8]
 
 
-MOTION_PRIORS = ("none", "matching")
+MOTION_PRIORS = ("none", "matching", "aligned")
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -345,6 +347,8 @@ class UNet3D(nn.Module):
 
     def forward(self, frames):
         x = self._stack(frames)
+        motion = self.prior_motion(frames)
+        x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         x0, x1, x2, x3, x4 = self.encoder(x - mean)
         dx = self._join(self.lrelu(self.decoder[0](x4)), x3)
@@ -353,17 +357,34 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
         fused = self.lrelu(self.feature_fuse(torch.cat(torch.unbind(dx, dim=2), dim=1)))
-        return self.output_frames(self.outconv(fused), frames, mean)
+        return self.output_frames(self.outconv(fused), frames, mean, motion)
 
-    def output_frames(self, out, frames, mean):
+    def prior_motion(self, frames):
+        """``matching_flow`` of the two middle frames when the model has a motion prior, else None."""
+        if self.motion_prior == "none":
+            return None
+        return matching_flow(frames[len(frames) // 2 - 1], frames[len(frames) // 2])
+
+    def network_input(self, stacked, frames, motion):
+        """What the encoder sees (``B x 3 x T x H x W``): the stacked inputs, or for ``motion_prior``
+        "aligned" the inputs with the two middle frames warped to the middle time by ``motion``."""
+        if self.motion_prior != "aligned":
+            return stacked
+        middle = len(frames) // 2
+        aligned = list(frames)
+        aligned[middle - 1] = backward_warp(frames[middle - 1], -motion)
+        aligned[middle] = backward_warp(frames[middle], motion)
+        return torch.stack(aligned, dim=2)
+
+    def output_frames(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input
-        frames and their mean (``B x 3 x 1 x 1 x 1``), as the ``head`` option says."""
+        frames, their mean (``B x 3 x 1 x 1 x 1``) and the prior's ``motion`` (``prior_motion``), as
+        the ``head`` option says."""
         heads = torch.split(out, HEAD_CHANNELS[self.head], dim=1)
         if self.head == "residual":
             return [c + base for c, base in zip(heads, linear_blend(frames, self.n_outputs))]
         if self.head == "warp":
             before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
-            motion = matching_flow(before, after) if self.motion_prior == "matching" else None
             return [warp_blend(h, before, after, t, None if motion is None else prior_flows(motion, t))
                     for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)

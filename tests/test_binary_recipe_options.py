@@ -98,11 +98,11 @@ def test_matching_flow_finds_a_translation_of_the_scene():
     assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
 
 
-@pytest.mark.parametrize("arch", ["binary", "flavr"])
-def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch):
+@pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned")])
+def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion
-    config = {"arch": arch, "base_channels": 8, "head": "warp", "motion_prior": "matching", "n_outputs": 3}
+    config = {"arch": arch, "base_channels": 8, "head": "warp", "motion_prior": prior, "n_outputs": 3}
     model = build_model(config, log_summary=False).eval()
     with torch.no_grad():
         outputs = model(inputs)
@@ -126,6 +126,17 @@ def test_binary_runs_default_to_the_matching_prior_only_with_the_warp_head(vimeo
     assert main(tiny(vimeo, tmp_path, "frames", "--max_epoch", "1", "--head", "frames")) == 0
     assert load(tmp_path / "default/checkpoint.pth")["config"]["motion_prior"] == "matching"
     assert load(tmp_path / "frames/checkpoint.pth")["config"]["motion_prior"] == "none"
+
+
+def test_the_aligned_prior_shows_the_network_the_middle_frames_warped_by_the_matched_flows():
+    scene = photo_scene()
+    inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
+    model = build_model({"base_channels": 8, "head": "warp", "motion_prior": "aligned"}, log_summary=False)
+    motion = model.prior_motion(inputs)
+    seen = model.network_input(torch.stack(inputs, dim=2), inputs, motion)
+    assert torch.equal(seen[:, :, 0], inputs[0]) and torch.equal(seen[:, :, 3], inputs[3])
+    before, after = seen[:, :, 1], seen[:, :, 2]  # both now show the scene at the middle time
+    assert psnr(before[INNER], after[INNER]) > psnr(inputs[1][INNER], inputs[2][INNER]) + 10
 
 
 def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):

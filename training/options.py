@@ -54,10 +54,11 @@ def _model_options(parser):
                        help="what the last layer predicts: frames (FLAVR), residual (a correction to the blend "
                        "of the two middle frames) or warp (flows, blend mask and correction); residual and warp "
                        "start at the blend (default: warp for binary, frames for --arch flavr)")
-    group.add_argument("--motion_prior", choices=("none", "matching"),
+    group.add_argument("--motion_prior", choices=("none", "matching", "aligned"),
                        help="matching: add parameter-free block-matched flows (between the two middle frames) to "
                        "the warp head's flows, so the network learns a correction to them and a new model starts "
-                       "at motion-compensated blending (default: matching for binary, none for --arch flavr)")
+                       "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
+                       "by them (default: matching for binary, none for --arch flavr)")
     group.add_argument("--shortcuts", type=true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
                        "default: False: within noise at the demo's budget, and 1.8x the packed engine's time)")
