@@ -18,6 +18,7 @@ every other frame kept, the others restored through interpolate.py's sliding win
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import statistics
@@ -282,9 +283,12 @@ def markdown(args, results, baselines, val_baselines, noise):
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
-    lines += ["", f"Noise: the seed-to-seed standard deviation of PSNR is {noise['median']:.3f} dB for the median "
-              f"configuration ({noise['min']:.3f} to {noise['max']:.3f} dB); a difference smaller than about twice the "
-              "larger half-range of the two rows compared is within noise."]
+    if math.isnan(noise["median"]):
+        lines += ["", "Noise: one seed per configuration, so no noise estimate."]
+    else:
+        lines += ["", f"Noise: the seed-to-seed standard deviation of PSNR is {noise['median']:.3f} dB for the median "
+                  f"configuration ({noise['min']:.3f} to {noise['max']:.3f} dB); a difference smaller than about "
+                  "twice the larger half-range of the two rows compared is within noise."]
     return "\n".join(lines) + "\n"
 
 

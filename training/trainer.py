@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED
-from dataset import DatasetError, get_loader, set_epoch
+from dataset import get_loader, set_epoch
 from evaluation import evaluate
 from loss import Loss
 from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
@@ -689,7 +689,7 @@ def main(argv=None, distributed=False, prog=None):
             trainer.fit()
         finally:
             trainer.experiment.close()
-    except (DatasetError, ModelFileError, ValueError) as error:
+    except ValueError as error:  # bad input: DatasetError and ModelFileError are ValueErrors too
         _report(error, runtime)
         return EXIT_BAD_INPUT
     except TrainingDiverged as error:
