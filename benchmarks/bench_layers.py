@@ -3,12 +3,16 @@
 Runs the binary conv layers of FLAVR unet_18 (2x, 4 input frames) at one resolution:
 pack (from NCDHW float input) + binary conv for every kernel variant, and the fp32
 F.conv3d / conv_transpose3d of the same shape. Prints the median milliseconds per layer
-and, in brackets, the achieved rate in G binary multiply-accumulates per second.
+(pack + conv) and the binary conv's own rate (on packed input) in G binary
+multiply-accumulates per second and as a fraction of the variant's XOR+popcount peak on
+this machine at the same thread count (bench_popcount_peak.py); the model total's rate is
+that of all its binary convs together.
 
     python benchmarks/bench_layers.py --size 256 256 --threads 2
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_popcount_peak import cpu_description, native_variants, peak_rate  # noqa: E402
 from engine import ops  # noqa: E402
 
 # name, how many in the model, kind, C_in, C_out, stride, input downscale vs the frame
@@ -51,24 +56,22 @@ def median_seconds(fn, repeats):
 
 
 def layer_case(kind, c_in, c_out, stride, scale, height, width, frames):
-    """Random +-1 input, fp32 module and packed weights for one layer."""
+    """Random input, fp32 conv, binary conv of packed input (given the variant) and MACs of one layer."""
     x = torch.randn(1, c_in, frames, height // scale, width // scale)
+    ones, zeros = torch.ones(c_out), torch.zeros(c_out)
     if kind == "convT":
         weight = torch.randn(c_in, c_out, 3, 4, 4)
         packed = ops.pack_conv_transpose_weight(weight)
         fp32 = lambda: F.conv_transpose3d(x, weight, stride=(1, 2, 2), padding=(1, 1, 1))  # noqa: E731
-        binary = lambda v: ops.binary_conv_transpose3d(  # noqa: E731
-            ops.pack_signs(x, variant=v), packed, c_in, torch.ones(c_out), torch.zeros(c_out), variant=v)
-        macs = 12 * c_in * c_out * frames * (4 * x.shape[3] * x.shape[4])
-        return fp32, binary, macs
+        binary = lambda v, px: ops.binary_conv_transpose3d(px, packed, c_in, ones, zeros, variant=v)  # noqa: E731
+        return x, fp32, binary, 12 * c_in * c_out * frames * (4 * x.shape[3] * x.shape[4])
     k = 3 if kind == "conv3" else 1
     weight = torch.randn(c_out, c_in, k, k, k)
     packed = ops.pack_conv_weight(weight)
     fp32 = lambda: F.conv3d(x, weight, stride=stride, padding=k // 2)  # noqa: E731
-    binary = lambda v: ops.binary_conv3d(  # noqa: E731
-        ops.pack_signs(x, variant=v), packed, c_in, stride, torch.ones(c_out), torch.zeros(c_out), variant=v)
+    binary = lambda v, px: ops.binary_conv3d(px, packed, c_in, stride, ones, zeros, variant=v)  # noqa: E731
     out_hw = ((x.shape[3] - 1) // stride[1] + 1) * ((x.shape[4] - 1) // stride[2] + 1)
-    return fp32, binary, k ** 3 * c_in * c_out * frames * out_hw
+    return x, fp32, binary, k ** 3 * c_in * c_out * frames * out_hw
 
 
 def main():
@@ -78,21 +81,32 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", nargs="*", default=None, help="default: every native variant")
     args = parser.parse_args()
+    variants = args.variants or native_variants()
+    peaks = {v: peak_rate(v, args.threads) for v in variants}
     torch.set_num_threads(args.threads)
-    variants = args.variants or [v for v in ops.available_variants() if v != ops.TORCH_VARIANT]
     height, width = args.size
-    print(f"{height}x{width}, 4 frames, {args.threads} threads; ms per layer (G binary-MAC/s)")
-    print(f"{'layer':22s}{'n':>3s}{'fp32':>10s}" + "".join(f"{v:>22s}" for v in variants))
-    totals = [0.0] * (1 + len(variants))
+    print(f"CPU: {cpu_description()[0]}; {height}x{width}, 4 frames, {args.threads} threads, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("per variant: ms per layer (pack + conv), the conv's G binary-MAC/s and % of the XOR+popcount peak")
+    print(f"{'peak G/s':25s}{'':10s}" + "".join(f"{peaks[v] / 1e9:>24.0f}" for v in variants))
+    print(f"{'layer':22s}{'n':>3s}{'fp32':>10s}" + "".join(f"{v:>24s}" for v in variants))
+    totals, conv_seconds, model_macs = [0.0] * (1 + len(variants)), [0.0] * len(variants), 0
     with torch.inference_mode():
         for name, count, kind, c_in, c_out, stride, scale in FLAVR_UNET18_LAYERS:
-            fp32, binary, macs = layer_case(kind, c_in, c_out, stride, scale, height, width, 4)
-            times = [median_seconds(fp32, args.repeats)]
-            times += [median_seconds(lambda: binary(v), args.repeats) for v in variants]
+            x, fp32, binary, macs = layer_case(kind, c_in, c_out, stride, scale, height, width, 4)
+            times, cells = [median_seconds(fp32, args.repeats)], ""
+            for i, v in enumerate(variants):
+                times.append(median_seconds(lambda: binary(v, ops.pack_signs(x, variant=v)), args.repeats))
+                packed = ops.pack_signs(x, variant=v)
+                seconds = median_seconds(lambda: binary(v, packed), args.repeats)
+                conv_seconds[i] += count * seconds
+                cells += f"{times[-1] * 1e3:10.1f}{macs / seconds / 1e9:8.0f}{100 * macs / seconds / peaks[v]:5.0f}%"
             totals = [total + count * t for total, t in zip(totals, times)]
-            cells = "".join(f"{t * 1e3:10.1f} ({macs / t / 1e9:6.0f})  " for t in times[1:])
+            model_macs += count * macs
             print(f"{name:22s}{count:3d}{times[0] * 1e3:10.1f}" + cells)
-    print(f"{'model total':25s}{totals[0] * 1e3:10.1f}" + "".join(f"{t * 1e3:10.1f}{'':12s}" for t in totals[1:]))
+    rates = [model_macs / seconds for seconds in conv_seconds]
+    print(f"{'model total':25s}{totals[0] * 1e3:10.1f}" + "".join(
+        f"{t * 1e3:10.1f}{rate / 1e9:8.0f}{100 * rate / peaks[v]:5.0f}%" for t, rate, v in zip(totals[1:], rates, variants)))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/bench_packed.py --threads 2                # 256x256 and 512x512
     python benchmarks/bench_packed.py --threads 2 --large        # + 1280x720
     python benchmarks/bench_packed.py --load_model model_best.pth --profile
+    python benchmarks/bench_packed.py --sizes 720x1280 --models compact  # fp32 + one packed model
 
 Every (model, size) runs in a fresh process with the same thread count: median seconds per
 forward of 4 input frames, speed-up over full precision, peak resident memory of that
@@ -12,7 +13,7 @@ Without --load_model the compact layout (binary shortcuts, gates factorised 1/16
 packed and timed too: the same binary convs, a < 6 MB file; and so is the compact layout
 with the warp head (new binary models' default), with and without a real shortcut around
 every binary conv, to show what those cost in the engine.
---profile prints where the packed engine's time goes (per operator).
+--profile prints where the (first) packed engine's time goes (per operator).
 """
 import argparse
 import io
@@ -59,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--load_model", help="binary checkpoint (.pth) to benchmark (default: random unet_18 2x)")
     parser.add_argument("--kernel", help=f"packed kernel variant (default: auto; sets {ops.KERNEL_ENV})")
     parser.add_argument("--profile", action="store_true", help="per-operator profile of the packed engine")
+    parser.add_argument("--models", nargs="+", choices=[k for k in KINDS if k != "fp32"], default=None,
+                        help="models to time besides FLAVR fp32 (default: all)")
     return parser.parse_args(argv)
 
 
@@ -132,17 +135,19 @@ def export(model, path):
     return write_packed(path, model.config, pack_binary_model(model).state_dict(), {"source": "benchmark"})
 
 
-def prepare(workdir, load_from):
-    """Exports the packed file(s); returns the model configuration and the file sizes in bytes."""
+def prepare(workdir, load_from, models=None):
+    """Exports the packed file(s) of `models` (default: all); returns the model configuration
+    and the file sizes in bytes."""
     model = binary_model(load_from)
-    sizes = {"packed": export(model, os.path.join(workdir, "packed.bfl"))}
+    sizes = {"packed": export(model, os.path.join(workdir, "packed.bfl"))} if not models or "packed" in models else {}
     if not load_from:
-        sizes["compact"] = export(binary_model(None, COMPACT_LAYOUT), os.path.join(workdir, "compact.bfl"))
-        for kind, layout in RECIPE_LAYOUTS.items():
-            sizes[kind] = export(binary_model(None, layout), os.path.join(workdir, f"{kind}.bfl"))
+        for kind, layout in {"compact": COMPACT_LAYOUT, **RECIPE_LAYOUTS}.items():
+            if not models or kind in models:
+                sizes[kind] = export(binary_model(None, layout), os.path.join(workdir, f"{kind}.bfl"))
     model.binop.restore()  # checkpoints hold the latent weights
     fp32 = build_model({**model.config, "arch": "flavr"}, log_summary=False)
-    return dict(model.config), {"fp32": saved_bytes(fp32), "simulated": saved_bytes(model), **sizes}
+    file_bytes = {"fp32": saved_bytes(fp32), "simulated": saved_bytes(model), **sizes}
+    return dict(model.config), {k: b for k, b in file_bytes.items() if not models or k in ("fp32", *models)}
 
 
 def main(argv=None):
@@ -154,20 +159,20 @@ def main(argv=None):
     sizes = args.sizes + ([(720, 1280)] if args.large else [])
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as workdir:
-        config, file_bytes = prepare(workdir, args.load_model)
+        config, file_bytes = prepare(workdir, args.load_model, args.models)
         kernel = os.environ.get(ops.KERNEL_ENV) or f"auto ({ops.auto_variant() or ops.TORCH_VARIANT})"
         print(f"{args.threads} threads, 4 input frames, batch 1, kernel {kernel}, "
               f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"{'size':>10s}  {'model':28s}{'median s':>10s}{'min s':>9s}{'vs fp32':>9s}{'peak RSS MB':>13s}"
               f"{'after load':>12s}")
-        profiles = []
+        profiles, profiled = [], next((k for k in file_bytes if k not in ("fp32", "simulated")), None)
         for size in sizes:
             results = {}
             for kind in file_bytes:
                 with context.Pool(1) as pool:
                     results[kind] = pool.apply(measure, (kind, size, args.threads, args.repeats, workdir, config,
-                                                         args.profile and kind == "packed"))
+                                                         args.profile and kind == profiled))
                 r = results[kind]
                 ratio = results["fp32"]["median"] / r["median"]
                 label = f"{size[0]}x{size[1]}" if kind == "fp32" else ""

@@ -10,15 +10,18 @@ Semantics (the binary FLAVR conventions):
 
 Float tensors are NCDHW (channels_last_3d input is accepted too); outputs are contiguous.
 The C++ extension is built on first use (cached under ~/.cache/binary_flavr or
-TORCH_EXTENSIONS_DIR). Kernel variants: "avx512_vpopcnt", "avx512bw", "avx2", "scalar"
-(C++), and "torch" (pure PyTorch, any device, also the fallback when the build fails).
-"auto" picks the fastest the CPU supports; BINARY_FLAVR_KERNEL overrides the default.
+TORCH_EXTENSIONS_DIR). Kernel variants: "avx512_vpopcnt", "avx512bw", "avx2" (x86),
+"neon" (aarch64), "scalar" (C++, portable), and "torch" (pure PyTorch, any device, also the
+fallback when the build fails).
+"auto" runs the one measured fastest on this machine (auto_variant); BINARY_FLAVR_KERNEL
+overrides the default.
 """
 
 import hashlib
 import logging
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -35,6 +38,8 @@ GROUP = 8  # output channels per packed weight group
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _build_lock = threading.Lock()
 _native_variants = None  # None: not built yet; then the C++ variants this CPU runs ([] if the build failed)
+_auto_lock = threading.Lock()
+_auto_choice = []  # once measured: [the variant "auto" runs, or None without the extension]
 
 
 class BitconvError(ValueError):
@@ -93,6 +98,35 @@ def available_variants():
     return _native() + [TORCH_VARIANT]
 
 
+def auto_variant():
+    """The C++ variant that "auto" runs: of the SIMD variants this CPU supports, the fastest on
+    a small binary conv, timed once per process (by measurement, not by CPU flags: e.g. where
+    512-bit instructions run as two halves, AVX2 can compete). None without the extension."""
+    with _auto_lock:
+        if not _auto_choice:
+            candidates = [v for v in _native() if v != "scalar"] or _native()
+            timed = len(candidates) > 1
+            _auto_choice.append(min(candidates, key=_calibration_seconds) if timed else next(iter(candidates), None))
+    return _auto_choice[0]
+
+
+def _calibration_seconds(variant, repeats=5):
+    """Best of `repeats` timings of a 128 -> 128 channel 3x3x3 binary conv on 1 x 1 x 1024 voxels
+    (0.45 G binary MACs): a single output row, so one thread computes it, unaffected by how
+    many threads torch runs and by other processes holding the other cores."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.ops.bitconv.pack_signs([torch.randn(1, 128, 1, 1, 1024, generator=generator)], torch.ones(128),
+                                     torch.zeros(128), variant)
+    weight = pack_conv_weight(torch.randn(128, 128, 3, 3, 3, generator=generator))
+    ones, zeros = torch.ones(128), torch.zeros(128)
+    seconds = []
+    for _ in range(repeats + 1):  # the first run warms up
+        start = time.perf_counter()
+        torch.ops.bitconv.conv3d(x, weight, 128, [1, 1, 1], ones, zeros, None, variant)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds[1:])
+
+
 def _resolve(variant, *tensors):
     """Returns the C++ variant name to call, or None for the PyTorch path."""
     variant = variant or os.environ.get(KERNEL_ENV) or "auto"
@@ -100,7 +134,7 @@ def _resolve(variant, *tensors):
     if variant == TORCH_VARIANT or (variant == "auto" and not on_cpu):
         return None
     if variant == "auto":
-        return "auto" if extension_available() else None
+        return auto_variant()
     if variant not in available_variants():
         raise BitconvError(
             f"kernel variant {variant!r} is not available here; choose auto or one of {', '.join(available_variants())}"
@@ -332,6 +366,24 @@ def empty_output(shape, like, variant=None):
     if _resolve(variant, like) is not None:
         return torch.ops.bitconv.empty_output(list(shape))
     return torch.empty(shape, dtype=torch.float32, device=like.device)
+
+
+# ----------------------------------------------------------------------------------------
+# Machine peak
+
+
+def popcount_peak(a, w, reps, streams, variant):
+    """XOR+popcount peak of C++ kernel `variant` on torch.get_num_threads() threads.
+
+    Each thread runs `reps` passes of the variant's accumulation loop (`streams` = 1, 2, 4
+    or 8 independent counters; no address arithmetic, tails or epilogue) over its own
+    L1-resident copy of the int64 words a `steps` and w `steps x 64` (steps a multiple of
+    8, at most 64): every a[s] is XORed with the first streams x (words per vector) words
+    of w[s]. Returns (wall seconds, binary MACs = XORed bits, total popcount of the XORs).
+    """
+    if variant not in _native():
+        raise BitconvError(f"popcount_peak needs a C++ kernel variant, one of {', '.join(_native()) or 'none (build failed)'}")
+    return torch.ops.bitconv.popcount_peak(a, w, int(reps), int(streams), variant)
 
 
 # ----------------------------------------------------------------------------------------

@@ -280,3 +280,28 @@ def test_empty_output_is_a_writable_float_tensor_of_the_shape(shape):
     assert y.shape == shape and y.dtype == torch.float32 and y.is_contiguous()
     y.fill_(2.0)
     assert y.sum().item() == 2.0 * y.numel()
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != ops.TORCH_VARIANT])
+@pytest.mark.parametrize("streams", [1, 2, 4, 8])
+def test_popcount_peak_loop_counts_every_xored_bit(variant, streams):
+    generator = torch.Generator().manual_seed(8)
+    a = torch.randint(-2 ** 63, 2 ** 63 - 1, (16,), generator=generator)
+    w = torch.randint(-2 ** 63, 2 ** 63 - 1, (16, 64), generator=generator)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        seconds, macs, count = ops.popcount_peak(a, w, 3, streams, variant)
+    finally:
+        torch.set_num_threads(threads)
+    width = macs // (3 * 16 * 64)  # words XORed with each a[s]: streams x words per vector
+    assert seconds > 0 and macs == 3 * 16 * width * 64 and width % streams == 0 and width // streams in (1, 4, 8)
+    bits = (ops.unpack_signs(a.view(16, 1) ^ w[:, :width], width * 64) < 0).sum().item()
+    assert count == 3 * bits
+
+
+def test_auto_runs_a_supported_simd_variant_chosen_by_measurement():
+    native = [v for v in VARIANTS if v != ops.TORCH_VARIANT]
+    choice = ops.auto_variant()
+    assert choice in native and (choice != "scalar" or native == ["scalar"])
+    assert ops._resolve("auto", torch.zeros(1)) == choice

@@ -13,19 +13,23 @@
 // contiguous (NCDHW) float tensor. Activations are packed from NCDHW or channels-last input.
 //
 // One build serves every x86 CPU: each instruction-set variant is compiled with its own
-// function target attribute and picked at run time with __builtin_cpu_supports.
+// function target attribute and picked at run time with __builtin_cpu_supports. On aarch64
+// the NEON variant (part of the base instruction set there) replaces them.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #if defined(__linux__)
@@ -35,6 +39,17 @@
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define BITCONV_X86 1
 #include <immintrin.h>
+#endif
+
+#if defined(__aarch64__)
+#define BITCONV_NEON 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BF_PREFETCH_WRITE(p) __builtin_prefetch((p), 1)
+#else
+#define BF_PREFETCH_WRITE(p) ((void)(p))
 #endif
 
 #if defined(__clang__)
@@ -59,7 +74,7 @@ struct Epilogue {
 };
 
 // One strided family of outputs (a plain conv has one, a transposed conv one per phase),
-// computed row by row into a channels-last scratch row.
+// computed row by row, into a channels-last scratch row or straight into the output row.
 struct ConvPlan {
   const uint64_t* input;
   const uint64_t* weight;
@@ -68,17 +83,18 @@ struct ConvPlan {
   int64_t taps, words, groups;
   int64_t depth, height, cols;  // grid of this plan per batch sample: rows (depth x height) x columns
   int64_t in_base, in_b, in_t, in_h, in_col_step;  // words
-  int64_t scratch_offset, scratch_col_step;  // floats: column j lands at scratch[offset + j * step]
+  int64_t col_offset, col_step;  // column j of the plan is output column col_offset + j * col_step
+  int64_t channel_stride;         // floats between output channels (NCDHW planes)
   Epilogue epilogue;
 };
 
 // Plans that fill the same output rows (transposed conv: the two column phases), and where
-// each finished scratch row goes in the NCDHW output.
+// each output row starts in the NCDHW output.
 struct ConvJob {
   ConvPlan plans[2];
   int plan_count;
   float* output;
-  int64_t out_b, out_t, out_h, out_offset, out_channel_stride, out_cols;  // floats
+  int64_t out_b, out_t, out_h, out_offset, out_cols;  // floats
 };
 
 struct PackPlan {
@@ -98,6 +114,15 @@ static inline float finish_one(int64_t count, const Epilogue& e, int64_t channel
   y = y + e.bias[channel];
   if (e.activate && !(y >= 0.f)) y = y * e.slope;
   return y;
+}
+
+// Makes the compiler assume the words at p changed, so that a benchmark loop reloads them.
+static inline void clobber(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  asm volatile("" : : "r"(p) : "memory");
+#else
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
 }
 
 // Bit i of word k is set (sign -1) unless fma(x[c], scale[c], shift[c]) >= 0, c = 64k + i.
@@ -231,7 +256,7 @@ struct Simd : Avx512Io {
   using Vec = __m512i;
   using Acc = __m512i;
   static constexpr int kLanes = 8, kP = 6, kQ = 4, kFlushEvery = 0;
-  static constexpr bool kCarrySave = false;
+  static constexpr bool kCarrySave = false, kDirectStore = false;
   BF_TARGET static inline Acc zero() { return _mm512_setzero_si512(); }
   BF_TARGET static inline Vec load(const uint64_t* p) { return _mm512_loadu_si512(p); }
   BF_TARGET static inline Vec broadcast(uint64_t a) { return _mm512_set1_epi64(static_cast<long long>(a)); }
@@ -239,8 +264,9 @@ struct Simd : Avx512Io {
     acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(a, w)));
   }
   BF_TARGET static inline void flush(Acc&) {}
-  BF_TARGET static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
-    finish_avx512(acc[0], e, channel, valid, dst);
+  BF_TARGET static inline uint64_t total(const Acc& acc) { return _mm512_reduce_add_epi64(acc); }
+  BF_TARGET static inline void finish(const Vec* count, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
+    finish_avx512(count[0], e, channel, valid, dst);
   }
 };
 #include "bitconv_kernels.h"
@@ -256,8 +282,8 @@ struct Simd : Avx512Io {
   struct Acc {
     __m512i ones, twos, fours, eights, total;  // bit planes; eights: byte counts; total: flushed eights
   };
-  static constexpr int kLanes = 8, kP = 2, kQ = 2, kFlushEvery = 31;  // 31 * 8 < 256
-  static constexpr bool kCarrySave = true;
+  static constexpr int kLanes = 8, kP = 2, kQ = 2, kFlushEvery = 31, kStreamsTogether = 4;  // 31 * 8 < 256
+  static constexpr bool kCarrySave = true, kDirectStore = false;
   BF_TARGET static inline Acc zero() {
     const __m512i z = _mm512_setzero_si512();
     return {z, z, z, z, z};
@@ -271,11 +297,6 @@ struct Simd : Avx512Io {
     high = majority;
     low = parity;
   }
-  BF_TARGET static inline void half_add(Vec& high, Vec& low, Vec a, Vec b) {
-    const Vec carry = _mm512_and_si512(a, b), sum = _mm512_xor_si512(a, b);
-    high = carry;
-    low = sum;
-  }
   BF_TARGET static inline Vec byte_counts(Vec x) {
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
     const __m512i low_nibble = _mm512_set1_epi8(0x0f);
@@ -284,18 +305,23 @@ struct Simd : Avx512Io {
     return _mm512_add_epi8(lo, hi);
   }
   BF_TARGET static inline Vec add_bytes(Vec a, Vec b) { return _mm512_add_epi8(a, b); }
+  BF_TARGET static inline Vec zero_bytes() { return _mm512_setzero_si512(); }
   BF_TARGET static inline Vec lane_sums(Vec bytes) { return _mm512_sad_epu8(bytes, _mm512_setzero_si512()); }
   BF_TARGET static inline void flush(Acc& acc) {
     acc.total = _mm512_add_epi64(acc.total, lane_sums(acc.eights));
     acc.eights = _mm512_setzero_si512();
   }
-  BF_TARGET static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
-    const Acc& a = acc[0];
-    __m512i count = _mm512_slli_epi64(_mm512_add_epi64(a.total, lane_sums(a.eights)), 3);
-    count = _mm512_add_epi64(count, _mm512_slli_epi64(lane_sums(byte_counts(a.fours)), 2));
-    count = _mm512_add_epi64(count, _mm512_slli_epi64(lane_sums(byte_counts(a.twos)), 1));
-    count = _mm512_add_epi64(count, lane_sums(byte_counts(a.ones)));
-    finish_avx512(count, e, channel, valid, dst);
+  // Per-lane counts of a counter plus `tail` byte counts (each byte at most 56).
+  BF_TARGET static inline Vec counts(const Acc& a, Vec tail) {
+    Vec bytes = byte_counts(a.fours);
+    bytes = add_bytes(add_bytes(bytes, bytes), byte_counts(a.twos));
+    bytes = add_bytes(add_bytes(bytes, bytes), byte_counts(a.ones));
+    bytes = add_bytes(bytes, tail);  // 4 fours + 2 twos + ones + tail <= 112
+    return _mm512_add_epi64(_mm512_slli_epi64(_mm512_add_epi64(a.total, lane_sums(a.eights)), 3), lane_sums(bytes));
+  }
+  BF_TARGET static inline uint64_t total(const Acc& acc) { return _mm512_reduce_add_epi64(counts(acc, zero_bytes())); }
+  BF_TARGET static inline void finish(const Vec* count, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
+    finish_avx512(count[0], e, channel, valid, dst);
   }
 };
 #include "bitconv_kernels.h"
@@ -303,7 +329,9 @@ struct Simd : Avx512Io {
 }  // namespace avx512bw
 
 // AVX2: Harley-Seal carry-save adders (five logic ops each) over eight steps, then a
-// nibble-lookup popcount (VPSHUFB) of the eights plane; a weight group is two vectors.
+// nibble-lookup popcount (VPSHUFB) of the eights plane; a weight group is two vectors,
+// counted one after the other (16 registers hold one counter and its temporaries), and
+// the tile's eight results go straight into the output planes.
 namespace avx2 {
 #define BF_TARGET BF_AVX2_BASE
 struct Simd {
@@ -311,8 +339,8 @@ struct Simd {
   struct Acc {
     __m256i ones, twos, fours, eights, total;  // bit planes; eights: byte counts; total: flushed eights
   };
-  static constexpr int kLanes = 4, kP = 1, kQ = 1, kFlushEvery = 31;  // 31 * 8 < 256
-  static constexpr bool kCarrySave = true;
+  static constexpr int kLanes = 4, kP = 1, kQ = 1, kFlushEvery = 31, kStreamsTogether = 1;  // 31 * 8 < 256
+  static constexpr bool kCarrySave = true, kDirectStore = true;
   BF_TARGET static inline Acc zero() {
     const __m256i z = _mm256_setzero_si256();
     return {z, z, z, z, z};
@@ -320,16 +348,12 @@ struct Simd {
   BF_TARGET static inline Vec load(const uint64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   BF_TARGET static inline Vec broadcast(uint64_t a) { return _mm256_set1_epi64x(static_cast<long long>(a)); }
   BF_TARGET static inline Vec xor_(Vec a, Vec b) { return _mm256_xor_si256(a, b); }
+  // high:low = a + b + c per bit; a (the running plane) enters last, one op deep in low.
   BF_TARGET static inline void csa(Vec& high, Vec& low, Vec a, Vec b, Vec c) {
-    const Vec u = _mm256_xor_si256(a, b);
-    const Vec majority = _mm256_or_si256(_mm256_and_si256(a, b), _mm256_and_si256(u, c));
+    const Vec u = _mm256_xor_si256(b, c);
+    const Vec majority = _mm256_or_si256(_mm256_and_si256(b, c), _mm256_and_si256(u, a));
     high = majority;
-    low = _mm256_xor_si256(u, c);
-  }
-  BF_TARGET static inline void half_add(Vec& high, Vec& low, Vec a, Vec b) {
-    const Vec carry = _mm256_and_si256(a, b), sum = _mm256_xor_si256(a, b);
-    high = carry;
-    low = sum;
+    low = _mm256_xor_si256(u, a);
   }
   BF_TARGET static inline Vec byte_counts(Vec x) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -340,19 +364,27 @@ struct Simd {
     return _mm256_add_epi8(lo, hi);
   }
   BF_TARGET static inline Vec add_bytes(Vec a, Vec b) { return _mm256_add_epi8(a, b); }
+  BF_TARGET static inline Vec zero_bytes() { return _mm256_setzero_si256(); }
   BF_TARGET static inline Vec lane_sums(Vec bytes) { return _mm256_sad_epu8(bytes, _mm256_setzero_si256()); }
   BF_TARGET static inline void flush(Acc& acc) {
     acc.total = _mm256_add_epi64(acc.total, lane_sums(acc.eights));
     acc.eights = _mm256_setzero_si256();
   }
-  BF_TARGET static inline __m256i counts(const Acc& a) {
-    __m256i count = _mm256_slli_epi64(_mm256_add_epi64(a.total, lane_sums(a.eights)), 3);
-    count = _mm256_add_epi64(count, _mm256_slli_epi64(lane_sums(byte_counts(a.fours)), 2));
-    count = _mm256_add_epi64(count, _mm256_slli_epi64(lane_sums(byte_counts(a.twos)), 1));
-    return _mm256_add_epi64(count, lane_sums(byte_counts(a.ones)));
+  // Per-lane counts of a counter plus `tail` byte counts (each byte at most 56).
+  BF_TARGET static inline Vec counts(const Acc& a, Vec tail) {
+    Vec bytes = byte_counts(a.fours);
+    bytes = add_bytes(add_bytes(bytes, bytes), byte_counts(a.twos));
+    bytes = add_bytes(add_bytes(bytes, bytes), byte_counts(a.ones));
+    bytes = add_bytes(bytes, tail);  // 4 fours + 2 twos + ones + tail <= 112
+    return _mm256_add_epi64(_mm256_slli_epi64(_mm256_add_epi64(a.total, lane_sums(a.eights)), 3), lane_sums(bytes));
   }
-  BF_TARGET static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
-    const __m256i first = counts(acc[0]), second = counts(acc[1]);
+  BF_TARGET static inline uint64_t total(const Acc& acc) {
+    alignas(32) uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), counts(acc, zero_bytes()));
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  }
+  BF_TARGET static inline void finish(const Vec* lanes, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
+    const __m256i first = lanes[0], second = lanes[1];
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     const __m256i count = _mm256_set_m128i(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(second, even)),
                                            _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(first, even)));
@@ -404,6 +436,49 @@ struct Simd {
 
 #endif  // BITCONV_X86
 
+#ifdef BITCONV_NEON
+
+// NEON (aarch64): per-byte popcount (CNT) of the XORed words, widened pairwise into 32-bit
+// lanes (UADDLP, UADALP); a weight group is four 128-bit vectors.
+namespace neon {
+#define BF_TARGET
+struct Simd {
+  using Vec = uint64x2_t;
+  using Acc = uint32x4_t;  // two 32-bit partial counts per 64-bit lane
+  static constexpr int kLanes = 2, kP = 2, kQ = 2, kFlushEvery = 0;
+  static constexpr bool kCarrySave = false, kDirectStore = true;
+  static inline Acc zero() { return vdupq_n_u32(0); }
+  static inline Vec load(const uint64_t* p) { return vld1q_u64(p); }
+  static inline Vec broadcast(uint64_t a) { return vdupq_n_u64(a); }
+  static inline void accumulate(Acc& acc, Vec a, Vec w) {
+    acc = vpadalq_u16(acc, vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(veorq_u64(a, w)))));
+  }
+  static inline void flush(Acc&) {}
+  static inline uint64_t total(const Acc& acc) { return vaddlvq_u32(acc); }
+  static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
+    for (int64_t i = 0; i < valid; ++i) {
+      const uint64x2_t lanes = vpaddlq_u32(acc[i / 2]);
+      const uint64_t count = i % 2 == 0 ? vgetq_lane_u64(lanes, 0) : vgetq_lane_u64(lanes, 1);
+      dst[i] = finish_one(static_cast<int64_t>(count), e, channel + i);
+    }
+  }
+  static inline void pack_position(const float* x, int64_t channels, const float* scale,
+                                   const float* shift, uint64_t* out) {
+    pack_position_scalar(x, channels, scale, shift, out);
+  }
+  static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
+    return position_masks_scalar(x, n, scale, shift);
+  }
+  static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
+    store_block_scalar(in, in_stride, out, out_stride);
+  }
+};
+#include "bitconv_kernels.h"
+#undef BF_TARGET
+}  // namespace neon
+
+#endif  // BITCONV_NEON
+
 // Portable: std::popcount on single words (compiles to __builtin_popcountll / CNT).
 namespace scalar {
 #define BF_TARGET
@@ -411,14 +486,15 @@ struct Simd {
   using Vec = uint64_t;
   using Acc = uint64_t;
   static constexpr int kLanes = 1, kP = 2, kQ = 1, kFlushEvery = 0;
-  static constexpr bool kCarrySave = false;
+  static constexpr bool kCarrySave = false, kDirectStore = true;
   static inline Acc zero() { return 0; }
   static inline Vec load(const uint64_t* p) { return *p; }
   static inline Vec broadcast(uint64_t a) { return a; }
   static inline void accumulate(Acc& acc, Vec a, Vec w) { acc += static_cast<uint64_t>(std::popcount(a ^ w)); }
   static inline void flush(Acc&) {}
-  static inline void finish(const Acc* acc, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
-    for (int64_t i = 0; i < valid; ++i) dst[i] = finish_one(static_cast<int64_t>(acc[i]), e, channel + i);
+  static inline uint64_t total(const Acc& acc) { return acc; }
+  static inline void finish(const Vec* count, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
+    for (int64_t i = 0; i < valid; ++i) dst[i] = finish_one(static_cast<int64_t>(count[i]), e, channel + i);
   }
   static inline void pack_position(const float* x, int64_t channels, const float* scale,
                                    const float* shift, uint64_t* out) {
@@ -443,6 +519,9 @@ struct Variant {
   bool (*supported)();
   void (*pack)(const PackPlan&, int64_t, int64_t);
   void (*conv)(const ConvJob&, int64_t, int64_t, float*);
+  bool row_scratch;  // conv needs a channels-last scratch row (no kDirectStore)
+  uint64_t (*peak)(const uint64_t*, const uint64_t*, int64_t, int64_t, int);
+  int64_t lanes;  // 64-bit words per vector
 };
 
 #ifdef BITCONV_X86
@@ -462,11 +541,19 @@ static bool always() { return true; }
 static const std::vector<Variant>& all_variants() {  // best first
   static const std::vector<Variant> table = {
 #ifdef BITCONV_X86
-      {"avx512_vpopcnt", has_avx512_vpopcnt, avx512_vpopcnt::pack_rows, avx512_vpopcnt::conv_job_rows},
-      {"avx512bw", has_avx512_base, avx512bw::pack_rows, avx512bw::conv_job_rows},
-      {"avx2", has_avx2, avx2::pack_rows, avx2::conv_job_rows},
+      {"avx512_vpopcnt", has_avx512_vpopcnt, avx512_vpopcnt::pack_rows, avx512_vpopcnt::conv_job_rows,
+       !avx512_vpopcnt::Simd::kDirectStore, avx512_vpopcnt::peak, avx512_vpopcnt::Simd::kLanes},
+      {"avx512bw", has_avx512_base, avx512bw::pack_rows, avx512bw::conv_job_rows,
+       !avx512bw::Simd::kDirectStore, avx512bw::peak, avx512bw::Simd::kLanes},
+      {"avx2", has_avx2, avx2::pack_rows, avx2::conv_job_rows,
+       !avx2::Simd::kDirectStore, avx2::peak, avx2::Simd::kLanes},
 #endif
-      {"scalar", always, scalar::pack_rows, scalar::conv_job_rows},
+#ifdef BITCONV_NEON
+      {"neon", always, neon::pack_rows, neon::conv_job_rows, !neon::Simd::kDirectStore, neon::peak,
+       neon::Simd::kLanes},
+#endif
+      {"scalar", always, scalar::pack_rows, scalar::conv_job_rows,
+       !scalar::Simd::kDirectStore, scalar::peak, scalar::Simd::kLanes},
   };
   return table;
 }
@@ -587,7 +674,7 @@ static std::vector<int64_t> step_offsets(const std::vector<int64_t>& taps, int64
 }
 
 static void run_jobs(const Variant& v, const std::vector<ConvJob>& jobs, int64_t rows_per_job) {
-  const int64_t scratch_floats = jobs[0].out_cols * jobs[0].plans[0].epilogue.out_channels;
+  const int64_t scratch_floats = v.row_scratch ? jobs[0].out_cols * jobs[0].plans[0].epilogue.out_channels : 0;
   at::parallel_for(0, rows_per_job * static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_floats);
     for (int64_t i = begin; i < end;) {  // split [begin, end) at job boundaries
@@ -640,9 +727,9 @@ static at::Tensor conv3d_op(const at::Tensor& x, const at::Tensor& weight, int64
   const ConvPlan plan{in.data, reinterpret_cast<const uint64_t*>(weight.data_ptr<int64_t>()), offsets.data(),
                       steps.data(), taps, in.words, weight.size(0), To, Ho, Wo,
                       origin, (in.depth + 2) * in.plane_words, stride[0] * in.plane_words, stride[1] * in.row_words,
-                      stride[2] * in.words, 0, C,
+                      stride[2] * in.words, 0, 1, To * Ho * Wo,
                       make_epilogue(taps * in_channels, weight.size(0), multiplier, bias, negative_slope)};
-  const ConvJob job{{plan, plan}, 1, out.data_ptr<float>(), C * To * Ho * Wo, Ho * Wo, Wo, 0, To * Ho * Wo, Wo};
+  const ConvJob job{{plan, plan}, 1, out.data_ptr<float>(), C * To * Ho * Wo, Ho * Wo, Wo, 0, Wo};
   run_jobs(v, {job}, in.batch * To * Ho);
   return out;
 }
@@ -666,18 +753,55 @@ static at::Tensor conv_transpose3d_op(const at::Tensor& x, const at::Tensor& wei
   const uint64_t* packed_weight = reinterpret_cast<const uint64_t*>(weight.data_ptr<int64_t>());
   std::vector<ConvJob> jobs;
   for (int64_t py = 0; py < 2; ++py) {
-    ConvJob job{{}, 2, out.data_ptr<float>(), C * in.depth * Ho * Wo, Ho * Wo, 2 * Wo, py * Wo, in.depth * Ho * Wo, Wo};
+    ConvJob job{{}, 2, out.data_ptr<float>(), C * in.depth * Ho * Wo, Ho * Wo, 2 * Wo, py * Wo, Wo};
     for (int64_t px = 0; px < 2; ++px) {
       job.plans[px] = {in.data, packed_weight + (2 * py + px) * weight.stride(0), offsets.data(), steps.data(), 12,
                        in.words, groups,
                        in.depth, in.height, in.width,
                        py * in.row_words + px * in.words, (in.depth + 2) * in.plane_words, in.plane_words, in.row_words,
-                       in.words, px * C, 2 * C, epilogue};
+                       in.words, px, 2, in.depth * Ho * Wo, epilogue};
     }
     jobs.push_back(job);
   }
   run_jobs(v, jobs, in.batch * in.depth * in.height);
   return out;
+}
+
+// The XOR+popcount peak of a variant on at::get_num_threads() threads, each running `reps`
+// passes of its peak loop with `streams` (1, 2, 4 or 8) weight vectors per activation word
+// over its own 64-byte aligned copy of a[steps] and the first streams * lanes columns of
+// w[steps][64] (steps: a multiple of 8, at most 64; L1-resident). Returns (wall seconds,
+// binary MACs = XORed bits, total popcount over threads and passes).
+static std::tuple<double, int64_t, int64_t> popcount_peak_op(const at::Tensor& a, const at::Tensor& w, int64_t reps,
+                                                             int64_t streams, std::string_view variant) {
+  check_cpu(a, "a", at::kLong);
+  check_cpu(w, "w", at::kLong);
+  const int64_t steps = a.numel();
+  TORCH_CHECK(a.dim() == 1 && steps > 0 && steps % 8 == 0 && steps <= 64 && w.dim() == 2 && w.size(0) == steps &&
+                  w.size(1) == 64 && reps > 0,
+              "bitconv: popcount_peak needs a[steps] (steps a multiple of 8, at most 64), w[steps][64] and reps > 0");
+  TORCH_CHECK(streams == 1 || streams == 2 || streams == 4 || streams == 8, "bitconv: streams must be 1, 2, 4 or 8");
+  const Variant& v = resolve_variant(variant);
+  const int64_t width = streams * v.lanes, row = width + 1;
+  const at::Tensor words = at::cat({a.view({steps, 1}), w.narrow(1, 0, width)}, 1).contiguous();
+  const int64_t threads = at::get_num_threads();
+  std::vector<uint64_t> counts(threads);
+  const auto start = std::chrono::steady_clock::now();
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> buffer(steps * row + 8);
+    uint64_t* x = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64 / 8;
+    uint64_t* y = x + steps;  // both 64-byte aligned when steps % 8 == 0
+    for (int64_t s = 0; s < steps; ++s) {
+      const uint64_t* from = reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>()) + s * row;
+      x[s] = from[0];
+      std::copy_n(from + 1, width, y + s * width);
+    }
+    for (int64_t t = begin; t < end; ++t) counts[t] = v.peak(x, y, steps, reps, static_cast<int>(streams));
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  uint64_t total = 0;
+  for (const uint64_t count : counts) total += count;
+  return {seconds, threads * reps * steps * width * 64, static_cast<int64_t>(total)};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -744,6 +868,7 @@ TORCH_LIBRARY(bitconv, m) {
   m.def("conv_transpose3d(Tensor x, Tensor weight, int in_channels, Tensor multiplier, Tensor bias, "
         "float? negative_slope, str variant) -> Tensor",
         &conv_transpose3d_op);
+  m.def("popcount_peak(Tensor a, Tensor w, int reps, int streams, str variant) -> (float, int, int)", &popcount_peak_op);
   m.def("empty_output(int[] size) -> Tensor", [](at::IntArrayRef size) { return empty_output(size, at::TensorOptions()); });
   m.def("gate_add_relu_(Tensor(a!) y, Tensor gate, Tensor shortcut) -> Tensor(a!)", &gate_add_relu_op);
   m.def("gate_leaky_relu_(Tensor(a!) y, Tensor gate, float negative_slope) -> Tensor(a!)", &gate_leaky_relu_op);
