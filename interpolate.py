@@ -20,7 +20,7 @@ from cli import add_cuda_argument, run_script, select_device, setup_logging
 from evaluation import DEFAULT_SCENE_THRESHOLD
 from inference import (CODECS, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter, check_output_file,
                        check_output_folder, open_frame_source)
-from inference.errors import InferenceInputError
+from inference.frame_io import InferenceInputError
 from inference.pipeline import run_pipeline
 from inference.readers import sample_clip_path
 from inference.remux import StreamCopier

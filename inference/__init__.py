@@ -2,7 +2,7 @@
 input's audio copied and its timestamps kept), the sliding-window interpolation engine with scene
 cut detection, the threaded decode/model/encode pipeline, padding for any frame size, the
 Middlebury benchmark, and the scripts' shared CLI helpers."""
-from .errors import InferenceInputError
+from .frame_io import InferenceInputError
 from .readers import FolderReader, VideoReader, open_frame_source
 from .sliding_window import SlidingWindowInterpolator
 from .writers import CODECS, PngFolderWriter, VideoFileWriter, check_output_file, check_output_folder

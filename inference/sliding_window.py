@@ -20,8 +20,7 @@ import torch
 
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
-from .errors import InferenceInputError
-from .frame_io import rgb_to_tensor, tensor_to_rgb
+from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
 
 
 @dataclass

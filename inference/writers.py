@@ -14,8 +14,7 @@ import av
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from .colour import default_colour
-from .errors import InferenceInputError
-from .frame_io import write_rgb
+from .frame_io import InferenceInputError, write_rgb
 from .readers import as_fraction
 
 
