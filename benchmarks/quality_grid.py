@@ -54,6 +54,8 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                     ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]),
     "bin_warp_al": ("binary, warp head, matching prior, aligned inputs",
                     ["--head", "warp", "--motion_prior", "aligned", "--shortcuts", "False"]),
+    "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
+                       ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
                     ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True"]),
     "bin_warp_sc_rprelu": ("binary, warp head, real shortcuts, RPReLU",
