@@ -184,29 +184,6 @@ def batchnorm_sign_affine(weight, bias, running_mean, running_var, eps):
     return scale, shift
 
 
-def batchnorm_sign_threshold(weight, bias, running_mean, running_var, eps):
-    """Per-channel (scale, shift) of the exact sign(bn(x)), bn in real arithmetic.
-
-    bn(x) >= 0 exactly where x >= t (weight > 0) or x <= t (weight < 0), t being the last
-    float32 on the +1 side of the real crossing (evaluated in float64): returned as
-    scale = +-1, shift = -+t, so that fma(x, scale, shift) = +-(x - t) has the exact sign
-    for every float32 x. Differs from batchnorm_sign_affine only where PyTorch's float32
-    BatchNorm rounds across zero.
-    """
-    mean = running_mean.detach().double().cpu()
-    gamma = torch.ones_like(mean) if weight is None else weight.detach().double().cpu()
-    beta = torch.zeros_like(mean) if bias is None else bias.detach().double().cpu()
-    crossing = mean - beta * torch.sqrt(running_var.detach().double().cpu() + eps) / gamma  # bn(crossing) = 0
-    rounded = crossing.float()
-    up = torch.where(rounded.double() < crossing, torch.nextafter(rounded, torch.tensor(float("inf"))), rounded)
-    down = torch.where(rounded.double() > crossing, torch.nextafter(rounded, torch.tensor(float("-inf"))), rounded)
-    inf = torch.full_like(rounded, float("inf"))
-    constant = torch.where(beta >= 0, inf, -inf)  # gamma == 0: bn(x) = beta everywhere
-    scale = torch.where(gamma > 0, 1.0, torch.where(gamma < 0, -1.0, 0.0)).float()
-    shift = torch.where(gamma > 0, -up, torch.where(gamma < 0, down, constant))
-    return scale, shift.float()
-
-
 def pack_signs(x, scale=None, shift=None, variant=None):
     """Real activations `B x C x T x H x W` -> packed signs `B x (T+2) x (H+2) x (W+2) x words`.
 

@@ -157,29 +157,6 @@ def test_pack_signs_with_batchnorm_affine_reproduces_pytorch_batchnorm_sign(vari
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_pack_signs_with_batchnorm_threshold_is_the_exact_sign(variant):
-    bn, x = random_batchnorm(70), torch.randn(2, 70, 3, 9, 10)
-    scale, shift = ops.batchnorm_sign_threshold(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
-    view = (1, -1, 1, 1, 1)
-    gamma, beta = bn.weight.detach().double().view(view), bn.bias.detach().double().view(view)
-    exact = (x.double() - bn.running_mean.double().view(view)) / torch.sqrt(bn.running_var.double().view(view) + bn.eps)
-    expected = torch.where(exact * gamma + beta >= 0, 1.0, -1.0)
-    assert torch.equal(unpacked_signs(ops.pack_signs(x, scale, shift, variant=variant), 70), expected)
-
-
-def test_batchnorm_threshold_is_the_float32_edge_of_the_real_crossing():
-    weight, bias = torch.tensor([0.7, -1.3]), torch.tensor([0.2, 0.5])
-    mean, var, eps = torch.tensor([0.1, -0.4]), torch.tensor([0.9, 2.0]), 1e-5
-    scale, shift = ops.batchnorm_sign_threshold(weight, bias, mean, var, eps)
-    for c in range(2):
-        crossing = mean[c].double() - bias[c].double() * torch.sqrt(var[c].double() + eps) / weight[c].double()
-        edge = -shift[c] * scale[c]  # the last float32 on the +1 side
-        outside = torch.nextafter(edge, torch.tensor(-float("inf") if scale[c] > 0 else float("inf")))
-        assert (edge.double() - crossing) * scale[c] >= 0
-        assert (outside.double() - crossing) * scale[c] < 0
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
 def test_results_do_not_depend_on_thread_count(variant):
     signs = random_signs(1, 64, 4, 8, 12, seed=5)
     weight = torch.randn(32, 64, 3, 3, 3)
