@@ -154,6 +154,20 @@ static inline void store_block_scalar(const float* in, int64_t in_stride, float*
   }
 }
 
+// Sign packing and the transposed store in portable C++, shared by the NEON and scalar variants.
+struct ScalarIo {
+  static inline void pack_position(const float* x, int64_t channels, const float* scale,
+                                   const float* shift, uint64_t* out) {
+    pack_position_scalar(x, channels, scale, shift, out);
+  }
+  static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
+    return position_masks_scalar(x, n, scale, shift);
+  }
+  static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
+    store_block_scalar(in, in_stride, out, out_stride);
+  }
+};
+
 #ifdef BITCONV_X86
 
 #define BF_AVX2_BASE __attribute__((target("avx2,fma")))
@@ -442,7 +456,7 @@ struct Simd {
 // lanes (UADDLP, UADALP); a weight group is four 128-bit vectors.
 namespace neon {
 #define BF_TARGET
-struct Simd {
+struct Simd : ScalarIo {
   using Vec = uint64x2_t;
   using Acc = uint32x4_t;  // two 32-bit partial counts per 64-bit lane
   static constexpr int kLanes = 2, kP = 2, kQ = 2, kFlushEvery = 0;
@@ -462,16 +476,6 @@ struct Simd {
       dst[i] = finish_one(static_cast<int64_t>(count), e, channel + i);
     }
   }
-  static inline void pack_position(const float* x, int64_t channels, const float* scale,
-                                   const float* shift, uint64_t* out) {
-    pack_position_scalar(x, channels, scale, shift, out);
-  }
-  static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
-    return position_masks_scalar(x, n, scale, shift);
-  }
-  static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
-    store_block_scalar(in, in_stride, out, out_stride);
-  }
 };
 #include "bitconv_kernels.h"
 #undef BF_TARGET
@@ -482,7 +486,7 @@ struct Simd {
 // Portable: std::popcount on single words (compiles to __builtin_popcountll / CNT).
 namespace scalar {
 #define BF_TARGET
-struct Simd {
+struct Simd : ScalarIo {
   using Vec = uint64_t;
   using Acc = uint64_t;
   static constexpr int kLanes = 1, kP = 2, kQ = 1, kFlushEvery = 0;
@@ -495,16 +499,6 @@ struct Simd {
   static inline uint64_t total(const Acc& acc) { return acc; }
   static inline void finish(const Vec* count, const Epilogue& e, int64_t channel, int64_t valid, float* dst) {
     for (int64_t i = 0; i < valid; ++i) dst[i] = finish_one(static_cast<int64_t>(count[i]), e, channel + i);
-  }
-  static inline void pack_position(const float* x, int64_t channels, const float* scale,
-                                   const float* shift, uint64_t* out) {
-    pack_position_scalar(x, channels, scale, shift, out);
-  }
-  static inline uint64_t position_masks(const float* x, int64_t n, float scale, float shift) {
-    return position_masks_scalar(x, n, scale, shift);
-  }
-  static inline void store_block(const float* in, int64_t in_stride, float* out, int64_t out_stride) {
-    store_block_scalar(in, in_stride, out, out_stride);
   }
 };
 #include "bitconv_kernels.h"
