@@ -27,15 +27,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalResult:
-    """Sums over the evaluated frames; ``psnr``, ``ssim``, ``loss`` and ``seconds_per_sample`` are means."""
+class FrameScores:
+    """Sums of per-frame PSNR (dB) and SSIM over ``frames`` frames; ``psnr`` and ``ssim`` are means."""
     psnr_sum: float = 0.0
     ssim_sum: float = 0.0
     frames: int = 0
-    loss_sum: float = 0.0
-    batches: int = 0
-    samples: int = 0
-    model_seconds: float = 0.0
 
     @property
     def psnr(self):
@@ -44,6 +40,37 @@ class EvalResult:
     @property
     def ssim(self):
         return self.ssim_sum / max(self.frames, 1)
+
+    def add_frames(self, pred, target):
+        """Score ``pred`` against ``target`` (``B x 3 x H x W`` in [0, 1]): ``myutils.psnr_batch`` and
+        ``ssim_batch`` per frame (PSNR on the raw values, SSIM clamps them; docs/FLAVR.md)."""
+        self.psnr_sum += float(psnr_batch(pred, target).sum())
+        self.ssim_sum += float(ssim_batch(pred, target).sum())
+        self.frames += pred.shape[0]
+
+    def add(self, preds, targets, device):
+        """Score ``preds`` against ``targets`` (lists of ``H x W x 3`` uint8 RGB arrays) as float
+        frames in [0, 1] on ``device``."""
+        self.add_frames(torch.cat([rgb_to_tensor(rgb, device) for rgb in preds]),
+                        torch.cat([rgb_to_tensor(rgb, device) for rgb in targets]))
+
+    def __add__(self, other):
+        return FrameScores(self.psnr_sum + other.psnr_sum, self.ssim_sum + other.ssim_sum,
+                           self.frames + other.frames)
+
+    def as_dict(self):
+        return {"psnr": self.psnr, "ssim": self.ssim}
+
+
+
+@dataclass
+class EvalResult(FrameScores):
+    """``FrameScores`` plus the loss, batch and timing sums of ``evaluate``; ``loss`` and
+    ``seconds_per_sample`` are means."""
+    loss_sum: float = 0.0
+    batches: int = 0
+    samples: int = 0
+    model_seconds: float = 0.0
 
     @property
     def loss(self):
@@ -99,10 +126,8 @@ def evaluate(model, loader, device, criterion=None, binop=None, autocast_dtype=N
             preds = [p.float() for p in preds]
             if criterion is not None:
                 result.loss_sum += float(criterion(preds, targets)[0])
-            for pred, target in zip(preds, targets):  # PSNR on raw outputs; SSIM clamps (docs/FLAVR.md)
-                result.psnr_sum += float(psnr_batch(pred, target).sum())
-                result.ssim_sum += float(ssim_batch(pred, target).sum())
-                result.frames += pred.shape[0]
+            for pred, target in zip(preds, targets):
+                result.add_frames(pred, target)
             result.batches += 1
             result.samples += inputs[0].shape[0]
             if on_prediction is not None:
@@ -116,38 +141,6 @@ def evaluate(model, loader, device, criterion=None, binop=None, autocast_dtype=N
 DEFAULT_SCENE_THRESHOLD = 0.15  # scene_difference above which two kept frames straddle a cut
 SCENE_WIDTH = 64                # frames are compared as thumbnails this many pixels wide
 BT601_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-@dataclass
-class FrameScores:
-    """Sums of per-frame PSNR (dB) and SSIM over ``frames`` frames; ``psnr`` and ``ssim`` are means."""
-    psnr_sum: float = 0.0
-    ssim_sum: float = 0.0
-    frames: int = 0
-
-    @property
-    def psnr(self):
-        return self.psnr_sum / max(self.frames, 1)
-
-    @property
-    def ssim(self):
-        return self.ssim_sum / max(self.frames, 1)
-
-    def add(self, preds, targets, device):
-        """Score ``preds`` against ``targets`` (lists of ``H x W x 3`` uint8 RGB arrays) as float
-        frames in [0, 1] on ``device``: ``myutils.psnr_batch`` and ``ssim_batch`` per frame."""
-        pred = torch.cat([rgb_to_tensor(rgb, device) for rgb in preds])
-        target = torch.cat([rgb_to_tensor(rgb, device) for rgb in targets])
-        self.psnr_sum += float(psnr_batch(pred, target).sum())
-        self.ssim_sum += float(ssim_batch(pred, target).sum())
-        self.frames += len(preds)
-
-    def __add__(self, other):
-        return FrameScores(self.psnr_sum + other.psnr_sum, self.ssim_sum + other.ssim_sum,
-                           self.frames + other.frames)
-
-    def as_dict(self):
-        return {"psnr": self.psnr, "ssim": self.ssim}
 
 
 @dataclass
