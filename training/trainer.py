@@ -339,6 +339,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=args.amp == "fp16")
         self.epoch, self.best_psnr = 0, -math.inf
         self.epoch_step, self.epoch_meters, self.pending_rng = 0, {}, None  # a mid-epoch resume's position
+        self.sample_indices = None  # --debug_record: the batch sampler's indices of the running epoch
         self.last_checkpoint = None
         torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
 
@@ -443,7 +444,8 @@ class Trainer:
         for name, value in terms.items():
             meters[name].update(value, size)
         if self.recorder is not None:
-            self.recorder.record(epoch, [self.train_loader.dataset.sample_id(i) for i in next(self.sample_indices)])
+            dataset = self.train_loader.dataset
+            self.recorder.record(epoch, [dataset.sample_id(i) for i in next(self.sample_indices)])
         if self.args.save_every and step < steps and ((epoch - 1) * steps + step) % self.args.save_every == 0:
             self.save_progress(epoch, step, meters)
 
