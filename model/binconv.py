@@ -17,9 +17,13 @@ repeating channels (C -> kC) or averaging channel groups (kC -> C). Real-valued 
 reaches every layer, which is what makes binary networks train well; ``S`` has no weights, so the
 state-dict keys do not change and the packed engine adds the same ``S(x)`` after its kernel.
 
-Padding is **one-padding**: the sign tensor is padded with +1 and the convolution runs without
-padding. A bit-packed kernel (bit 1 = -1) then pads with all-zero words and needs no border
-correction. The convolution still has the output size of a zero-padded one.
+Padding is **one-padding**: the sign tensor counts as padded with +1, so a bit-packed kernel
+(bit 1 = -1) pads with all-zero words and needs no border correction; the output has the size of a
+zero-padded convolution's. PyTorch computes it as the zero-padded convolution of the signs plus the
+border's own contribution, which does not depend on the input: a one-channel convolution of the
+padding ring (1 outside the input, 0 inside) with the filters summed over input channels. Both
+terms are exact integers, so the sum is the one-padded convolution bit for bit, without convolving
+(and back-propagating through) a padded copy of every sign tensor.
 """
 import torch
 import torch.nn as nn
@@ -45,14 +49,14 @@ def binary_sign(x):
     return BinActive.apply(x)
 
 
-def _one_pad(x, padding):
-    """Pad the trailing ``len(padding)`` dims of ``x`` by ``padding[i]`` on both sides with +1."""
-    if not any(padding):
-        return x
+def padding_ring(x, padding):
+    """``1 x 1 x (n_i + 2 p_i)...`` over the trailing dims ``n_i`` of ``x``: 1 in the ``padding[i]``-wide
+    border, 0 over ``x`` itself (``x``'s dtype and device)."""
+    sizes = x.shape[x.dim() - len(padding):]
     pads = []
     for p in reversed(padding):
         pads += [p, p]
-    return F.pad(x, pads, value=1.0)
+    return F.pad(x.new_zeros((1, 1, *sizes)), pads, value=1.0)
 
 
 class ParameterFreeShortcut(nn.Module):
@@ -124,10 +128,13 @@ class _BinaryInput:
 
 class _BinConvNd(_BinaryInput):
     def forward(self, x):
-        signs = _one_pad(self.binarize_input(x), self.padding)
+        signs = self.binarize_input(x)
         scale = _filter_scale(self.weight, filter_dim=0)
-        out = _scaled_output(self._conv_forward(signs, self.weight / scale, None), scale, self.bias)
-        return self.add_shortcut(out, x)
+        weight = self.weight / scale
+        dot = self._convolve(signs, weight, self.padding)
+        if any(self.padding):  # + the +1 border: one input channel, the filters summed over channels
+            dot = dot + self._convolve(padding_ring(signs, self.padding), weight.sum(dim=1, keepdim=True), 0)
+        return self.add_shortcut(_scaled_output(dot, scale, self.bias), x)
 
 
 class BinConv2d(_BinConvNd, nn.Conv2d):
@@ -137,8 +144,8 @@ class BinConv2d(_BinConvNd, nn.Conv2d):
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         self._init_input(in_channels, 2, shortcut, stride=self.stride)
 
-    def _conv_forward(self, x, weight, bias):
-        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+    def _convolve(self, x, weight, padding):
+        return F.conv2d(x, weight, None, self.stride, padding, self.dilation)
 
 
 class BinConv3d(_BinConvNd, nn.Conv3d):
@@ -148,17 +155,17 @@ class BinConv3d(_BinConvNd, nn.Conv3d):
         nn.Conv3d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         self._init_input(in_channels, 3, shortcut, stride=self.stride)
 
-    def _conv_forward(self, x, weight, bias):
-        return F.conv3d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+    def _convolve(self, x, weight, padding):
+        return F.conv3d(x, weight, None, self.stride, padding, self.dilation)
 
 
 class _BinConvTransposeNd(_BinaryInput):
     """One-padded transposed convolution.
 
     An input tap ``i`` reaches output ``o = i * s - p + k``; the taps that fall outside the input
-    are ``i = -q .. -1`` and ``M .. M + q - 1`` with ``q = (K - 1 - p) // s``. Padding the sign
-    tensor by ``q`` ones on both sides and using padding ``p + s * q`` gives those taps the value +1
-    and leaves the output size unchanged.
+    are ``i = -q .. -1`` and ``M .. M + q - 1`` with ``q = (K - 1 - p) // s``. Those taps count as +1:
+    a ``q``-wide ring of ones around the input with padding ``p + s * q`` has the output size of the
+    plain transposed convolution, and its term is added to it.
     """
 
     def _one_padding(self):
@@ -170,10 +177,13 @@ class _BinConvTransposeNd(_BinaryInput):
         if output_size is not None:
             raise ValueError("binary transposed convolutions do not take output_size")
         q, inner = self._one_padding()
-        signs = _one_pad(self.binarize_input(x), q)
+        signs = self.binarize_input(x)
         scale = _filter_scale(self.weight, filter_dim=1)
-        out = _scaled_output(self._transposed_forward(signs, self.weight / scale, inner), scale, self.bias)
-        return self.add_shortcut(out, x)
+        weight = self.weight / scale
+        dot = self._transposed_forward(signs, weight, self.padding)
+        if any(q):  # + the +1 border: one input channel, the filters summed over input channels
+            dot = dot + self._transposed_forward(padding_ring(signs, q), weight.sum(dim=0, keepdim=True), inner)
+        return self.add_shortcut(_scaled_output(dot, scale, self.bias), x)
 
 
 class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
@@ -185,8 +195,7 @@ class BinConvTranspose2d(_BinConvTransposeNd, nn.ConvTranspose2d):
         self._init_input(in_channels, 2, shortcut, upsample=self.stride)
 
     def _transposed_forward(self, x, weight, padding):
-        return F.conv_transpose2d(x, weight, None, self.stride, padding,
-                                  self.output_padding, self.groups, self.dilation)
+        return F.conv_transpose2d(x, weight, None, self.stride, padding, self.output_padding, 1, self.dilation)
 
 
 class BinConvTranspose3d(_BinConvTransposeNd, nn.ConvTranspose3d):
@@ -198,8 +207,7 @@ class BinConvTranspose3d(_BinConvTransposeNd, nn.ConvTranspose3d):
         self._init_input(in_channels, 3, shortcut, upsample=self.stride)
 
     def _transposed_forward(self, x, weight, padding):
-        return F.conv_transpose3d(x, weight, None, self.stride, padding,
-                                  self.output_padding, self.groups, self.dilation)
+        return F.conv_transpose3d(x, weight, None, self.stride, padding, self.output_padding, 1, self.dilation)
 
 
 BINARY_LAYERS = (BinConv2d, BinConv3d, BinConvTranspose2d, BinConvTranspose3d)

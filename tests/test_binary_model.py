@@ -1,4 +1,5 @@
 """Binary FLAVR: which layers are binary, XNOR layer semantics, gradients, learning, FP init."""
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -93,6 +94,35 @@ def test_binary_conv_is_bn_sign_then_one_padded_conv():
     expected = F.conv3d(F.pad(signs, (1,) * 6, value=1.0), layer.weight, layer.bias, stride=(1, 2, 2))
     torch.testing.assert_close(layer(x), expected)
     assert layer(x).shape == F.conv3d(x, layer.weight, stride=(1, 2, 2), padding=1).shape
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_binary_conv_gradients_equal_those_of_convolving_the_one_padded_signs(transposed):
+    """The layer adds the +1 border's term to a zero-padded convolution; its gradients (input, latent
+    weight, bias) are those of the plain definition, convolving a +1-padded copy of the signs."""
+    torch.manual_seed(0)
+    if transposed:
+        layer = BinConvTranspose3d(3, 2, (3, 4, 4), (1, 2, 2), (1, 1, 1)).eval()
+        x = torch.randn(2, 3, 2, 3, 4, requires_grad=True)
+    else:
+        layer = BinConv3d(5, 4, 3, stride=(1, 2, 2), padding=1).eval()
+        x = torch.randn(2, 5, 3, 8, 6, requires_grad=True)
+    layer(x).square().sum().backward()
+    got = [x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+    x.grad, layer.weight.grad, layer.bias.grad = None, None, None
+
+    signs = binary_sign(layer.bn(x))
+    scale = layer.weight.detach().abs().amax(dim=[d for d in range(5) if d != (1 if transposed else 0)],
+                                               keepdim=True)
+    shape = (1, -1, 1, 1, 1)
+    if transposed:
+        dot = F.conv_transpose3d(F.pad(signs, (1,) * 6, value=1.0), layer.weight / scale, stride=(1, 2, 2),
+                                 padding=(2, 3, 3))
+    else:
+        dot = F.conv3d(F.pad(signs, (1,) * 6, value=1.0), layer.weight / scale, stride=(1, 2, 2))
+    (dot * scale.reshape(shape) + layer.bias.reshape(shape)).square().sum().backward()
+    for a, b in zip(got, [x.grad, layer.weight.grad, layer.bias.grad]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_binary_transposed_conv_treats_out_of_range_taps_as_plus_one():
