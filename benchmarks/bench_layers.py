@@ -8,7 +8,13 @@ multiply-accumulates per second and as a fraction of the variant's XOR+popcount 
 this machine at the same thread count (bench_popcount_peak.py); the model total's rate is
 that of all its binary convs together.
 
+The last lines give each variant's speed-up over fp32 for all these layers together, and the
+most it could be on this machine: the fp32 time over the time of the same binary MACs at 100% of
+the peak (packing and epilogues free). ``--isa avx2`` runs everything as an AVX2-only CPU would
+(see bench_popcount_peak.py).
+
     python benchmarks/bench_layers.py --size 256 256 --threads 2
+    python benchmarks/bench_layers.py --size 256 256 --threads 2 --isa avx2
 """
 
 import argparse
@@ -22,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_popcount_peak import cpu_description, native_variants, peak_rate  # noqa: E402
+from bench_popcount_peak import (add_isa_argument, cpu_description, isa_description, native_variants,  # noqa: E402
+                                 peak_rate, run_with_isa)
 from engine import ops  # noqa: E402
 
 # name, how many in the model, kind, C_in, C_out, stride, input downscale vs the frame
@@ -80,13 +87,15 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", nargs="*", default=None, help="default: every native variant")
+    add_isa_argument(parser)
     args = parser.parse_args()
-    variants = args.variants or native_variants()
+    run_with_isa(args.isa)
+    variants = args.variants or ([args.isa] if args.isa else native_variants())
     peaks = {v: peak_rate(v, args.threads) for v in variants}
     torch.set_num_threads(args.threads)
     height, width = args.size
     print(f"CPU: {cpu_description()[0]}; {height}x{width}, 4 frames, {args.threads} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}{isa_description()}")
     print("per variant: ms per layer (pack + conv), the conv's G binary-MAC/s and % of the XOR+popcount peak")
     print(f"{'peak G/s':25s}{'':10s}" + "".join(f"{peaks[v] / 1e9:>24.0f}" for v in variants))
     print(f"{'layer':22s}{'n':>3s}{'fp32':>10s}" + "".join(f"{v:>24s}" for v in variants))
@@ -107,6 +116,8 @@ def main():
     rates = [model_macs / seconds for seconds in conv_seconds]
     print(f"{'model total':25s}{totals[0] * 1e3:10.1f}" + "".join(
         f"{t * 1e3:10.1f}{rate / 1e9:8.0f}{100 * rate / peaks[v]:5.0f}%" for t, rate, v in zip(totals[1:], rates, variants)))
+    print(f"{'speed-up over fp32':35s}" + "".join(f"{totals[0] / t:23.2f}x" for t in totals[1:]))
+    print(f"{'  at 100% of the peak':35s}" + "".join(f"{totals[0] * peaks[v] / model_macs:23.2f}x" for v in variants))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python benchmarks/bench_packed.py --threads 2 --large        # + 1280x720
     python benchmarks/bench_packed.py --load_model model_best.pth --profile
     python benchmarks/bench_packed.py --sizes 720x1280 --models compact  # fp32 + one packed model
+    python benchmarks/bench_packed.py --isa avx2 --models compact        # as on an AVX2-only CPU
 
 Every (model, size) runs in a fresh process with the same thread count: median seconds per
 forward of 4 input frames, speed-up over full precision, peak resident memory of that
@@ -13,7 +14,8 @@ Without --load_model the compact layout (binary shortcuts, gates factorised 1/16
 packed and timed too: the same binary convs, a < 6 MB file; and so is the compact layout
 with the warp head (new binary models' default), with and without a real shortcut around
 every binary conv, to show what those cost in the engine.
---profile prints where the (first) packed engine's time goes (per operator).
+--profile prints where the (first) packed engine's time goes (per operator). --isa avx2 caps
+PyTorch, oneDNN (so the fp32 baseline too) and the engine at AVX2, as on a CPU without AVX-512.
 """
 import argparse
 import io
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_popcount_peak import add_isa_argument, cpu_description, isa_description, run_with_isa  # noqa: E402
 from engine import load_packed, ops, pack_binary_model, write_packed  # noqa: E402
 from model import build_model  # noqa: E402
 from model.files import load_model  # noqa: E402
@@ -62,6 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true", help="per-operator profile of the packed engine")
     parser.add_argument("--models", nargs="+", choices=[k for k in KINDS if k != "fp32"], default=None,
                         help="models to time besides FLAVR fp32 (default: all)")
+    add_isa_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -152,6 +156,9 @@ def prepare(workdir, load_from, models=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.isa and args.kernel and args.kernel.startswith("avx512"):
+        raise SystemExit(f"error: --kernel {args.kernel} needs AVX-512, which --isa {args.isa} excludes; drop one")
+    run_with_isa(args.isa)
     if args.kernel:
         os.environ[ops.KERNEL_ENV] = args.kernel
     if args.load_model:
@@ -161,9 +168,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         config, file_bytes = prepare(workdir, args.load_model, args.models)
         kernel = os.environ.get(ops.KERNEL_ENV) or f"auto ({ops.auto_variant() or ops.TORCH_VARIANT})"
-        print(f"{args.threads} threads, 4 input frames, batch 1, kernel {kernel}, "
+        print(f"CPU: {cpu_description()[0]}; {args.threads} threads, 4 input frames, batch 1, kernel {kernel}, "
               f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
-              f"load average {os.getloadavg()[0]:.1f}")
+              f"load average {os.getloadavg()[0]:.1f}{isa_description()}")
         print(f"{'size':>10s}  {'model':28s}{'median s':>10s}{'min s':>9s}{'vs fp32':>9s}{'peak RSS MB':>13s}"
               f"{'after load':>12s}")
         profiles, profiled = [], next((k for k in file_bytes if k not in ("fp32", "simulated")), None)

@@ -9,6 +9,12 @@ about --seconds each is reported. bench_layers.py prints the binary convolutions
 fraction of this peak.
 
     python benchmarks/bench_popcount_peak.py --threads 2
+    python benchmarks/bench_popcount_peak.py --threads 2 --isa avx2   # as on an AVX2-only CPU
+
+``--isa avx2`` (here and in bench_layers.py / bench_packed.py) runs the benchmark as an AVX2-only
+CPU would on a CPU that also has AVX-512: PyTorch's own kernels and oneDNN are capped at AVX2
+(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) and the packed engine runs its avx2 variant, so fp32 and
+binary figures compare as on a machine without AVX-512.
 """
 
 import argparse
@@ -23,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import ops  # noqa: E402
 
 STEPS = 64  # activation words per pass: w is 64 x 64 words (32 KiB at most, L1-resident)
+ISA_CAPS = {  # --isa: environment that makes PyTorch, oneDNN and the engine use that instruction set at most
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", ops.KERNEL_ENV: "avx2"},
+}
 CPU_FLAGS = ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bitalg", "asimd")
 
 
@@ -37,6 +46,29 @@ def cpu_description():
     model = fields.get("model name") or fields.get("CPU part") or platform.machine()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     return model, [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def add_isa_argument(parser):
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+                        help="cap PyTorch, oneDNN and the engine at this instruction set (default: the CPU's best)")
+
+
+def run_with_isa(isa):
+    """Re-executes this script with ``ISA_CAPS[isa]`` in its environment (PyTorch reads it at start-up),
+    unless it is already there; a CPU without that instruction set is an error (one line, exit 2)."""
+    if isa is None:
+        return
+    caps = ISA_CAPS[isa]
+    if isa not in cpu_description()[1]:
+        raise SystemExit(f"error: --isa {isa}: this CPU does not report {isa}; leave --isa out")
+    if any(os.environ.get(key) != value for key, value in caps.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **caps})
+
+
+def isa_description():
+    """How PyTorch's and oneDNN's instruction sets are capped in this process ("" when they are not)."""
+    caps = [f"{key}={os.environ[key]}" for key in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if key in os.environ]
+    return f"; capped: {' '.join(caps)} (torch runs {torch.backends.cpu.get_cpu_capability()})" if caps else ""
 
 
 def peak_rate(variant, threads, seconds=0.05, repeats=5):
@@ -75,14 +107,16 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.05, help="duration of one run")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (the best is kept)")
     parser.add_argument("--variants", nargs="*", default=None, help="default: every native variant")
+    add_isa_argument(parser)
     args = parser.parse_args()
+    run_with_isa(args.isa)
     model, flags = cpu_description()
     print(f"CPU: {model}; flags: {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}; "
-          f"{os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f}{isa_description()}")
     print("XOR+popcount peak, G binary MAC/s (operands in L1)")
     counts = sorted({1, args.threads})
     print(f"{'variant':16s}" + "".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>14s}" for t in counts))
-    for variant in args.variants or native_variants():
+    for variant in args.variants or ([args.isa] if args.isa else native_variants()):
         rates = [peak_rate(variant, t, args.seconds, args.repeats) for t in counts]
         print(f"{variant:16s}" + "".join(f"{rate / 1e9:14.0f}" for rate in rates))
 

@@ -282,3 +282,19 @@ def test_auto_runs_a_supported_simd_variant_chosen_by_measurement():
     choice = ops.auto_variant()
     assert choice in native and (choice != "scalar" or native == ["scalar"])
     assert ops._resolve("auto", torch.zeros(1)) == choice
+
+
+def test_benchmarks_isa_avx2_caps_pytorch_onednn_and_the_engine():
+    """``--isa avx2`` re-runs a benchmark as an AVX2-only CPU would, or says in one line that it cannot."""
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_popcount_peak.py"), "--isa", "avx2",
+               "--threads", "1", "--seconds", "0.001", "--repeats", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    with open("/proc/cpuinfo") as info:
+        has_avx2 = " avx2" in info.read()
+    if not has_avx2:
+        assert done.returncode != 0 and "does not report avx2" in done.stderr.strip().splitlines()[-1]
+        return
+    assert done.returncode == 0, done.stderr
+    assert "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (torch runs AVX2)" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.split()[:1] == ["avx2"]]
+    assert len(rows) == 1 and float(rows[0][1]) > 0  # only the avx2 variant, with a rate
