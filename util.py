@@ -15,6 +15,10 @@ Training step::
 
 Evaluation runs under ``binop.binarized()`` too. While the weights are binarized, ``state_dict()``
 raises, so a checkpoint can only ever hold the latent (real) weights.
+
+``binop.sharpness = k`` (None: the hard sign) makes ``binarization()`` set ``W = alpha * tanh(k W / alpha)``
+instead, a soft sign that tends to ``alpha * sign(W)`` as k grows: training with a rising k carries
+weights that learnt as real numbers into signs gradually (``--soft_sign_epochs``).
 """
 from contextlib import contextmanager
 
@@ -58,6 +62,7 @@ class BinOp:
         self.filters = [_FilterView(m) for m in modules]
         self.saved = [None] * len(self.filters)
         self.is_binarized = False
+        self.sharpness = None  # None: alpha * sign(W); k > 0: alpha * tanh(k W / alpha)
         for m in modules:
             m.register_state_dict_pre_hook(self._refuse_state_dict_while_binarized)
 
@@ -71,14 +76,19 @@ class BinOp:
 
     @torch.no_grad()
     def binarization(self):
-        """Mean-centre over the input axis, clamp to [-1, 1], save, then set ``W = alpha * sign(W)``."""
+        """Mean-centre over the input axis, clamp to [-1, 1], save, then set ``W = alpha * sign(W)``
+        (``alpha * tanh(k W / alpha)`` with ``sharpness`` k)."""
         if self.is_binarized:
             raise RuntimeError("BinOp.binarization() called twice without restore()")
         for i, f in enumerate(self.filters):
             w = f.param.data
             w.sub_(w.mean(dim=f.input_dim, keepdim=True)).clamp_(-1.0, 1.0)
             self.saved[i] = w.clone()
-            w.copy_(sign_pm1(w) * f.alpha(w))
+            alpha = f.alpha(w)
+            if self.sharpness is None:
+                w.copy_(sign_pm1(w) * alpha)
+            else:
+                w.copy_(torch.tanh(w * (self.sharpness / alpha)) * alpha)
         self.is_binarized = True
 
     @torch.no_grad()
@@ -99,6 +109,9 @@ class BinOp:
             if f.param.grad is None:
                 continue
             w, g = f.param.data, f.param.grad
+            if self.sharpness is not None:  # d/dW of alpha * tanh(k W / alpha), alpha held fixed
+                g.mul_(1 - torch.tanh(w * (self.sharpness / f.alpha(w))).square()).mul_(self.sharpness)
+                continue
             s = sign_pm1(w)
             direct = g * f.alpha(w) * (w.abs() <= 1).to(g.dtype)
             through_alpha = s * f.filter_mean(g * s)

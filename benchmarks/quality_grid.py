@@ -54,6 +54,18 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                     ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]),
     "bin_warp_al": ("binary, warp head, matching prior, aligned inputs",
                     ["--head", "warp", "--motion_prior", "aligned", "--shortcuts", "False"]),
+    "bin_warp_mp_blr01": ("binary, warp head, matching prior, latent binary weights at 0.1 x lr",
+                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                           "--binary_lr_scale", "0.1"]),
+    "bin_warp_mp_blr001": ("binary, warp head, matching prior, latent binary weights at 0.01 x lr",
+                           ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                            "--binary_lr_scale", "0.01"]),
+    "bin_warp_mp_realw": ("binary, warp head, matching prior, real weights until the last interval (two stages)",
+                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                           "--stage1_epochs", "{last}"]),
+    "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs hardening until the last interval",
+                         ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                          "--soft_sign_epochs", "{last}"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
@@ -119,10 +131,12 @@ def budget_options(args):
 
 
 def config_options(args, config, seed):
-    """The configuration's own options with ``{teacher}`` and ``{half}`` filled in."""
+    """The configuration's own options with ``{teacher}``, ``{half}`` and ``{last}`` (epochs before the last
+    validation interval) filled in."""
     teacher = os.path.join(args.output_dir, "runs", run_name(args.teacher_config, seed), "checkpoint.pth")
-    half = str(args.steps // args.val_every // 2)
-    options = [o.replace(TEACHER, teacher).replace("{half}", half) for o in GRID[config][1]]
+    epochs = args.steps // args.val_every
+    options = [o.replace(TEACHER, teacher).replace("{half}", str(epochs // 2)).replace("{last}", str(epochs - 1))
+               for o in GRID[config][1]]
     if "--lr_schedule" not in options:
         options += ["--lr_schedule", args.lr_schedule]
     return options

@@ -156,12 +156,30 @@ def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):
 
 def test_weight_decay_never_touches_latent_binary_weights():
     model = build_model(model_config(arch="binary", base_channels=8), log_summary=False)
-    args = type("Args", (), {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01})()
+    args = type("Args", (), {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01, "binary_lr_scale": 1})()
     decayed, others = make_optimizer(model, args).param_groups
     binary = {id(m.weight) for m in model.modules() if isinstance(m, (BinConv3d, BinConvTranspose3d))}
     assert decayed["weight_decay"] == 0.01 and others["weight_decay"] == 0.0
     assert binary and not binary & {id(p) for p in decayed["params"]}
     assert id(model.encoder.stem[0].weight) in {id(p) for p in decayed["params"]}
+
+
+def test_binary_lr_scale_sets_the_latent_binary_weights_rate_and_resumes_with_it(vimeo, tmp_path):
+    model = build_model(model_config(arch="binary", base_channels=8), log_summary=False)
+    args = type("Args", (), {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "binary_lr_scale": 0.1})()
+    binary_group, others = make_optimizer(model, args).param_groups
+    binary = {id(m.weight) for m in model.modules() if isinstance(m, (BinConv3d, BinConvTranspose3d))}
+    assert {id(p) for p in binary_group["params"]} == binary
+    assert binary_group["lr"] == pytest.approx(1e-4) and others["lr"] == 1e-3
+    args.binary_lr_scale = 1  # the default keeps FLAVR's single Adam group (old checkpoints resume)
+    assert len(make_optimizer(model, args).param_groups) == 1
+
+    options = ["--binary_lr_scale", "0.1", "--lr", "1e-3", "--lr_schedule", "linear", "--lr_decay_steps", "4"]
+    assert main(tiny(vimeo, tmp_path, "scaled", "--max_epoch", "1", *options)) == 0
+    assert main(tiny(vimeo, tmp_path, "scaled", "--max_epoch", "2", "--resume", *options)) == 0
+    groups = load(tmp_path / "scaled" / "checkpoint.pth")["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.5e-4, 0.5e-3])  # 2 of 4 steps along the decay
+    assert main(tiny(vimeo, tmp_path, "fp_scaled", "--arch", "flavr", "--binary_lr_scale", "0.1")) == 2
 
 
 def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, caplog):
@@ -176,6 +194,24 @@ def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, cap
     assert load(tmp_path / "kd" / "model_best.pth")["epoch"] == 2  # stage 1 (real weights) is never kept
     wrong = write_random_checkpoint(tmp_path / "teacher4x.pth", arch="flavr", base_channels=8, n_outputs=3)
     assert main(tiny(vimeo, tmp_path, "kd4x", "--teacher", wrong)) == 2
+
+
+def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept(vimeo, tmp_path, caplog):
+    from training.trainer import SOFT_SIGN_SHARPNESS, Trainer
+    args = type("Args", (), {"stage1_epochs": 1, "soft_sign_epochs": 2})()
+    trainer = Trainer.__new__(Trainer)
+    trainer.args = args
+    sharpness = [trainer.soft_sign_sharpness(epoch, step, 4) for epoch in (1, 2, 3, 4) for step in (1, 2, 3, 4)]
+    assert sharpness[:4] == [None] * 4 and sharpness[-4:] == [None] * 4  # real weights, then hard signs
+    soft = sharpness[4:12]
+    assert all(a < b for a, b in zip(soft, soft[1:])) and soft[-1] == pytest.approx(SOFT_SIGN_SHARPNESS[1])
+    assert [trainer.final_stage(epoch) for epoch in (1, 2, 3, 4)] == [False, False, False, True]
+
+    assert main(tiny(vimeo, tmp_path, "soft", "--max_epoch", "2", "--soft_sign_epochs", "1")) == 0
+    assert load(tmp_path / "soft" / "model_best.pth")["epoch"] == 2  # the soft-sign epoch is never kept
+    assert main(tiny(vimeo, tmp_path, "too_soft", "--max_epoch", "2", "--soft_sign_epochs", "2")) == 2
+    assert main(tiny(vimeo, tmp_path, "fp_soft", "--arch", "flavr", "--max_epoch", "2",
+                     "--soft_sign_epochs", "1")) == 2
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])

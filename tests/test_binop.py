@@ -93,6 +93,37 @@ def test_grad_update_equals_the_xnor_chain_rule(kind):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_soft_sign_weights_and_gradients_follow_alpha_tanh_and_harden_with_sharpness(kind):
+    """With ``sharpness`` k the weights are ``alpha * tanh(k W / alpha)`` (alpha = mean |W| per filter of the
+    centred, clamped latent W) and the gradient is that function's derivative with alpha held fixed; a
+    very large k gives the hard ``alpha * sign(W)``."""
+    model, layer = make_model(kind)
+    binop = BinOp(model)
+    transposed = kind == "convtranspose3d"
+    x = torch.randn(2, layer.in_channels, *([4] * (layer.weight.dim() - 2)))
+    binop.sharpness = 3.0
+    with binop.binarized():
+        soft = filters_first(layer.weight.detach(), transposed).clone()
+        latent = filters_first(binop.saved[0], transposed).clone()
+        layer(x).pow(2).sum().backward()
+    grad = filters_first(layer.weight.grad, transposed).clone()
+    binop.updateBinaryGradWeight()
+
+    alpha = latent.abs().mean(dim=1, keepdim=True)
+    torch.testing.assert_close(soft, alpha * torch.tanh(3.0 * latent / alpha), rtol=1e-5, atol=1e-6)
+    expected = grad * 3.0 * (1 - torch.tanh(3.0 * latent / alpha) ** 2)  # float32 order of operations differs:
+    torch.testing.assert_close(filters_first(layer.weight.grad, transposed), expected,  # relative 1e-4
+                               rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+    binop.sharpness = 1e6
+    with binop.binarized():
+        hard = filters_first(layer.weight.detach(), transposed)
+        latent = filters_first(binop.saved[0], transposed)  # centred and clamped again
+        sign = torch.where(latent >= 0, 1.0, -1.0)
+        torch.testing.assert_close(hard, latent.abs().mean(dim=1, keepdim=True) * sign)
+
+
 def test_layers_are_found_by_type_not_by_position():
     model = nn.Sequential(nn.Conv3d(3, 4, 1), BinConv3d(4, 4, 3, padding=1), nn.ReLU(),
                           nn.Conv3d(4, 4, 1), BinConvTranspose3d(4, 2, (3, 4, 4), (1, 2, 2), (1, 1, 1)))

@@ -107,6 +107,9 @@ def _optimisation_options(parser):
     group.add_argument("--weight_decay", type=float, default=0.0,
                        help="decoupled weight decay (AdamW) of real-valued weights; never on latent binary "
                        "weights, BatchNorms or biases (default: 0)")
+    group.add_argument("--binary_lr_scale", type=float, default=1.0, metavar="S",
+                       help="learning rate of the latent binary weights = S x --lr (binary arch; only their "
+                       "signs count, and a latent weight near 0 flips at every step of a large rate; default: 1)")
     group.add_argument("--teacher", metavar="PATH", help="distil from this model (any file load_model opens: "
                        "a FLAVR release checkpoint, one of ours, a .bfl): adds --distill_weight * L1(output, "
                        "teacher's output)")
@@ -114,6 +117,10 @@ def _optimisation_options(parser):
     group.add_argument("--stage1_epochs", type=int, default=0, metavar="N",
                        help="two-stage training: binary activations with real weights for the first N epochs, "
                        "then binary weights too (binary arch; default: 0, binary from the start)")
+    group.add_argument("--soft_sign_epochs", type=int, default=0, metavar="N",
+                       help="after --stage1_epochs, N epochs of soft binary weights alpha * tanh(k W / alpha), k "
+                       "rising from 1 to 100 at every step, so weights that learn as real numbers become signs "
+                       "gradually; hard signs after them (binary arch; default: 0)")
     group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
     group.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: bf16 on a CUDA device "
                        "that supports it, else none)")
@@ -202,10 +209,16 @@ def _check_values(args):
     _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")
     _require(args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")
     _require(args.weight_decay >= 0, f"--weight_decay must be 0 or more, got {args.weight_decay}")
+    _require(args.binary_lr_scale > 0, f"--binary_lr_scale must be positive, got {args.binary_lr_scale}")
+    _require(args.binary_lr_scale == 1 or args.arch == "binary", "--binary_lr_scale is for the binary arch")
     _require(args.distill_weight > 0, f"--distill_weight must be positive, got {args.distill_weight}")
     _require(0 <= args.stage1_epochs < args.max_epoch,
              f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
     _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")
+    _require(args.soft_sign_epochs >= 0 and args.stage1_epochs + args.soft_sign_epochs < args.max_epoch,
+             f"--stage1_epochs + --soft_sign_epochs must leave at least one epoch of binary weights before "
+             f"--max_epoch {args.max_epoch}, got {args.stage1_epochs} + {args.soft_sign_epochs}")
+    _require(args.soft_sign_epochs == 0 or args.arch == "binary", "--soft_sign_epochs is for the binary arch")
     _require(args.motion_prior == "none" or args.head == "warp",
              f"--motion_prior {args.motion_prior} corrects the warp head's flows: add --head warp "
              "(or --motion_prior none)")

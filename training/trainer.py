@@ -15,6 +15,8 @@ One step, for the binary arch (XNOR-Net's BinOp; util.py)::
 
 The full-precision arch (``--arch flavr``) runs the same loop without the BinOp, and so does
 the first stage of two-stage training (``--stage1_epochs``: binary activations, real weights).
+During ``--soft_sign_epochs`` the BinOp sets soft signs ``alpha * tanh(k W / alpha)`` whose
+sharpness k rises at every step (``Trainer.soft_sign_sharpness``).
 The learning rate follows ReduceLROnPlateau on the validation loss (FLAVR) or decays to 0 per
 step (``--lr_schedule cosine|linear``).
 
@@ -278,20 +280,28 @@ class SampleRecorder:
 # ---------------------------------------------------------------- the loop
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+SOFT_SIGN_SHARPNESS = (1.0, 100.0)  # --soft_sign_epochs: k from nearly linear (tanh(W / alpha)) to nearly sign
 
 
 def make_optimizer(model, args):
-    """Adam (FLAVR); with ``--weight_decay`` > 0, AdamW whose decay skips the latent binary weights
-    (their sign is all that counts), BatchNorm / RPReLU parameters and biases."""
-    betas = (args.beta1, args.beta2)
-    if args.weight_decay == 0:
-        return torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas)
+    """Adam (FLAVR). ``--binary_lr_scale`` != 1 puts the latent binary weights in their own group at that
+    multiple of ``--lr``; ``--weight_decay`` > 0 makes it AdamW, decaying only real-valued weights (not
+    latent binary weights, whose sign is all that counts, BatchNorm / RPReLU parameters or biases).
+    The last group always runs at ``--lr``."""
     binary = {id(m.weight) for m in model.modules() if isinstance(m, BINARY_LAYERS)}
-    decayed, others = [], []
+    groups = {"binary": [], "decayed": [], "others": []}
     for p in model.parameters():
-        (decayed if p.dim() > 1 and id(p) not in binary else others).append(p)
-    return torch.optim.AdamW([{"params": decayed, "weight_decay": args.weight_decay},
-                              {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=betas)
+        if id(p) in binary and args.binary_lr_scale != 1:
+            groups["binary"].append(p)
+        elif p.dim() > 1 and id(p) not in binary and args.weight_decay > 0:
+            groups["decayed"].append(p)
+        else:
+            groups["others"].append(p)
+    settings = {"binary": {"lr": args.lr * args.binary_lr_scale, "weight_decay": 0.0},
+                "decayed": {"weight_decay": args.weight_decay}, "others": {"weight_decay": 0.0}}
+    optimizer = torch.optim.AdamW if args.weight_decay > 0 else torch.optim.Adam
+    return optimizer([{"params": groups[k], **settings[k]} for k in groups if groups[k]],
+                     lr=args.lr, betas=(args.beta1, args.beta2))
 
 
 def make_scheduler(optimizer, args, total_steps):
@@ -369,11 +379,25 @@ class Trainer:
 
     @property
     def lr(self):
-        return self.optimizer.param_groups[0]["lr"]
+        return self.optimizer.param_groups[-1]["lr"]
 
     def binop_in(self, epoch):
         """The BinOp when epoch ``epoch`` trains binary weights (after ``--stage1_epochs``), else None."""
         return self.binop if epoch > self.args.stage1_epochs else None
+
+    def soft_sign_sharpness(self, epoch, step, steps):
+        """The soft sign's ``k`` at ``step`` of ``steps`` in ``epoch``: rising geometrically over the
+        ``--soft_sign_epochs`` epochs from ``SOFT_SIGN_SHARPNESS[0]`` to ``[1]``; None (hard signs) outside them."""
+        first, count = self.args.stage1_epochs, self.args.soft_sign_epochs
+        if not first < epoch <= first + count:
+            return None
+        progress = (epoch - first - 1 + step / max(steps, 1)) / count
+        start, end = SOFT_SIGN_SHARPNESS
+        return start * (end / start) ** progress
+
+    def final_stage(self, epoch):
+        """Whether ``epoch`` trains the binary model itself (not real or soft-sign weights)."""
+        return epoch > self.args.stage1_epochs + self.args.soft_sign_epochs
 
     def _binarized(self, binop):
         return binop.binarized() if binop is not None else contextlib.nullcontext()
@@ -517,7 +541,7 @@ class Trainer:
     def end_epoch(self, epoch, train_losses, result):
         """Step the scheduler on the validation loss (``result`` None: no validation), save, report."""
         lr = self.lr
-        final_stage = epoch > self.args.stage1_epochs  # a stage-1 model is not the binary model to keep
+        final_stage = self.final_stage(epoch)  # a real or soft-sign model is not the binary model to keep
         is_best = result is not None and final_stage and result.psnr > self.best_psnr
         if result is not None:
             if self.args.lr_schedule == "plateau":
@@ -535,6 +559,8 @@ class Trainer:
         for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
             steps, start, meters, progress, batches = self.start_epoch(epoch)
             for step, (inputs, targets) in enumerate(batches, start + 1):
+                if self.binop is not None:
+                    self.binop.sharpness = self.soft_sign_sharpness(epoch, step, steps)
                 loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
                 self.after_step(epoch, step, steps, meters, inputs[0].shape[0], loss, terms)
                 progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
