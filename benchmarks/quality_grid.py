@@ -6,8 +6,8 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
     python benchmarks/quality_grid.py --dataset vimeo90K_septuplet --data_root input/vimeo_septuplet \\
         --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
 
-Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options,
-in ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
+Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options
+(binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed). The last checkpoint of each run (no selection on the
 test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
 every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
@@ -50,7 +50,7 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
     "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
     "bin_residual": ("binary, residual head", ["--head", "residual", "--shortcuts", "False"]),
     "bin_warp": ("binary, warp head", ["--head", "warp", "--motion_prior", "none", "--shortcuts", "False"]),
-    "bin_warp_mp": ("binary, warp head, matching prior (the default recipe)",
+    "bin_warp_mp": ("binary, warp head, matching prior",
                     ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]),
     "bin_warp_al": ("binary, warp head, matching prior, aligned inputs",
                     ["--head", "warp", "--motion_prior", "aligned", "--shortcuts", "False"]),
@@ -63,7 +63,7 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
     "bin_warp_mp_realw": ("binary, warp head, matching prior, real weights until the last interval (two stages)",
                           ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
                            "--stage1_epochs", "{last}"]),
-    "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs hardening until the last interval",
+    "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs until the last interval (the default recipe)",
                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
                           "--soft_sign_epochs", "{last}"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
@@ -139,6 +139,8 @@ def config_options(args, config, seed):
                for o in GRID[config][1]]
     if "--lr_schedule" not in options:
         options += ["--lr_schedule", args.lr_schedule]
+    if "--arch" not in options and "--soft_sign_epochs" not in options:  # binary: hard signs unless it says
+        options += ["--soft_sign_epochs", "0"]
     return options
 
 

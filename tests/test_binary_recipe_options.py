@@ -15,7 +15,8 @@ from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from model.unet3d import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
 from model.files import read_checkpoint, state_dict_of
 from training import main
-from training.trainer import initialise_from_pretrained, make_optimizer
+from training.options import soft_sign_epochs
+from training.trainer import SOFT_SIGN_SHARPNESS, Trainer, initialise_from_pretrained, make_optimizer
 
 
 def tiny(data_root, checkpoint_dir, exp_name, *extra):
@@ -197,7 +198,6 @@ def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, cap
 
 
 def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept(vimeo, tmp_path, caplog):
-    from training.trainer import SOFT_SIGN_SHARPNESS, Trainer
     args = type("Args", (), {"stage1_epochs": 1, "soft_sign_epochs": 2})()
     trainer = Trainer.__new__(Trainer)
     trainer.args = args
@@ -206,6 +206,15 @@ def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept
     soft = sharpness[4:12]
     assert all(a < b for a, b in zip(soft, soft[1:])) and soft[-1] == pytest.approx(SOFT_SIGN_SHARPNESS[1])
     assert [trainer.final_stage(epoch) for epoch in (1, 2, 3, 4)] == [False, False, False, True]
+
+    def options(**given):
+        return type("Args", (), {"arch": "binary", "max_epoch": 6, "stage1_epochs": 0, "soft_sign_epochs": None,
+                                 **given})()
+    assert soft_sign_epochs(options()) == 5  # new binary runs: 5/6 of the epochs
+    assert soft_sign_epochs(options(stage1_epochs=2)) == 3 and soft_sign_epochs(options(arch="flavr")) == 0
+    assert soft_sign_epochs(options(soft_sign_epochs=1)) == 1
+    assert soft_sign_epochs(options(max_epoch=12), {"soft_sign_epochs": 5}) == 5  # a resumed run keeps its own
+    assert soft_sign_epochs(options(max_epoch=12), {}) == 0  # runs from before the option trained hard signs
 
     assert main(tiny(vimeo, tmp_path, "soft", "--max_epoch", "2", "--soft_sign_epochs", "1")) == 0
     assert load(tmp_path / "soft" / "model_best.pth")["epoch"] == 2  # the soft-sign epoch is never kept
@@ -216,7 +225,8 @@ def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_per_step_schedules_decay_to_zero_and_resume_exactly(vimeo, tmp_path, schedule):
-    options = ["--lr_schedule", schedule, "--lr", "1e-3", "--lr_decay_steps", "2"]  # one step per epoch
+    options = ["--lr_schedule", schedule, "--lr", "1e-3", "--lr_decay_steps", "2",  # one step per epoch
+               "--soft_sign_epochs", "0"]  # the run is extended: fix the (by default --max_epoch-long) phases
     assert main(tiny(vimeo, tmp_path, "whole", "--max_epoch", "2", *options)) == 0
     assert main(tiny(vimeo, tmp_path, "split", "--max_epoch", "1", *options)) == 0
     assert main(tiny(vimeo, tmp_path, "split", "--max_epoch", "2", "--resume", *options)) == 0

@@ -27,6 +27,7 @@ MODEL_DEFAULTS = {  # new binary models: the recipe measured by benchmarks/quali
     "binary": {"head": "warp", "shortcuts": False, "activation": "relu"},
     "flavr": {"head": "frames", "shortcuts": False, "activation": "relu"},
 }
+SOFT_SIGN_FRACTION = (5, 6)  # new binary runs: soft signs for 5/6 of the epochs (benchmarks/quality_grid.py)
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -117,10 +118,11 @@ def _optimisation_options(parser):
     group.add_argument("--stage1_epochs", type=int, default=0, metavar="N",
                        help="two-stage training: binary activations with real weights for the first N epochs, "
                        "then binary weights too (binary arch; default: 0, binary from the start)")
-    group.add_argument("--soft_sign_epochs", type=int, default=0, metavar="N",
+    group.add_argument("--soft_sign_epochs", type=int, metavar="N",
                        help="after --stage1_epochs, N epochs of soft binary weights alpha * tanh(k W / alpha), k "
                        "rising from 1 to 100 at every step, so weights that learn as real numbers become signs "
-                       "gradually; hard signs after them (binary arch; default: 0)")
+                       "gradually; hard signs after them (binary arch; default: 5/6 of the epochs after "
+                       "--stage1_epochs, rounded down; a resumed run keeps its own)")
     group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
     group.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: bf16 on a CUDA device "
                        "that supports it, else none)")
@@ -215,10 +217,9 @@ def _check_values(args):
     _require(0 <= args.stage1_epochs < args.max_epoch,
              f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
     _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")
-    _require(args.soft_sign_epochs >= 0 and args.stage1_epochs + args.soft_sign_epochs < args.max_epoch,
-             f"--stage1_epochs + --soft_sign_epochs must leave at least one epoch of binary weights before "
-             f"--max_epoch {args.max_epoch}, got {args.stage1_epochs} + {args.soft_sign_epochs}")
-    _require(args.soft_sign_epochs == 0 or args.arch == "binary", "--soft_sign_epochs is for the binary arch")
+    if args.soft_sign_epochs is not None:  # None: resolved with the resumed run in hand (soft_sign_epochs)
+        check_soft_sign_epochs(args, args.soft_sign_epochs)
+        _require(args.soft_sign_epochs == 0 or args.arch == "binary", "--soft_sign_epochs is for the binary arch")
     _require(args.motion_prior == "none" or args.head == "warp",
              f"--motion_prior {args.motion_prior} corrects the warp head's flows: add --head warp "
              "(or --motion_prior none)")
@@ -228,6 +229,27 @@ def _check_values(args):
              "--resume continues a run with its own weights; --pretrained starts a new one: use one of them")
     _require(args.exp_name and args.exp_name.strip(".") and "/" not in args.exp_name and "\\" not in args.exp_name,
              f"--exp_name must be a plain folder name, got {args.exp_name!r}")
+
+
+def check_soft_sign_epochs(args, epochs):
+    _require(epochs >= 0 and args.stage1_epochs + epochs < args.max_epoch,
+             f"--stage1_epochs + --soft_sign_epochs must leave at least one epoch of binary weights before "
+             f"--max_epoch {args.max_epoch}, got {args.stage1_epochs} + {epochs}")
+
+
+def soft_sign_epochs(args, resumed_args=None):
+    """``--soft_sign_epochs`` as given; unset: the resumed run's own (0 for runs from before the option),
+    else ``SOFT_SIGN_FRACTION`` of the epochs after ``--stage1_epochs`` for the binary arch, 0 for flavr."""
+    if args.soft_sign_epochs is not None:
+        return args.soft_sign_epochs
+    if resumed_args is not None:
+        epochs = resumed_args.get("soft_sign_epochs") or 0
+        check_soft_sign_epochs(args, epochs)
+        return epochs
+    if args.arch != "binary":
+        return 0
+    numerator, denominator = SOFT_SIGN_FRACTION
+    return (args.max_epoch - args.stage1_epochs) * numerator // denominator
 
 
 def resolve_options(args):

@@ -59,7 +59,7 @@ from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, l
 from model.summary import model_summary
 from myutils import AverageMeter, autocast_or_nothing
 from training.distributed import shutdown, single_process_runtime, torchrun_runtime
-from training.options import build_parser, model_config_from, resolve_amp, resolve_options
+from training.options import build_parser, model_config_from, resolve_amp, resolve_options, soft_sign_epochs
 from util import BinOp
 
 log = logging.getLogger(__name__)
@@ -652,6 +652,7 @@ def build_trainer(args, runtime):
     ``Trainer`` (restored when resuming) of the run ``args`` (resolved options) describe."""
     folder, config = experiment_folder(args), model_config_from(args)
     resume, resume_path, pretrained = read_inputs(args, folder, config)
+    args.soft_sign_epochs = soft_sign_epochs(args, resume.get("args", {}) if resume else None)
     runtime.barrier()  # every rank has checked the folder before rank 0 creates it
     seed_everything(args.seed)
     model = build_model(config, log_summary=False)
