@@ -216,7 +216,9 @@ def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept
     assert soft_sign_epochs(options(max_epoch=12), {"soft_sign_epochs": 5}) == 5  # a resumed run keeps its own
     assert soft_sign_epochs(options(max_epoch=12), {}) == 0  # runs from before the option trained hard signs
 
-    assert main(tiny(vimeo, tmp_path, "soft", "--max_epoch", "2", "--soft_sign_epochs", "1")) == 0
+    with caplog.at_level("INFO"):
+        assert main(tiny(vimeo, tmp_path, "soft", "--max_epoch", "2", "--soft_sign_epochs", "1")) == 0
+    assert "epoch 1: soft signs" in caplog.text and "epoch 2: binary weights" in caplog.text
     assert load(tmp_path / "soft" / "model_best.pth")["epoch"] == 2  # the soft-sign epoch is never kept
     assert main(tiny(vimeo, tmp_path, "too_soft", "--max_epoch", "2", "--soft_sign_epochs", "2")) == 2
     assert main(tiny(vimeo, tmp_path, "fp_soft", "--arch", "flavr", "--max_epoch", "2",

@@ -616,6 +616,24 @@ def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
              len(train_loader.dataset), len(train_loader), len(val_loader.dataset))
     log.info("training on %s (%d process%s)", runtime.device, runtime.world_size,
              "es" if runtime.world_size > 1 else "")
+    if model.config["arch"] == "binary":
+        log.info("%s", weight_phases(args))
+
+
+def weight_phases(args):
+    """One line: which epochs train real weights, soft signs and binary weights."""
+    def epochs(first, last):
+        return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+
+    real, soft = args.stage1_epochs, args.soft_sign_epochs
+    if not real and not soft:
+        return "binary weights from the first step"
+    phases = [f"{epochs(1, real)}: real weights"] if real else []
+    if soft:
+        k0, k1 = SOFT_SIGN_SHARPNESS
+        phases.append(f"{epochs(real + 1, real + soft)}: soft signs alpha*tanh(kW/alpha), k {k0:g} -> {k1:g}")
+    phases.append(f"{epochs(real + soft + 1, args.max_epoch)}: binary weights (only these count for model_best.pth)")
+    return "; ".join(phases)
 
 
 def read_inputs(args, folder, config):
