@@ -66,6 +66,10 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
     "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs until the last interval (the default recipe)",
                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
                           "--soft_sign_epochs", "{last}"]),
+    "bin_warp_mp_realw_soft": ("binary, warp head, matching prior, real weights for half the run, then soft signs "
+                               "until the last interval",
+                               ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                                "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
@@ -131,12 +135,15 @@ def budget_options(args):
 
 
 def config_options(args, config, seed):
-    """The configuration's own options with ``{teacher}``, ``{half}`` and ``{last}`` (epochs before the last
-    validation interval) filled in."""
+    """The configuration's own options with ``{teacher}`` and the epoch counts ``{half}``, ``{last}`` (epochs
+    before the last validation interval) and ``{half_to_last}`` (from ``{half}`` to ``{last}``) filled in."""
     teacher = os.path.join(args.output_dir, "runs", run_name(args.teacher_config, seed), "checkpoint.pth")
     epochs = args.steps // args.val_every
-    options = [o.replace(TEACHER, teacher).replace("{half}", str(epochs // 2)).replace("{last}", str(epochs - 1))
-               for o in GRID[config][1]]
+    counts = {"{half}": epochs // 2, "{last}": epochs - 1, "{half_to_last}": epochs - 1 - epochs // 2}
+    options = []
+    for option in GRID[config][1]:
+        option = option.replace(TEACHER, teacher)
+        options.append(str(counts[option]) if option in counts else option)
     if "--lr_schedule" not in options:
         options += ["--lr_schedule", args.lr_schedule]
     if "--arch" not in options and "--soft_sign_epochs" not in options:  # binary: hard signs unless it says
