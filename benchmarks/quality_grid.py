@@ -7,7 +7,8 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
         --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
 
 Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options
-(binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
+(binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
+``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed). The last checkpoint of each run (no selection on the
 test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
 every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
