@@ -71,6 +71,10 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                                "until the last interval",
                                ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
                                 "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
+    "bin_warp_mp_soft_kd": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
+                            "(e.g. fp_warp_mp)",
+                            ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
+                             "--soft_sign_epochs", "{last}", "--teacher", TEACHER]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
