@@ -333,13 +333,16 @@ def mean_curve(config):
 
 def plot(path, results, val_baselines):
     """Validation PSNR against steps: a line per configuration (mean over seeds), baselines as
-    horizontal lines; left all of it, right zoomed on the average baseline."""
+    horizontal lines; left all of it, right zoomed on the blending baseline (average or matching
+    prior) nearest to the best configuration's last point, and the curves within 0.5 dB of it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, panels = plt.subplots(1, 2, figsize=(14, 5.5))
-    average = val_baselines["average"]
-    near = [p for c in results.values() for p in mean_curve(c)[1] if abs(p - average) < 0.5]
+    best = max(mean_curve(c)[1][-1] for c in results.values())
+    reference = min(("average", "matching"), key=lambda name: abs(val_baselines[name] - best))
+    level = val_baselines[reference]
+    near = [p for c in results.values() for p in mean_curve(c)[1] if abs(p - level) < 0.5]
     colours = plt.cm.tab20.colors
     for axes in panels:
         for index, (name, c) in enumerate(results.items()):
@@ -350,8 +353,8 @@ def plot(path, results, val_baselines):
         axes.set_ylabel("validation PSNR (dB)")
         axes.grid(alpha=0.3)
     panels[0].set_title("all configurations")
-    panels[1].set_title("near the two-frame average")
-    panels[1].set_ylim(min(near + [average]) - 0.02, max(near + [average]) + 0.02)
+    panels[1].set_title(f"near the {reference} baseline")
+    panels[1].set_ylim(min(near + [level]) - 0.02, max(near + [level]) + 0.02)
     panels[1].legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
