@@ -1,7 +1,7 @@
 """Equal-budget quality experiments: train a grid of configurations with the same data, steps,
 batch, crop and seeds, score each on held-out real video, and write a table, JSON and a plot.
 
-    python benchmarks/quality_grid.py                                # the default grid (7 configurations x 2 seeds, ~40 min on 2 CPU cores)
+    python benchmarks/quality_grid.py              # the default grid: 7 configurations x 2 seeds, 26 min on 2 CPU cores
     python benchmarks/quality_grid.py --configs fp_warp bin_warp --seeds 0 1 2 --steps 1200
     python benchmarks/quality_grid.py --dataset vimeo90K_septuplet --data_root input/vimeo_septuplet \\
         --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
@@ -92,7 +92,7 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                            "--val_dataset", "demo"]),
 }
 # The default grid: today's recipe against full precision at the same budget, and what each of its
-# elements (soft signs, the matching prior, the warp head) adds; about 40 minutes on 2 CPU cores.
+# elements (soft signs, the matching prior, the warp head) adds; 26 minutes on 2 CPU cores.
 DEFAULT_CONFIGS = ["fp_warp_mp", "bin_warp_mp_soft", "bin_warp_mp", "fp_warp", "bin_warp", "fp_frames", "xnor"]
 RESULT_LINE = re.compile(r"^epoch (\d+) .*?psnr ([-\d.]+)")
 
