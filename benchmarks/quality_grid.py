@@ -41,6 +41,7 @@ from model.files import load_model  # noqa: E402
 log = logging.getLogger("quality_grid")
 
 TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of --teacher_config
+BIN_WARP_MP = ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]  # the recipe's binary model
 GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
     "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
     "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp", "--motion_prior", "none"]),
@@ -51,30 +52,23 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
     "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
     "bin_residual": ("binary, residual head", ["--head", "residual", "--shortcuts", "False"]),
     "bin_warp": ("binary, warp head", ["--head", "warp", "--motion_prior", "none", "--shortcuts", "False"]),
-    "bin_warp_mp": ("binary, warp head, matching prior",
-                    ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]),
+    "bin_warp_mp": ("binary, warp head, matching prior", BIN_WARP_MP),
     "bin_warp_al": ("binary, warp head, matching prior, aligned inputs",
                     ["--head", "warp", "--motion_prior", "aligned", "--shortcuts", "False"]),
     "bin_warp_mp_blr01": ("binary, warp head, matching prior, latent binary weights at 0.1 x lr",
-                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                           "--binary_lr_scale", "0.1"]),
+                          [*BIN_WARP_MP, "--binary_lr_scale", "0.1"]),
     "bin_warp_mp_blr001": ("binary, warp head, matching prior, latent binary weights at 0.01 x lr",
-                           ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                            "--binary_lr_scale", "0.01"]),
+                           [*BIN_WARP_MP, "--binary_lr_scale", "0.01"]),
     "bin_warp_mp_realw": ("binary, warp head, matching prior, real weights until the last interval (two stages)",
-                          ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                           "--stage1_epochs", "{last}"]),
+                          [*BIN_WARP_MP, "--stage1_epochs", "{last}"]),
     "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs until the last interval (the default recipe)",
-                         ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                          "--soft_sign_epochs", "{last}"]),
+                         [*BIN_WARP_MP, "--soft_sign_epochs", "{last}"]),
     "bin_warp_mp_realw_soft": ("binary, warp head, matching prior, real weights for half the run, then soft signs "
                                "until the last interval",
-                               ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                                "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
+                               [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
     "bin_warp_mp_soft_kd": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
                             "(e.g. fp_warp_mp)",
-                            ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False",
-                             "--soft_sign_epochs", "{last}", "--teacher", TEACHER]),
+                            [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
