@@ -338,11 +338,27 @@ def binary_conv_transpose3d(x, weight, in_channels, multiplier, bias, negative_s
 
 
 def empty_output(shape, like, variant=None):
-    """An uninitialised float32 tensor on like's device; CPU ones above 32 MiB are backed by
-    transparent huge pages (Linux) so that writing them first costs far fewer page faults."""
+    """An uninitialised float32 tensor on like's device; CPU ones above 32 MiB are mapped with
+    their pages populated at once and recycled within a forward (Linux; see output_blocks)."""
     if _resolve(variant, like) is not None:
         return torch.ops.bitconv.empty_output(list(shape))
     return torch.empty(shape, dtype=torch.float32, device=like.device)
+
+
+def release_output_blocks():
+    """Unmap the recycled output blocks no tensor uses (the packed model's forward does, when it
+    ends, so that they hold no memory between forwards)."""
+    if extension_available():
+        torch.ops.bitconv.release_output_blocks()
+
+
+def output_blocks():
+    """Bytes of the native outputs' recycled blocks: {"in_use", "cached", "high_water"}.
+    in_use + cached never exceeds high_water, the most ever in use at once (zeros where the
+    extension is not built or the system is not Linux)."""
+    if not extension_available():
+        return {"in_use": 0, "cached": 0, "high_water": 0}
+    return dict(zip(("in_use", "cached", "high_water"), torch.ops.bitconv.output_blocks()))
 
 
 # ----------------------------------------------------------------------------------------

@@ -222,6 +222,12 @@ class PackedFLAVR(nn.Module):
 
     @torch.inference_mode()
     def forward(self, frames):
+        try:
+            return self._forward(frames)
+        finally:
+            ops.release_output_blocks()  # the large outputs' recycled blocks, kept only within a forward
+
+    def _forward(self, frames):
         x = self._stack(frames)
         motion = self.prior_motion(frames)
         x = self.network_input(x, frames, motion)

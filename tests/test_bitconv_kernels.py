@@ -251,12 +251,53 @@ def test_fused_block_epilogues_equal_the_pytorch_ops(variant):
     assert torch.equal(ops.gate_leaky_relu_(y.clone(), gate, 0.2, variant=variant), F.leaky_relu(y * gate, 0.2))
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (2, 64, 4, 128, 64)])  # small: at::empty; above 32 MiB: huge pages
+@pytest.mark.parametrize("shape", [(3, 5), (2, 64, 4, 128, 64)])  # small: at::empty; above 32 MiB: recycled blocks
 def test_empty_output_is_a_writable_float_tensor_of_the_shape(shape):
     y = ops.empty_output(shape, torch.zeros(1))
     assert y.shape == shape and y.dtype == torch.float32 and y.is_contiguous()
     y.fill_(2.0)
     assert y.sum().item() == 2.0 * y.numel()
+
+
+LARGE = (1, 40, 4, 256, 256)  # 40 MiB of float32: above the 32 MiB of recycled output blocks
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not ops.extension_available(),
+                    reason="recycled output blocks are the C++ extension's, on Linux")
+def test_large_outputs_reuse_a_freed_block_and_never_hold_more_than_the_most_in_use():
+    ops.release_output_blocks()
+    first = ops.empty_output(LARGE, torch.zeros(1))
+    address, used = first.data_ptr(), ops.output_blocks()["in_use"]
+    del first
+    assert ops.output_blocks()["cached"] >= 40 << 20
+    again = ops.empty_output(LARGE, torch.zeros(1))
+    assert again.data_ptr() == address and ops.output_blocks()["in_use"] == used
+    del again
+    other = ops.empty_output((1, 50, 4, 256, 256), torch.zeros(1))  # no cached block fits: unmaps before mapping
+    stats = ops.output_blocks()
+    assert stats["in_use"] + stats["cached"] <= stats["high_water"]
+    del other
+    ops.release_output_blocks()
+    assert ops.output_blocks()["cached"] == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not ops.extension_available(),
+                    reason="recycled output blocks are the C++ extension's, on Linux")
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != ops.TORCH_VARIANT])
+def test_conv_into_a_recycled_block_overwrites_every_stale_value(variant):
+    in_channels, out_channels = 16, LARGE[1]
+    signs = random_signs(1, in_channels, *LARGE[2:], seed=3)
+    weight = torch.randn(out_channels, in_channels, 1, 1, 1)
+    ops.release_output_blocks()
+    stale = ops.empty_output(LARGE, torch.zeros(1))
+    stale.fill_(float("nan"))
+    del stale  # the conv's output takes this block back, full of NaNs
+    ones, zeros = torch.ones(out_channels), torch.zeros(out_channels)
+    dot = ops.binary_conv3d(ops.pack_signs(signs, variant=variant), ops.pack_conv_weight(weight), in_channels,
+                            (1, 1, 1), ones, zeros, variant=variant)
+    assert torch.equal(dot, F.conv3d(signs, sign(weight)))
+    del dot
+    ops.release_output_blocks()
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != ops.TORCH_VARIANT])

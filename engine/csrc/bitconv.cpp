@@ -26,6 +26,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -680,26 +682,112 @@ static void run_jobs(const Variant& v, const std::vector<ConvJob>& jobs, int64_t
   });
 }
 
-// A float tensor for an output. Blocks above 32 MiB (glibc's largest mmap threshold: it maps
-// them afresh for every allocation, so each forward pays one page fault per 4 KiB, very slow
-// in VMs) are mapped here with MADV_HUGEPAGE instead, 512 times fewer faults (Linux).
-// Smaller blocks come from at::empty, which reuses heap memory without faults.
+// Output blocks above 32 MiB (glibc's largest mmap threshold: glibc maps them afresh for every
+// allocation, one page fault per 4 KiB on first write) are mapped here, their pages populated in
+// one call (MADV_POPULATE_WRITE, Linux 5.14+; far cheaper than faulting them one by one, and than
+// huge pages, whose allocation stalls on memory compaction once the page cache has fragmented
+// memory), and recycled: a freed block waits in this cache and the next request of the same
+// rounded size takes it back with its pages in place (a forward's layers repeat their output
+// sizes). Before mapping a new block, cached blocks are unmapped until the blocks in use, the
+// cached ones and the new one are together no more than the most ever in use at once
+// (`high_water`), so the cache never raises the engine's peak; release() (at the end of every
+// packed forward) unmaps the cache, so that it holds no memory while PyTorch's own layers run.
+// Smaller blocks come from at::empty (heap, reused by malloc).
+#if defined(__linux__)
+#define BITCONV_OUTPUT_BLOCKS 1
+class OutputBlocks {
+ public:
+  static constexpr size_t kRound = size_t{2} << 20, kMmapThreshold = size_t{32} << 20;  // kRound: size classes
+
+  // A block of at least `bytes` (`mapped` bytes, page-aligned); nullptr when mmap fails.
+  void* take(size_t bytes, size_t& mapped) {
+    mapped = (bytes + kRound - 1) / kRound * kRound;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = free_.find(mapped);
+    void* block = nullptr;
+    if (found != free_.end()) {
+      block = found->second;
+      free_.erase(found);
+      cached_ -= mapped;
+    } else {
+      while (!free_.empty() && in_use_ + cached_ + mapped > high_water_) {
+        const auto largest = std::prev(free_.end());
+        munmap(largest->second, largest->first);
+        cached_ -= largest->first;
+        free_.erase(largest);
+      }
+      block = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (block == MAP_FAILED) return nullptr;
+#ifdef MADV_POPULATE_WRITE
+      madvise(block, mapped, MADV_POPULATE_WRITE);  // fails harmlessly on older kernels
+#endif
+    }
+    in_use_ += mapped;
+    high_water_ = std::max(high_water_, in_use_ + cached_);
+    return block;
+  }
+
+  void give(void* block, size_t mapped) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace(mapped, block);
+    in_use_ -= mapped;
+    cached_ += mapped;
+  }
+
+  // Unmaps every cached block.
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [mapped, block] : free_) munmap(block, mapped);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  // Bytes of blocks in use, cached, and the most in use at once (mapped sizes).
+  std::tuple<int64_t, int64_t, int64_t> stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {static_cast<int64_t>(in_use_), static_cast<int64_t>(cached_), static_cast<int64_t>(high_water_)};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::multimap<size_t, void*> free_;  // mapped bytes -> block
+  size_t in_use_ = 0, cached_ = 0, high_water_ = 0;
+};
+
+static OutputBlocks& output_blocks() {
+  static OutputBlocks* blocks = new OutputBlocks;  // never destroyed: tensors may outlive static destructors
+  return *blocks;
+}
+#endif
+
+// A float tensor for an output (see OutputBlocks).
 static at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr size_t kHuge = size_t{2} << 20, kMmapThreshold = size_t{32} << 20;
+#ifdef BITCONV_OUTPUT_BLOCKS
   const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * sizeof(float);
-  if (bytes > kMmapThreshold) {
-    const size_t mapped = bytes + kHuge;  // room to align the start to a huge page
-    void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base != MAP_FAILED) {
-      const uintptr_t start = (reinterpret_cast<uintptr_t>(base) + kHuge - 1) & ~(kHuge - 1);
-      madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);
-      return at::from_blob(reinterpret_cast<void*>(start), sizes, [base, mapped](void*) { munmap(base, mapped); },
+  if (bytes > OutputBlocks::kMmapThreshold) {
+    size_t mapped = 0;
+    if (void* block = output_blocks().take(bytes, mapped)) {
+      return at::from_blob(block, sizes, [block, mapped](void*) { output_blocks().give(block, mapped); },
                            options.dtype(at::kFloat));
     }
   }
 #endif
   return at::empty(sizes, options.dtype(at::kFloat));
+}
+
+static void release_output_blocks_op() {
+#ifdef BITCONV_OUTPUT_BLOCKS
+  output_blocks().release();
+#endif
+}
+
+// (bytes in use, bytes cached, the most in use at once) of the recycled output blocks.
+static std::tuple<int64_t, int64_t, int64_t> output_blocks_op() {
+#ifdef BITCONV_OUTPUT_BLOCKS
+  return output_blocks().stats();
+#else
+  return {0, 0, 0};
+#endif
 }
 
 static at::Tensor conv3d_op(const at::Tensor& x, const at::Tensor& weight, int64_t in_channels, at::IntArrayRef stride,
@@ -864,6 +952,8 @@ TORCH_LIBRARY(bitconv, m) {
         &conv_transpose3d_op);
   m.def("popcount_peak(Tensor a, Tensor w, int reps, int streams, str variant) -> (float, int, int)", &popcount_peak_op);
   m.def("empty_output(int[] size) -> Tensor", [](at::IntArrayRef size) { return empty_output(size, at::TensorOptions()); });
+  m.def("output_blocks() -> (int, int, int)", &output_blocks_op);
+  m.def("release_output_blocks() -> ()", &release_output_blocks_op);
   m.def("gate_add_relu_(Tensor(a!) y, Tensor gate, Tensor shortcut) -> Tensor(a!)", &gate_add_relu_op);
   m.def("gate_leaky_relu_(Tensor(a!) y, Tensor gate, float negative_slope) -> Tensor(a!)", &gate_leaky_relu_op);
 }
