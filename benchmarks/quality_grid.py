@@ -9,7 +9,8 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
 Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options
 (binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
 ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
-runs are kept, unfinished ones resumed). The last checkpoint of each run (no selection on the
+runs are kept, unfinished ones resumed, and one stopped before its first checkpoint starts again, its
+folder kept as ``<run>.interrupted``). The last checkpoint of each run (no selection on the
 test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
 every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
 8-bit frames, beside the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
@@ -171,6 +172,19 @@ def read_curve(folder, val_every):
     return [(int(m.group(1)) * val_every, float(m.group(2))) for m in points if m]
 
 
+class RunFailed(RuntimeError):
+    """A run's main_bin.py exited with an error."""
+
+
+def set_aside(folder):
+    """Rename ``folder`` to the first free ``<folder>.interrupted[.N]``; returns the new path."""
+    aside, n = folder + ".interrupted", 1
+    while os.path.exists(aside):
+        aside, n = f"{folder}.interrupted.{n}", n + 1
+    os.replace(folder, aside)
+    return aside
+
+
 def train(args, config, seed, threads):
     """Train one run with main_bin.py (resuming an unfinished one); returns its training seconds."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
@@ -179,6 +193,10 @@ def train(args, config, seed, threads):
     if os.path.isfile(timing) and finished_epoch(folder) >= epochs:
         return json.load(open(timing))["seconds"]
     resume = ["--resume"] if os.path.isfile(os.path.join(folder, "checkpoint.pth")) else []
+    if os.path.isdir(folder) and not resume:  # stopped before its first checkpoint: nothing to resume
+        aside = set_aside(folder)
+        log.info("%s stopped before its first checkpoint: its folder moved to %s, training it again",
+                 run_name(config, seed), aside)
     command = [sys.executable, os.path.join(REPO, "main_bin.py"), *budget_options(args),
                *config_options(args, config, seed), "--seed", str(seed), "--exp_name", run_name(config, seed), *resume]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -186,7 +204,9 @@ def train(args, config, seed, threads):
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{run_name(config, seed)} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        log.error("%s failed (exit %d): %s", run_name(config, seed), done.returncode, last)  # now, not after the others
+        raise RunFailed(f"{run_name(config, seed)} failed (exit {done.returncode}): {last}")
     seconds = time.perf_counter() - start
     with open(timing, "w") as handle:
         json.dump({"seconds": seconds, "threads": threads}, handle)
@@ -366,7 +386,10 @@ def main(argv=None):
         raise SystemExit(f"quality_grid.py: error: --steps must be a multiple of --val_every ({args.val_every})")
     os.makedirs(os.path.join(args.output_dir, "runs"), exist_ok=True)
     clips = [c for path in args.videos for c in video_clips(path)] if args.videos else video_clips()
-    seconds = train_all(args)
+    try:
+        seconds = train_all(args)
+    except RunFailed as error:
+        raise SystemExit(f"quality_grid.py: error: {error}") from None
     results = collect(args, seconds, clips)
     baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching_scores(clips))
     val_baselines = validation_baselines(args)

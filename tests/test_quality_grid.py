@@ -1,6 +1,7 @@
 """benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
 other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
-panning clip written as PNG frames; then rerun, which retrains nothing."""
+panning clip written as PNG frames (one run's folder left by a run killed before its first
+checkpoint); then rerun, which retrains nothing."""
 import json
 import os
 import subprocess
@@ -35,8 +36,14 @@ def run_grid(data_root, clip, output_dir):
 def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path):
     write_vimeo(tmp_path / "vimeo", n_seqs=2)
     clip = panning_clip(tmp_path / "clip")
+    stopped = tmp_path / "grid" / "runs" / "fp_warp_s1"  # a run killed before its first checkpoint
+    stopped.mkdir(parents=True)
+    (stopped / "train.log").write_text("killed before its first checkpoint\n")
     done = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
     assert done.returncode == 0, done.stderr[-3000:]
+    kept = tmp_path / "grid" / "runs" / "fp_warp_s1.interrupted" / "train.log"
+    assert kept.read_text() == "killed before its first checkpoint\n"
+    assert (stopped / "checkpoint.pth").is_file()  # trained again from scratch
     results = json.loads((tmp_path / "grid" / "results.json").read_text())
     assert set(results["configs"]) == set(CONFIGS)
     for config in results["configs"].values():
@@ -55,3 +62,11 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     again = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
     assert again.returncode == 0, again.stderr[-3000:]
     assert timing.stat().st_mtime_ns == before  # finished runs are not retrained
+
+
+def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
+    clip = panning_clip(tmp_path / "clip")
+    done = run_grid(tmp_path / "missing", clip, tmp_path / "grid")
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("quality_grid.py: error: fp_warp_s") and "Traceback" not in done.stderr
