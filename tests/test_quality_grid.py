@@ -1,7 +1,7 @@
 """benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
 other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
 panning clip written as PNG frames (one run's folder left by a run killed before its first
-checkpoint); then rerun, which retrains nothing."""
+checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs."""
 import json
 import os
 import subprocess
@@ -25,8 +25,8 @@ def panning_clip(folder, n=9, size=(48, 64), speed=2):
     return folder
 
 
-def run_grid(data_root, clip, output_dir):
-    command = [sys.executable, os.path.join(REPO, "benchmarks", "quality_grid.py"), "--configs", *CONFIGS,
+def run_grid(data_root, clip, output_dir, configs=CONFIGS, extra=()):
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "quality_grid.py"), "--configs", *configs, *extra,
                "--seeds", "0", "1", "--steps", "2", "--val_every", "1", "--batch_size", "2", "--crop_size", "32",
                "--base_channels", "8", "--dataset", "vimeo90K_septuplet", "--data_root", str(data_root),
                "--videos", str(clip), "--jobs", "2", "--threads", "1", "--output_dir", str(output_dir)]
@@ -62,6 +62,12 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     again = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
     assert again.returncode == 0, again.stderr[-3000:]
     assert timing.stat().st_mtime_ns == before  # finished runs are not retrained
+    other = run_grid(tmp_path / "vimeo", clip, tmp_path / "other", ["bin_warp_sc_kd"],
+                     ["--teacher_grid", str(tmp_path / "grid")])  # teachers taken from the first grid
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "other" / "runs")) == ["bin_warp_sc_kd_s0", "bin_warp_sc_kd_s1"]
+    options = json.loads((tmp_path / "other" / "results.json").read_text())["configs"]["bin_warp_sc_kd"]["options"]
+    assert str(tmp_path / "grid" / "runs") in options[options.index("--teacher") + 1]
 
 
 def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
