@@ -11,7 +11,7 @@ Every run is ``main_bin.py`` with the shared budget options plus the configurati
 (binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
 ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed, and one stopped before its first checkpoint starts again, its
-folder kept as ``<run>.interrupted``). The last checkpoint of each run (no selection on the
+folder kept as ``<run>.interrupted``; runs of another budget in the folder are refused, not reused). The last checkpoint of each run (no selection on the
 test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
 every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
 8-bit frames, beside the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
@@ -189,9 +189,28 @@ def set_aside(folder):
     return aside
 
 
+def check_budget(args, config, seed, folder):
+    """RunFailed when the run in ``folder`` was started with another budget (an --output_dir reused
+    for other --steps, --val_every, batch, crop, width, learning rate or data)."""
+    path = os.path.join(folder, "args.json")
+    if not os.path.isfile(path):
+        return
+    saved = json.load(open(path))
+    options = budget_options(args) + config_options(args, config, seed)
+    differ = []
+    for key in ("max_epoch", "max_steps_per_epoch", "batch_size", "crop_size", "base_channels", "lr", "dataset"):
+        value = options[len(options) - 1 - options[::-1].index(f"--{key}") + 1]  # the last one given wins
+        if str(saved.get(key)) != value:
+            differ.append(f"{key} {saved.get(key)} (grid: {value})")
+    if differ:
+        raise RunFailed(f"{folder} was trained with another budget: {', '.join(differ)}; "
+                        "give this grid its own --output_dir")
+
+
 def train(args, config, seed, threads):
     """Train one run with main_bin.py (resuming an unfinished one); returns its training seconds."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
+    check_budget(args, config, seed, folder)
     epochs = args.steps // args.val_every
     timing = os.path.join(folder, "train_seconds.json")
     if os.path.isfile(timing) and finished_epoch(folder) >= epochs:

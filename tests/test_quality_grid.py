@@ -1,7 +1,8 @@
 """benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
 other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
 panning clip written as PNG frames (one run's folder left by a run killed before its first
-checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs."""
+checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs, and one of another budget in the same folder,
+which is refused."""
 import json
 import os
 import subprocess
@@ -26,10 +27,10 @@ def panning_clip(folder, n=9, size=(48, 64), speed=2):
 
 
 def run_grid(data_root, clip, output_dir, configs=CONFIGS, extra=()):
-    command = [sys.executable, os.path.join(REPO, "benchmarks", "quality_grid.py"), "--configs", *configs, *extra,
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "quality_grid.py"), "--configs", *configs,
                "--seeds", "0", "1", "--steps", "2", "--val_every", "1", "--batch_size", "2", "--crop_size", "32",
                "--base_channels", "8", "--dataset", "vimeo90K_septuplet", "--data_root", str(data_root),
-               "--videos", str(clip), "--jobs", "2", "--threads", "1", "--output_dir", str(output_dir)]
+               "--videos", str(clip), "--jobs", "2", "--threads", "1", "--output_dir", str(output_dir), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -68,6 +69,9 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert sorted(os.listdir(tmp_path / "other" / "runs")) == ["bin_warp_sc_kd_s0", "bin_warp_sc_kd_s1"]
     options = json.loads((tmp_path / "other" / "results.json").read_text())["configs"]["bin_warp_sc_kd"]["options"]
     assert str(tmp_path / "grid" / "runs") in options[options.index("--teacher") + 1]
+    longer = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid", extra=["--steps", "4", "--val_every", "2"])
+    assert longer.returncode != 0  # the folder holds runs of another budget: never reused as if they fitted
+    assert "was trained with another budget: max_steps_per_epoch 1 (grid: 2)" in longer.stderr.strip().splitlines()[-1]
 
 
 def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
