@@ -71,6 +71,9 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
     "bin_warp_mp_soft_kd": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
                             "(e.g. fp_warp_mp)",
                             [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER]),
+    "bin_warp_mp_soft_kd3": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
+                             "at 3x the weight (--distill_weight 3)",
+                             [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER, "--distill_weight", "3"]),
     "bin_warp_mp_realw_soft_kd": ("binary, warp head, matching prior, real weights for half the run, then soft "
                                   "signs until the last interval, distilled from --teacher_config",
                                   [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}",
