@@ -11,8 +11,8 @@ Every run is ``main_bin.py`` with the shared budget options plus the configurati
 (binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
 ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed, and one stopped before its first checkpoint starts again, its
-folder kept as ``<run>.interrupted``; runs of another budget in the folder are refused, not reused). The last checkpoint of each run (no selection on the
-test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
+folder kept as ``<run>.interrupted``; runs of another budget in the folder are refused, not reused).
+The last checkpoint of each run (no selection on the test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
 every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
 8-bit frames, beside the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
 ``results.md`` (the table), ``results.json`` (everything, curves included) and ``curves.png``
@@ -192,17 +192,24 @@ def set_aside(folder):
     return aside
 
 
+def option_value(options, flag):
+    """The value of the last ``flag`` in a main_bin.py option list (a configuration's own options come
+    after the shared budget's and override them, as in argparse)."""
+    return options[len(options) - 1 - options[::-1].index(flag) + 1]
+
+
 def check_budget(args, config, seed, folder):
     """RunFailed when the run in ``folder`` was started with another budget (an --output_dir reused
     for other --steps, --val_every, batch, crop, width, learning rate or data)."""
     path = os.path.join(folder, "args.json")
     if not os.path.isfile(path):
         return
-    saved = json.load(open(path))
+    with open(path) as handle:
+        saved = json.load(handle)
     options = budget_options(args) + config_options(args, config, seed)
     differ = []
     for key in ("max_epoch", "max_steps_per_epoch", "batch_size", "crop_size", "base_channels", "lr", "dataset"):
-        value = options[len(options) - 1 - options[::-1].index(f"--{key}") + 1]  # the last one given wins
+        value = option_value(options, f"--{key}")
         if str(saved.get(key)) != value:
             differ.append(f"{key} {saved.get(key)} (grid: {value})")
     if differ:
@@ -213,7 +220,6 @@ def check_budget(args, config, seed, folder):
 def train(args, config, seed, threads):
     """Train one run with main_bin.py (resuming an unfinished one); returns its training seconds."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
-    check_budget(args, config, seed, folder)
     epochs = args.steps // args.val_every
     timing = os.path.join(folder, "train_seconds.json")
     if os.path.isfile(timing) and finished_epoch(folder) >= epochs:
@@ -245,12 +251,13 @@ def train_all(args):
     runs = [(c, s) for c in args.configs for s in args.seeds]
     needs_teacher = [r for r in runs if TEACHER in GRID[r[0]][1]]
     teachers = [(args.teacher_config, s) for s in args.seeds] if needs_teacher and not args.teacher_grid else []
+    first = list(dict.fromkeys(teachers + [r for r in runs if r not in needs_teacher]))
+    for config, seed in first + needs_teacher:  # before anything trains
+        check_budget(args, config, seed, os.path.join(args.output_dir, "runs", run_name(config, seed)))
     for config, seed in needs_teacher if args.teacher_grid else []:
-        options = config_options(args, config, seed)
-        teacher = options[options.index("--teacher") + 1]
+        teacher = option_value(config_options(args, config, seed), "--teacher")
         if not os.path.isfile(teacher):
             raise RunFailed(f"{run_name(config, seed)} has no teacher: {teacher} does not exist (--teacher_grid)")
-    first = list(dict.fromkeys(teachers + [r for r in runs if r not in needs_teacher]))
     seconds = {}
     for phase in (first, needs_teacher):
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -1,8 +1,8 @@
 """benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
 other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
 panning clip written as PNG frames (one run's folder left by a run killed before its first
-checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs, and one of another budget in the same folder,
-which is refused."""
+checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs,
+and one of another budget in the same folder, which is refused."""
 import json
 import os
 import subprocess
