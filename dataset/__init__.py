@@ -27,7 +27,7 @@ DATASETS = {
     "davis": davis.build,
     "middlebury": middlebury.build,
     "custom": custom.build,
-    "demo": demo.build,
+    **demo.BUILDERS,  # demo (carphone held out), demo_holdout_bikes, demo_holdout_bigbuckbunny
     "synthetic": synthetic.build,
 }
 

