@@ -12,9 +12,11 @@ Every run is ``main_bin.py`` with the shared budget options plus the configurati
 ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed, and one stopped before its first checkpoint starts again, its
 folder kept as ``<run>.interrupted``; runs of another budget in the folder are refused, not reused).
-The last checkpoint of each run (no selection on the test clips) is scored by ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video``:
-every other frame kept, the others restored through interpolate.py's sliding window, PSNR / SSIM on
-8-bit frames, beside the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
+The last checkpoint of each run (no selection on the test clips) is scored by
+``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video`` (binary runs through their
+packed export, bit-exact with the trained model and several times faster): every other frame kept,
+the others restored through interpolate.py's sliding window, PSNR / SSIM on 8-bit frames, beside
+the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
 ``results.md`` (the table), ``results.json`` (everything, curves included) and ``curves.png``
 (validation PSNR against steps, one line per configuration, baselines as horizontal lines).
 """
@@ -37,6 +39,8 @@ sys.path.insert(0, REPO)
 
 from dataset import get_loader  # noqa: E402
 from dataset.demo import HELDOUT_FILE, HOLDOUTS  # noqa: E402
+from engine import ops  # noqa: E402
+from engine.packed_model import pack_binary_model  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from model.unet3d import backward_warp, matching_flow  # noqa: E402
 from model.files import load_model  # noqa: E402
@@ -317,14 +321,24 @@ def matching_scores(clips):
     return evaluate_videos(Matching(), clips, torch.device("cpu"), progress=False).overall.as_dict()
 
 
+def scoring_model(path):
+    """(model, what scores it) for a run's checkpoint: binary models run on their packed export, which
+    is bit-exact with the simulated model (within 1e-4 before 8-bit rounding) and several times faster."""
+    model, _ = load_model(path, "cpu")
+    if model.config.get("arch") != "binary":
+        return model, "PyTorch fp32"
+    return pack_binary_model(model), f"packed engine ({ops.default_variant()} kernels)"
+
+
 def score(args, config, seed, clips):
-    """Video scores of a run's last checkpoint (cached in the run folder)."""
+    """Video scores of a run's last checkpoint (cached in the run folder), with ``scored_with``."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
     cache = os.path.join(folder, "video_scores.json")
     if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(os.path.join(folder, "checkpoint.pth")):
         return json.load(open(cache))
-    model, _ = load_model(os.path.join(folder, "checkpoint.pth"), "cpu")
-    overall = evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict()
+    model, scored_with = scoring_model(os.path.join(folder, "checkpoint.pth"))
+    overall = dict(evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict(),
+                   scored_with=scored_with)
     with open(cache, "w") as handle:
         json.dump(overall, handle, indent=2)
     return overall
@@ -341,7 +355,7 @@ def collect(args, seconds, clips):
             runs.append({"seed": seed, "psnr": scores["psnr"], "ssim": scores["ssim"],
                          "margin": scores["margin_over_average_db"], "frames": scores["frames"],
                          "curve": read_curve(folder, args.val_every), "train_seconds": seconds[(config, seed)],
-                         "baselines": scores["baselines"]})
+                         "baselines": scores["baselines"], "scored_with": scores.get("scored_with", "PyTorch")})
         results[config] = {"description": GRID[config][0], "options": config_options(args, config, "N"),
                            "runs": runs, **summary(runs)}
     return results
@@ -370,7 +384,8 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
     lines = [f"Budget per run: {args.steps} steps of batch {args.batch_size}, {args.crop_size}x{args.crop_size} crops, "
              f"width {args.base_channels}, lr {args.lr}, data set {args.dataset}; seeds {' '.join(map(str, args.seeds))}. "
              f"Scored on {', '.join(os.path.basename(c) for c in clips)} (every other frame restored, 8-bit, "
-             f"{next(iter(results.values()))['runs'][0]['frames']} frames).", "",
+             f"{next(iter(results.values()))['runs'][0]['frames']} frames) with "
+             f"{', '.join(sorted({r['scored_with'] for c in results.values() for r in c['runs']}))}.", "",
              "| configuration | PSNR dB (mean ± half-range) | per seed | vs average dB | SSIM | val PSNR at the end | train min/run |",
              "|---|---|---|---|---|---|---|"]
     for name, c in sorted(results.items(), key=lambda item: -item[1]["psnr"]):

@@ -110,6 +110,15 @@ def auto_variant():
     return _auto_choice[0]
 
 
+def default_variant():
+    """The variant that calls without `variant` run on CPU tensors: BINARY_FLAVR_KERNEL if set,
+    else auto's choice, else "torch" (no extension)."""
+    chosen = os.environ.get(KERNEL_ENV)
+    if chosen and chosen != "auto":
+        return chosen
+    return auto_variant() or TORCH_VARIANT
+
+
 def _calibration_seconds(variant, repeats=5):
     """Best of `repeats` timings of a 128 -> 128 channel 3x3x3 binary conv on 1 x 1 x 1024 voxels
     (0.45 G binary MACs): a single output row, so one thread computes it, unaffected by how

@@ -325,6 +325,15 @@ def test_auto_runs_a_supported_simd_variant_chosen_by_measurement():
     assert ops._resolve("auto", torch.zeros(1)) == choice
 
 
+def test_default_variant_names_what_calls_without_a_variant_run(monkeypatch):
+    monkeypatch.delenv(ops.KERNEL_ENV, raising=False)
+    assert ops.default_variant() == ops.auto_variant()
+    monkeypatch.setenv(ops.KERNEL_ENV, "auto")
+    assert ops.default_variant() == ops.auto_variant()
+    monkeypatch.setenv(ops.KERNEL_ENV, "scalar")
+    assert ops.default_variant() == "scalar" == ops._resolve(None, torch.zeros(1))
+
+
 def test_benchmarks_isa_avx2_caps_pytorch_onednn_and_the_engine():
     """``--isa avx2`` re-runs a benchmark as an AVX2-only CPU would, or says in one line that it cannot."""
     command = [sys.executable, str(REPO / "benchmarks" / "bench_popcount_peak.py"), "--isa", "avx2",

@@ -1,8 +1,9 @@
 """benchmarks/quality_grid.py end to end on tiny data: two configurations (one distilled from the
 other) x two seeds, trained by main_bin.py on a Vimeo-90K-layout fixture and scored on a real
 panning clip written as PNG frames (one run's folder left by a run killed before its first
-checkpoint); then rerun, which retrains nothing; then a grid distilled from the first one's runs,
-and one of another budget in the same folder, which is refused."""
+checkpoint; binary runs scored through their packed export, as the simulated model scores); then
+rerun, which retrains nothing; then a grid distilled from the first one's runs, and one of another
+budget in the same folder, which is refused."""
 import json
 import os
 import subprocess
@@ -10,8 +11,11 @@ import sys
 
 import cv2
 import numpy as np
+import torch
 
+from evaluation import evaluate_videos
 from fixtures import REPO, write_png, write_vimeo
+from model.files import load_model
 
 CONFIGS = ["fp_warp", "bin_warp_sc_kd"]
 
@@ -59,6 +63,7 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "repeat the previous" in table and "Noise" in table
     assert "Scored on clip (every other frame restored" in table
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
+    assert_binary_runs_scored_packed_as_the_simulated_model_scores(tmp_path / "grid", clip, table)
     timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
     before = timing.stat().st_mtime_ns
     again = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
@@ -73,6 +78,16 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     longer = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid", extra=["--steps", "4", "--val_every", "2"])
     assert longer.returncode != 0  # the folder holds runs of another budget: never reused as if they fitted
     assert "was trained with another budget: max_steps_per_epoch 1 (grid: 2)" in longer.stderr.strip().splitlines()[-1]
+
+
+def assert_binary_runs_scored_packed_as_the_simulated_model_scores(grid, clip, table):
+    scores = {name: json.loads((grid / "runs" / f"{name}_s0" / "video_scores.json").read_text()) for name in CONFIGS}
+    assert scores["fp_warp"]["scored_with"] == "PyTorch fp32"
+    assert scores["bin_warp_sc_kd"]["scored_with"].startswith("packed engine (")
+    assert "PyTorch fp32, packed engine (" in table
+    model, _ = load_model(str(grid / "runs" / "bin_warp_sc_kd_s0" / "checkpoint.pth"), "cpu")
+    simulated = evaluate_videos(model, [str(clip)], torch.device("cpu"), progress=False).overall
+    assert abs(simulated.as_dict()["psnr"] - scores["bin_warp_sc_kd"]["psnr"]) < 1e-3
 
 
 def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
