@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from cli import add_cuda_argument, run_script, select_device, setup_logging
+from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
 from inference import check_output_file
 from inference.middlebury import check_result_paths, evaluate_middlebury, find_sequences
 from model.files import DEMO_CHECKPOINT, load_model
@@ -34,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default=os.path.join("output", "middlebury"),
                         help="where <seq>/frame10i11.png are written")
     add_cuda_argument(parser)
+    add_engine_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="padding to multiples of 8 (cropped back after; never resized)")
     parser.add_argument("--results_json", metavar="PATH", help="also write the scores as JSON")
@@ -69,7 +70,7 @@ def main(argv=None):
     if args.results_json:
         check_output_file(args.results_json, overwrite=args.overwrite)
     device = select_device(args.cuda)
-    model, _ = load_model(args.load_from, device, n_outputs=1)
+    model, _ = load_model(args.load_from, device, n_outputs=1, engine=args.engine)
     scores, written = evaluate_middlebury(PaddedModel(model, args.pad_mode), sequences, device, args.output_dir)
     if written:
         print(f"wrote {len(written)} upload file(s) under {args.output_dir}: "

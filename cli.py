@@ -1,4 +1,4 @@
-"""The command-line helpers of all five scripts: True/False flags, ``--cuda``, device choice,
+"""The command-line helpers of all five scripts: True/False flags, ``--cuda``, ``--engine``, device choice,
 logging, and bad input as one line on stderr with an exit code instead of a traceback.
 
 Exit codes: 0 done; 2 bad input (options, data, model files: the message says what to do);
@@ -11,6 +11,8 @@ import os
 import sys
 
 import torch
+
+from model.files import ENGINES
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
@@ -39,6 +41,14 @@ def add_cuda_argument(parser):
     """``--cuda True|False`` (a bare ``--cuda`` means True); default None: CUDA when available."""
     parser.add_argument("--cuda", type=true_or_false, nargs="?", const=True, default=None, metavar="True|False",
                         help="True: GPU, False: CPU (default: GPU when available)")
+
+
+def add_engine_argument(parser):
+    """``--engine auto|packed|simulated``: how a binary checkpoint runs (``model.files.load_model``)."""
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="binary checkpoints: packed (the bit-packed XNOR engine, converted on load: the "
+                        "same outputs within 1e-4, several times faster; CPU only) or simulated (float "
+                        "convolutions of +-1 values); auto: packed on the CPU, simulated on a GPU (default)")
 
 
 def select_device(cuda=None):

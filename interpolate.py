@@ -16,7 +16,7 @@ import sys
 
 from tqdm import tqdm
 
-from cli import add_cuda_argument, run_script, select_device, setup_logging
+from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
 from evaluation import DEFAULT_SCENE_THRESHOLD
 from inference import (CODECS, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter, check_output_file,
                        check_output_folder, open_frame_source)
@@ -77,6 +77,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
     parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
     add_cuda_argument(parser)
+    add_engine_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="how frames are padded to multiples of 8")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -157,7 +158,7 @@ def main(argv=None):
     source = open_frame_source(input_path, is_folder=True if args.is_folder else None, fps=args.input_fps)
     target = output_target(args, input_path, args.factor)  # checked before the slow model load if possible
     n_outputs = None if args.factor is None else args.factor - 1
-    model, description = load_model(model_path(args.load_model), device, n_outputs=n_outputs)
+    model, description = load_model(model_path(args.load_model), device, n_outputs=n_outputs, engine=args.engine)
     engine = SlidingWindowInterpolator(model, device, batch=args.batch, half=args.half, pad_mode=args.pad_mode,
                                        scene_threshold=args.scene_threshold)
     target = target or output_target(args, input_path, engine.factor)

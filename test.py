@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from cli import add_cuda_argument, run_script, select_device, setup_logging
+from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
 from dataset import DATASETS, get_loader
 from dataset.demo import HELDOUT_FILE
 from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, video_clips
@@ -67,6 +67,7 @@ def parse_args(argv=None):
                         f"(default: {DEFAULT_SCENE_THRESHOLD})")
     parser.add_argument("--max_frames", type=int, help="video: use only the first N frames of each clip")
     add_cuda_argument(parser)
+    add_engine_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
                         help="padding of frames whose size is not a multiple of 8 (cropped back after)")
     parser.add_argument("--results_json", metavar="PATH", help="write the results as JSON")
@@ -163,7 +164,7 @@ def main(argv=None):
     check_outputs(args)
     paths = video_clips(args.data_root) if args.dataset == VIDEO else None  # checked before the model loads
     device = select_device(args.cuda)
-    model, description = load_model(args.load_from, device, n_outputs=args.n_outputs)
+    model, description = load_model(args.load_from, device, n_outputs=args.n_outputs, engine=args.engine)
     if args.dataset == VIDEO:
         run_videos(args, model, description, device, paths)
     else:

@@ -40,7 +40,6 @@ sys.path.insert(0, REPO)
 from dataset import get_loader  # noqa: E402
 from dataset.demo import HELDOUT_FILE, HOLDOUTS  # noqa: E402
 from engine import ops  # noqa: E402
-from engine.packed_model import pack_binary_model  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from model.unet3d import backward_warp, matching_flow  # noqa: E402
 from model.files import load_model  # noqa: E402
@@ -321,22 +320,15 @@ def matching_scores(clips):
     return evaluate_videos(Matching(), clips, torch.device("cpu"), progress=False).overall.as_dict()
 
 
-def scoring_model(path):
-    """(model, what scores it) for a run's checkpoint: binary models run on their packed export, which
-    is bit-exact with the simulated model (within 1e-4 before 8-bit rounding) and several times faster."""
-    model, _ = load_model(path, "cpu")
-    if model.config.get("arch") != "binary":
-        return model, "PyTorch fp32"
-    return pack_binary_model(model), f"packed engine ({ops.default_variant()} kernels)"
-
-
 def score(args, config, seed, clips):
     """Video scores of a run's last checkpoint (cached in the run folder), with ``scored_with``."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
     cache = os.path.join(folder, "video_scores.json")
     if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(os.path.join(folder, "checkpoint.pth")):
         return json.load(open(cache))
-    model, scored_with = scoring_model(os.path.join(folder, "checkpoint.pth"))
+    model, _ = load_model(os.path.join(folder, "checkpoint.pth"), "cpu", engine="auto")  # binary: packed
+    binary = model.config["arch"] == "binary"
+    scored_with = f"packed engine ({ops.default_variant()} kernels)" if binary else "PyTorch fp32"
     overall = dict(evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict(),
                    scored_with=scored_with)
     with open(cache, "w") as handle:

@@ -2,8 +2,9 @@
 file's magic bytes, and ``load_model``, the one loader of every model file for every script.
 
 The packed format itself (``.bfl``) is read and written by ``engine/packed_format.py``;
-``load_model`` imports the engine only when it is given a packed file (the engine builds its
-C++ extension on first use), so this module never imports the engine at import time.
+``load_model`` imports the engine only when it is given a packed file or asked to pack a binary
+checkpoint (the engine builds its C++ extension on first use), so this module never imports the
+engine at import time.
 """
 import logging
 import os
@@ -19,6 +20,7 @@ CHECKPOINT_FORMAT = "binary-flavr-checkpoint"
 DEMO_EXPERIMENT = ("output", "binflavr_demo")  # where `python main_bin.py` (no data set) trains
 DEMO_CHECKPOINT = os.path.join(*DEMO_EXPERIMENT, "model_best.pth")  # the scripts' default model
 PACKED_MAGIC = b"BFLAVRPK"  # the first 8 bytes of a packed model file (engine/packed_format.py)
+ENGINES = ("auto", "packed", "simulated")  # how load_model runs a binary checkpoint
 
 
 class ModelFileError(ValueError):
@@ -126,26 +128,50 @@ def model_from_checkpoint(checkpoint, path="checkpoint"):
     return model
 
 
-def load_model(path, device="cpu", n_outputs=None):
+def _binarized(model, description, path, device, engine):
+    """A loaded binary model with its weights binarized, simulated or converted to the packed engine."""
+    from util import BinOp
+    model.binop = BinOp(model)
+    model.binop.binarization()
+    on_cpu = torch.device(device).type == "cpu"
+    if engine == "packed" and not on_cpu:
+        raise ModelFileError(f"{path}: the packed engine runs on the CPU: use --engine auto (simulated on "
+                             f"{device}) or --cuda False")
+    if engine == "simulated" or not on_cpu:
+        return model, description
+    from engine import ops, pack_binary_model  # imported here: the engine builds its extension on first use
+    return pack_binary_model(model), f"{description}, packed 1-bit on load ({ops.default_variant()} kernels)"
+
+
+def load_model(path, device="cpu", n_outputs=None, engine="simulated"):
     """Load any model file for inference: our binary or full-precision checkpoints, FLAVR's release
     checkpoints (``module.`` keys; factor and block inferred), or packed ``.bfl`` files.
 
     Returns ``(model, description)``; the model is on ``device`` in eval mode, a binary model with
     its weights binarized (``model.binop`` holds the latent weights). ``n_outputs`` (factor - 1), when
-    given, must match the model's.
+    given, must match the model's. ``engine`` (see ENGINES) says how a binary checkpoint runs:
+    ``simulated`` (float convolutions of +-1 values, any device), ``packed`` (converted on load to
+    the bit-packed XNOR engine: the same outputs within 1e-4, several times faster; CPU only), or
+    ``auto`` (packed on the CPU, simulated elsewhere). Packed files always run packed.
     """
+    if engine not in ENGINES:
+        raise ModelFileError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if is_packed_file(path):
+        if engine == "simulated":
+            raise ModelFileError(f"{path} is a packed model, which runs on the packed engine only: "
+                                 "use --engine auto or packed, or load the checkpoint it was exported from")
         from engine import load_packed  # imported here: the engine builds its extension on first use
         model, description = load_packed(path, device)
     else:
         checkpoint = read_checkpoint(path)
         model = model_from_checkpoint(checkpoint, path).to(device).eval()
-        if model.config["arch"] == "binary":
-            from util import BinOp
-            model.binop = BinOp(model)
-            model.binop.binarization()
         epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
         description = describe_config(model.config) + (f", epoch {epoch}" if epoch is not None else "")
+        if model.config["arch"] == "binary":
+            model, description = _binarized(model, description, path, device, engine)
+        elif engine == "packed":
+            raise ModelFileError(f"{path} is a full-precision model: --engine packed runs binary models only "
+                                 "(use --engine auto)")
     if n_outputs is not None and model.config["n_outputs"] != n_outputs:
         raise ModelFileError(f"{path}: the model interpolates {model.config['n_outputs'] + 1}x "
                              f"(n_outputs={model.config['n_outputs']}), not {n_outputs + 1}x as asked: "

@@ -4,6 +4,8 @@ import os
 import pytest
 import torch
 
+from engine import PackedFLAVR
+from export_packed import export
 from model import build_model
 from model.files import ModelFileError, load_model, make_checkpoint, read_checkpoint, save_checkpoint
 from util import BinOp
@@ -40,6 +42,33 @@ def test_binary_checkpoint_loads_binarized_and_equals_the_model_in_eval(tmp_path
         expected = model(frames(1))
         actual = loaded(frames(1))
     assert torch.equal(actual[0], expected[0])
+
+
+def test_binary_checkpoint_runs_on_the_packed_engine_with_the_simulated_outputs(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "model_best.pth"
+    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "base_channels": 8}, log_summary=False)), str(path))
+    simulated, _ = load_model(str(path), "cpu", engine="simulated")
+    for engine in ("auto", "packed"):
+        packed, description = load_model(str(path), "cpu", engine=engine)
+        assert isinstance(packed, PackedFLAVR) and "packed 1-bit on load (" in description
+        with torch.no_grad():
+            assert torch.allclose(packed(frames(2))[0], simulated(frames(2))[0], atol=1e-4)
+
+
+def test_an_engine_that_cannot_run_the_model_is_a_clear_error(tmp_path):
+    fp, binary = tmp_path / "fp.pth", tmp_path / "binary.pth"
+    save_checkpoint(make_checkpoint(build_model({"arch": "flavr", "base_channels": 8}, log_summary=False)), str(fp))
+    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "base_channels": 8}, log_summary=False)), str(binary))
+    assert load_model(str(fp), "cpu", engine="auto")[0].config["arch"] == "flavr"
+    with pytest.raises(ModelFileError, match="full-precision model: --engine packed runs binary models only"):
+        load_model(str(fp), "cpu", engine="packed")
+    with pytest.raises(ModelFileError, match="unknown engine 'xnor'"):
+        load_model(str(binary), "cpu", engine="xnor")
+    packed_file = tmp_path / "binary.bfl"
+    export(str(binary), str(packed_file))
+    with pytest.raises(ModelFileError, match="binary.bfl is a packed model, which runs on the packed engine only"):
+        load_model(str(packed_file), "cpu", engine="simulated")
 
 
 def test_a_factor_that_contradicts_the_request_is_a_clear_error(tmp_path):

@@ -209,7 +209,8 @@ def test_test_script_video_end_to_end(tmp_path, clips, tiny_checkpoint):
     average = overall["baselines"]["average"]
     assert overall["margin_over_average_db"] == pytest.approx(overall["psnr"] - average["psnr"])
 
-    model, _ = load_model(tiny_checkpoint, "cpu")  # the script's numbers are evaluate_video's
+    assert "packed 1-bit on load" in report["model_description"]  # --engine auto on the CPU
+    model, _ = load_model(tiny_checkpoint, "cpu")  # the script's numbers are the simulated model's evaluate_video
     for clip in report["clips"]:
         own = evaluate_video(model, clip["path"], "cpu", max_frames=7, progress=False)
         assert clip["psnr"] == pytest.approx(own.model.psnr, abs=1e-4)
