@@ -233,12 +233,27 @@ def check_budget(args, config, seed, folder):
                         "give this grid its own --output_dir")
 
 
+def trained_steps(checkpoint_path):
+    """Optimizer steps a training checkpoint holds (Adam counts them per parameter)."""
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["optimizer"]["state"]
+    return max(int(parameter["step"]) for parameter in state.values())
+
+
+def check_steps(args, run, folder):
+    """RunFailed unless the run's last checkpoint trained exactly ``--steps`` steps."""
+    steps = trained_steps(os.path.join(folder, "checkpoint.pth"))
+    if steps != args.steps:
+        raise RunFailed(f"{run} trained {steps} steps, not the grid's {args.steps} (a run from before epochs "
+                        "could pass over the data more than once); give this grid its own --output_dir")
+
+
 def train(args, config, seed, threads):
     """Train one run with main_bin.py (resuming an unfinished one); returns its training seconds."""
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
     epochs = args.steps // args.val_every
     timing = os.path.join(folder, "train_seconds.json")
     if os.path.isfile(timing) and finished_epoch(folder) >= epochs:
+        check_steps(args, run_name(config, seed), folder)
         return json.load(open(timing))["seconds"]
     resume = ["--resume"] if os.path.isfile(os.path.join(folder, "checkpoint.pth")) else []
     if os.path.isdir(folder) and not resume:  # stopped before its first checkpoint: nothing to resume
@@ -256,6 +271,7 @@ def train(args, config, seed, threads):
         log.error("%s failed (exit %d): %s", run_name(config, seed), done.returncode, last)  # now, not after the others
         raise RunFailed(f"{run_name(config, seed)} failed (exit {done.returncode}): {last}")
     seconds = time.perf_counter() - start
+    check_steps(args, run_name(config, seed), folder)
     with open(timing, "w") as handle:
         json.dump({"seconds": seconds, "threads": threads}, handle)
     return seconds

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
+from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
@@ -105,19 +106,36 @@ def _init_worker(worker_id):
     cv2.setNumThreads(0)
 
 
+def _passes_for(dataset, samples, per_pass, **sampler_options):
+    """(``EpochOfPasses`` of ``dataset``, its sampler) with the fewest passes that give each process at
+    least ``samples`` samples an epoch (``per_pass``: what one pass gives it)."""
+    passes = -(-samples // per_pass)
+    while True:
+        repeated = EpochOfPasses(dataset, passes)
+        sampler = ResumableSampler(repeated, **sampler_options)
+        if len(sampler) >= samples:
+            return repeated, sampler
+        passes += 1
+
+
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
-               distributed=False, seed=0, drop_last=None, **dataset_kwargs):
+               distributed=False, seed=0, drop_last=None, min_batches=None, **dataset_kwargs):
     """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``.
 
     Every loader samples through a DistributedSampler (this process's shard when ``distributed``),
     shuffled by default for 'train' only, in an order fixed by (seed, epoch); unshuffled evaluation
     splits are sharded without padding (``EvaluationShardSampler``). ``drop_last`` defaults
-    to True for 'train' unless that would leave no batch at all. Call ``set_epoch`` every epoch."""
+    to True for 'train' unless that would leave no batch at all. ``min_batches`` ('train'): an epoch
+    of fewer batches per process becomes several passes over the data (``EpochOfPasses``), shuffled
+    together, so that it has at least that many. Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     num_replicas, rank = _replicas(distributed)
     shuffle = (split == "train") if shuffle is None else shuffle
     if split == "train" or shuffle:
         sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        if split == "train" and min_batches and len(sampler) // batch_size < min_batches:
+            dataset, sampler = _passes_for(dataset, min_batches * batch_size, len(sampler), num_replicas=num_replicas,
+                                           rank=rank, shuffle=shuffle, seed=seed)
     else:
         sampler = EvaluationShardSampler(dataset, num_replicas, rank)
     if drop_last is None:

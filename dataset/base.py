@@ -68,3 +68,28 @@ class InterpolationDataset(Dataset):
         if params.reverse:
             inputs, targets = inputs[::-1], targets[::-1]
         return inputs, targets
+
+
+class EpochOfPasses(Dataset):
+    """``passes`` passes over ``dataset`` as one epoch, so an epoch can be longer than the data:
+    sample ``v`` is ``dataset[v % len(dataset)]`` drawn with the augmentations of pass
+    ``v // len(dataset)`` (augmentation epoch ``epoch * passes + pass``, so every pass crops anew)."""
+
+    def __init__(self, dataset, passes):
+        self.dataset, self.passes, self.epoch = dataset, passes, 0
+
+    def __len__(self):
+        return self.passes * len(self.dataset)
+
+    def sample_id(self, index):
+        return self.dataset.sample_id(index % len(self.dataset))
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        pass_index, sample = divmod(index, len(self.dataset))
+        self.dataset.set_epoch(self.epoch * self.passes + pass_index)
+        return self.dataset[sample]

@@ -286,6 +286,27 @@ def test_loader_batches_are_the_same_with_and_without_workers(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(*batches))
 
 
+def test_an_epoch_longer_than_the_data_is_several_passes_each_cropped_anew(tmp_path):
+    write_frame_folder(str(tmp_path / "clip"), n_frames=17, image=textured_image((64, 96)))  # 6 windows
+
+    def loader(min_batches):
+        return get_loader("custom", "train", tmp_path, batch_size=2, seed=1, val_fraction=0.0, crop_size=32,
+                          min_batches=min_batches)
+    assert len(loader(3)) == 3 and len(loader(3).dataset) == 6  # one pass is enough: the data set as it is
+    longer = loader(7)
+    assert len(longer) == 9 and longer.dataset.passes == 3
+    set_epoch(longer, 4)
+    order = list(longer.sampler)
+    assert sorted(index % 6 for index in order) == sorted(list(range(6)) * 3)
+    assert longer.dataset.sample_id(order[0]) == longer.dataset.dataset.sample_id(order[0] % 6)
+    passes = [longer.dataset[index][0][0] for index in (1, 7, 13)]  # window 1 in each pass
+    assert not torch.equal(passes[0], passes[1]) and not torch.equal(passes[1], passes[2])
+    whole = [inputs[0] for inputs, _ in longer]
+    set_epoch(longer, 4, skip_batches=2)  # a mid-epoch resume sees the rest of the same epoch
+    rest = [inputs[0] for inputs, _ in longer]
+    assert len(rest) == 7 and all(torch.equal(a, b) for a, b in zip(rest, whole[2:]))
+
+
 def test_train_loader_keeps_a_short_last_batch_only_when_it_is_the_only_one(tmp_path):
     write_frame_folder(str(tmp_path / "clip"), n_frames=17)  # 6 windows
 

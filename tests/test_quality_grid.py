@@ -11,6 +11,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from evaluation import evaluate_videos
@@ -64,6 +65,7 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert "Scored on clip (every other frame restored" in table
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
     assert_binary_runs_scored_packed_as_the_simulated_model_scores(tmp_path / "grid", clip, table)
+    assert_runs_trained_the_steps_of_the_budget(tmp_path / "grid")
     timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
     before = timing.stat().st_mtime_ns
     again = run_grid(tmp_path / "vimeo", clip, tmp_path / "grid")
@@ -88,6 +90,16 @@ def assert_binary_runs_scored_packed_as_the_simulated_model_scores(grid, clip, t
     model, _ = load_model(str(grid / "runs" / "bin_warp_sc_kd_s0" / "checkpoint.pth"), "cpu")
     simulated = evaluate_videos(model, [str(clip)], torch.device("cpu"), progress=False).overall
     assert abs(simulated.as_dict()["psnr"] - scores["bin_warp_sc_kd"]["psnr"]) < 1e-3
+
+
+def assert_runs_trained_the_steps_of_the_budget(grid):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    folder = str(grid / "runs" / "fp_warp_s0")
+    assert quality_grid.trained_steps(os.path.join(folder, "checkpoint.pth")) == 2
+    quality_grid.check_steps(quality_grid.parse_args(["--steps", "2"]), "fp_warp_s0", folder)
+    with pytest.raises(quality_grid.RunFailed, match="fp_warp_s0 trained 2 steps, not the grid's 4"):
+        quality_grid.check_steps(quality_grid.parse_args(["--steps", "4"]), "fp_warp_s0", folder)
 
 
 def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):

@@ -95,6 +95,14 @@ def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(two_epoch_
     assert (tmp_path / "split/args_resume_epoch1.json").is_file()
 
 
+def test_an_epoch_longer_than_the_data_trains_every_step_it_asks_for(vimeo, tmp_path):
+    assert main(tiny_run(vimeo, tmp_path, "long", "--max_epoch", "2", "--max_steps_per_epoch", "5",
+                         "--base_channels", "8")) == 0  # 4 samples: 2 batches of 2 per pass
+    checkpoint = load(tmp_path / "long" / "checkpoint.pth")
+    assert max(int(state["step"]) for state in checkpoint["optimizer"]["state"].values()) == 10
+    assert "4 training samples (epochs of 3 passes, 6 batches per process)" in (tmp_path / "long" / "train.log").read_text()
+
+
 def test_compact_layout_trains_from_a_flavr_checkpoint_and_is_recorded(vimeo, tmp_path, caplog):
     flavr = build_model(model_config(arch="flavr"), log_summary=False)
     torch.save({"state_dict": flavr.state_dict()}, tmp_path / "flavr.pth")

@@ -131,8 +131,9 @@ def _optimisation_options(parser):
                        "that supports it, else none)")
     group.add_argument("--max_epoch", type=int, help="epochs to train "
                        f"(default: {RECIPE_DEFAULTS['max_epoch']}; demo {DEMO_DEFAULTS['max_epoch']})")
-    group.add_argument("--max_steps_per_epoch", type=int, help="end every epoch after this many steps "
-                       f"(default: whole epochs; demo {DEMO_DEFAULTS['max_steps_per_epoch']})")
+    group.add_argument("--max_steps_per_epoch", type=int, help="every epoch is this many steps: it ends after "
+                       "them, and passes over the data more than once when one pass has fewer batches "
+                       f"(default: one pass; demo {DEMO_DEFAULTS['max_steps_per_epoch']})")
     group.add_argument("--val_freq", type=int, help="validate every N epochs and after the last one (default: 1)")
     group.add_argument("--max_val_batches", type=int, help="validate on the first N batches of each process only "
                        f"(default: all; demo {DEMO_DEFAULTS['max_val_batches']})")

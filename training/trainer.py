@@ -579,7 +579,7 @@ def build_loaders(args, config, runtime):
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
-                       crop_size=args.crop_size, **common)
+                       crop_size=args.crop_size, min_batches=args.max_steps_per_epoch, **common)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val = get_loader(val_dataset, "val", val_root, batch_size=args.test_batch_size, **common)
@@ -612,8 +612,10 @@ def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
     log.info("%s", model_summary(model, describe_config(model.config)))
     if transfer is not None:
         log.info("initialised from %s:\n%s", args.pretrained, transfer.summary())
-    log.info("%s: %d training samples (%d batches per process), %d validation samples", args.dataset,
-             len(train_loader.dataset), len(train_loader), len(val_loader.dataset))
+    passes = getattr(train_loader.dataset, "passes", 1)
+    log.info("%s: %d training samples (%s%d batches per process), %d validation samples", args.dataset,
+             len(train_loader.dataset) // passes, f"epochs of {passes} passes, " if passes > 1 else "",
+             len(train_loader), len(val_loader.dataset))
     log.info("training on %s (%d process%s)", runtime.device, runtime.world_size,
              "es" if runtime.world_size > 1 else "")
     if model.config["arch"] == "binary":
