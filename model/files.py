@@ -143,7 +143,7 @@ def _binarized(model, description, path, device, engine):
     return pack_binary_model(model), f"{description}, packed 1-bit on load ({ops.default_variant()} kernels)"
 
 
-def load_model(path, device="cpu", n_outputs=None, engine="simulated"):
+def load_model(path, device="cpu", n_outputs=None, engine=None):
     """Load any model file for inference: our binary or full-precision checkpoints, FLAVR's release
     checkpoints (``module.`` keys; factor and block inferred), or packed ``.bfl`` files.
 
@@ -152,9 +152,9 @@ def load_model(path, device="cpu", n_outputs=None, engine="simulated"):
     given, must match the model's. ``engine`` (see ENGINES) says how a binary checkpoint runs:
     ``simulated`` (float convolutions of +-1 values, any device), ``packed`` (converted on load to
     the bit-packed XNOR engine: the same outputs within 1e-4, several times faster; CPU only), or
-    ``auto`` (packed on the CPU, simulated elsewhere). Packed files always run packed.
+    ``auto`` (packed on the CPU, simulated elsewhere); None: checkpoints simulated, packed files packed.
     """
-    if engine not in ENGINES:
+    if engine is not None and engine not in ENGINES:
         raise ModelFileError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if is_packed_file(path):
         if engine == "simulated":
@@ -168,7 +168,7 @@ def load_model(path, device="cpu", n_outputs=None, engine="simulated"):
         epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
         description = describe_config(model.config) + (f", epoch {epoch}" if epoch is not None else "")
         if model.config["arch"] == "binary":
-            model, description = _binarized(model, description, path, device, engine)
+            model, description = _binarized(model, description, path, device, engine or "simulated")
         elif engine == "packed":
             raise ModelFileError(f"{path} is a full-precision model: --engine packed runs binary models only "
                                  "(use --engine auto)")
