@@ -234,9 +234,12 @@ def check_budget(args, config, seed, folder):
 
 
 def trained_steps(checkpoint_path):
-    """Optimizer steps a training checkpoint holds (Adam counts them per parameter)."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["optimizer"]["state"]
-    return max(int(parameter["step"]) for parameter in state.values())
+    """Training steps a checkpoint holds: its per-step learning-rate schedule's count (Adam's own count
+    misses the steps an fp16 GradScaler skips), or Adam's under the per-epoch plateau schedule."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if checkpoint["args"].get("lr_schedule") != "plateau":
+        return int(checkpoint["scheduler"]["last_epoch"])
+    return max(int(parameter["step"]) for parameter in checkpoint["optimizer"]["state"].values())
 
 
 def check_steps(args, run, folder):

@@ -147,8 +147,8 @@ def load_model(path, device="cpu", n_outputs=None, engine=None):
     """Load any model file for inference: our binary or full-precision checkpoints, FLAVR's release
     checkpoints (``module.`` keys; factor and block inferred), or packed ``.bfl`` files.
 
-    Returns ``(model, description)``; the model is on ``device`` in eval mode, a binary model with
-    its weights binarized (``model.binop`` holds the latent weights). ``n_outputs`` (factor - 1), when
+    Returns ``(model, description)``; the model is on ``device`` in eval mode, a simulated binary model
+    with its weights binarized (``model.binop`` holds the latent weights; a packed one has none). ``n_outputs`` (factor - 1), when
     given, must match the model's. ``engine`` (see ENGINES) says how a binary checkpoint runs:
     ``simulated`` (float convolutions of +-1 values, any device), ``packed`` (converted on load to
     the bit-packed XNOR engine: the same outputs within 1e-4, several times faster; CPU only), or
