@@ -43,16 +43,19 @@ class FrameScores:
 
     def add_frames(self, pred, target):
         """Score ``pred`` against ``target`` (``B x 3 x H x W`` in [0, 1]): ``myutils.psnr_batch`` and
-        ``ssim_batch`` per frame (PSNR on the raw values, SSIM clamps them; docs/FLAVR.md)."""
-        self.psnr_sum += float(psnr_batch(pred, target).sum())
+        ``ssim_batch`` per frame (PSNR on the raw values, SSIM clamps them; docs/FLAVR.md). Returns
+        the mean PSNR of these frames, dB."""
+        psnr = psnr_batch(pred, target)
+        self.psnr_sum += float(psnr.sum())
         self.ssim_sum += float(ssim_batch(pred, target).sum())
         self.frames += pred.shape[0]
+        return float(psnr.mean())
 
     def add(self, preds, targets, device):
         """Score ``preds`` against ``targets`` (lists of ``H x W x 3`` uint8 RGB arrays) as float
-        frames in [0, 1] on ``device``."""
-        self.add_frames(torch.cat([rgb_to_tensor(rgb, device) for rgb in preds]),
-                        torch.cat([rgb_to_tensor(rgb, device) for rgb in targets]))
+        frames in [0, 1] on ``device``; returns their mean PSNR, dB."""
+        return self.add_frames(torch.cat([rgb_to_tensor(rgb, device) for rgb in preds]),
+                               torch.cat([rgb_to_tensor(rgb, device) for rgb in targets]))
 
     def __add__(self, other):
         return FrameScores(self.psnr_sum + other.psnr_sum, self.ssim_sum + other.ssim_sum,
@@ -60,7 +63,6 @@ class FrameScores:
 
     def as_dict(self):
         return {"psnr": self.psnr, "ssim": self.ssim}
-
 
 
 @dataclass
@@ -148,7 +150,9 @@ class VideoResult:
     """One clip, or several merged, by ``evaluate_video``'s protocol at ``factor``: ``model``,
     ``average`` and ``repeat`` score the same frames. ``frames_read``: the clip's frames used;
     ``cuts_skipped``: gaps left out as scene cuts; ``trailing_frames``: frames after the last kept
-    frame (not scored)."""
+    frame (not scored). ``gaps``: one record per scored gap, in order: ``clip`` (file or folder
+    name), ``frame`` (its left kept frame's index), ``scene_difference`` (of its kept frames) and
+    the mean PSNR (dB) of its restored frames for ``model``, ``average`` and ``repeat``."""
     factor: int
     model: FrameScores = field(default_factory=FrameScores)
     average: FrameScores = field(default_factory=FrameScores)
@@ -156,6 +160,7 @@ class VideoResult:
     frames_read: int = 0
     cuts_skipped: int = 0
     trailing_frames: int = 0
+    gaps: list = field(default_factory=list)
 
     @property
     def margin(self):
@@ -165,13 +170,15 @@ class VideoResult:
     def __add__(self, other):
         return VideoResult(self.factor, self.model + other.model, self.average + other.average,
                            self.repeat + other.repeat, self.frames_read + other.frames_read,
-                           self.cuts_skipped + other.cuts_skipped, self.trailing_frames + other.trailing_frames)
+                           self.cuts_skipped + other.cuts_skipped, self.trailing_frames + other.trailing_frames,
+                           self.gaps + other.gaps)
 
-    def as_dict(self):
+    def as_dict(self, gaps=True):
+        """The scores as JSON-ready values; ``gaps=False`` leaves out the per-gap records."""
         return {**self.model.as_dict(), "frames": self.model.frames, "margin_over_average_db": self.margin,
                 "baselines": {"average": self.average.as_dict(), "repeat": self.repeat.as_dict()},
                 "cuts_skipped": self.cuts_skipped, "frames_read": self.frames_read,
-                "trailing_frames": self.trailing_frames}
+                "trailing_frames": self.trailing_frames, **({"gaps": self.gaps} if gaps else {})}
 
 
 @dataclass
@@ -208,12 +215,13 @@ def blend_frames(left, right, factor):
 class _ProtocolStream:
     """Reads a clip for ``evaluate_video``: ``kept_frames()`` yields frames 0, f, 2f... to the
     interpolator; as each gap closes (its right kept frame is read) it scores the baselines and parks
-    the dropped frames in ``targets[gap]`` until the model's frames for that gap come (none for a cut)."""
+    the dropped frames and the gap's record in ``pending[gap]`` until the model's frames for that gap
+    come (none for a cut); ``score_model`` then completes the record."""
 
     def __init__(self, source, result, device, scene_threshold, max_frames):
         self.source, self.result, self.device = source, result, device
         self.scene_threshold, self.max_frames = scene_threshold, max_frames
-        self.targets = {}
+        self.pending = {}
 
     def kept_frames(self):
         factor, dropped, left = self.result.factor, [], None
@@ -233,14 +241,25 @@ class _ProtocolStream:
                                       "kept, those between scored): give a longer clip")
 
     def _close_gap(self, gap, left, right, dropped):
-        if self.scene_threshold is not None and scene_difference(left, right) > self.scene_threshold:
+        difference = scene_difference(left, right)
+        if self.scene_threshold is not None and difference > self.scene_threshold:
             log.info("%s: scene cut between frames %d and %d, gap not scored", self.source.path,
                      gap * self.result.factor, (gap + 1) * self.result.factor)
             self.result.cuts_skipped += 1
             return
-        self.result.repeat.add([left] * len(dropped), dropped, self.device)
-        self.result.average.add(blend_frames(left, right, self.result.factor), dropped, self.device)
-        self.targets[gap] = dropped
+        record = {"clip": os.path.basename(os.path.normpath(self.source.path)), "frame": gap * self.result.factor,
+                  "scene_difference": difference,
+                  "average": self.result.average.add(blend_frames(left, right, self.result.factor), dropped,
+                                                     self.device),
+                  "repeat": self.result.repeat.add([left] * len(dropped), dropped, self.device)}
+        self.pending[gap] = (dropped, record)
+
+    def score_model(self, gap, frames):
+        """Score the model's restored ``frames`` of ``gap`` (nothing for a cut) and record the gap."""
+        if gap in self.pending:
+            dropped, record = self.pending.pop(gap)
+            record["model"] = self.result.model.add(frames, dropped, self.device)
+            self.result.gaps.append(record)
 
 
 def _output_count(source, factor, max_frames):
@@ -288,9 +307,7 @@ def evaluate_video(model, path, device, *, scene_threshold=DEFAULT_SCENE_THRESHO
         if k:
             new_frames.append(rgb)
         if k == result.factor - 1:
-            targets = stream.targets.pop(gap, None)
-            if targets is not None:
-                result.model.add(new_frames, targets, device)
+            stream.score_model(gap, new_frames)
             new_frames = []
     model.train(was_training)
     return result

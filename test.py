@@ -141,7 +141,7 @@ def video_results_json(args, description, results):
                 "average_baseline": "((f - k) * a + k * b + f // 2) // f, uint8",
                 "repeat_baseline": "the previous kept frame"}
     return {"dataset": VIDEO, "model": args.load_from, "model_description": description, "protocol": protocol,
-            "overall": {**overall.as_dict(), "clips": len(results.clips)},
+            "overall": {**overall.as_dict(gaps=False), "clips": len(results.clips)},
             "clips": [{"path": path, **clip.as_dict()} for path, clip in zip(results.paths, results.clips)]}
 
 

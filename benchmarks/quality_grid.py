@@ -17,8 +17,11 @@ The last checkpoint of each run (no selection on the test clips) is scored by
 packed export, bit-exact with the trained model and several times faster): every other frame kept,
 the others restored through interpolate.py's sliding window, PSNR / SSIM on 8-bit frames, beside
 the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
-``results.md`` (the table), ``results.json`` (everything, curves included) and ``curves.png``
-(validation PSNR against steps, one line per configuration, baselines as horizontal lines).
+``results.md`` (the table, then where each configuration's gain over the matching prior lies: the
+scored gaps in thirds by the two-frame average's PSNR on them, the hardest third first, where
+blending fails most: large motion over texture), ``results.json`` (everything, curves and per-gap scores included) and
+``curves.png`` (validation PSNR against steps, one line per configuration, baselines as horizontal
+lines).
 """
 import argparse
 import json
@@ -344,12 +347,14 @@ def score(args, config, seed, clips):
     folder = os.path.join(args.output_dir, "runs", run_name(config, seed))
     cache = os.path.join(folder, "video_scores.json")
     if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(os.path.join(folder, "checkpoint.pth")):
-        return json.load(open(cache))
+        cached = json.load(open(cache))
+        if cached.get("clips") == clips and "gaps" in cached:  # else other clips, or before per-gap records
+            return cached
     model, _ = load_model(os.path.join(folder, "checkpoint.pth"), "cpu", engine="auto")  # binary: packed
     binary = model.config["arch"] == "binary"
     scored_with = f"packed engine ({ops.default_variant()} kernels)" if binary else "PyTorch fp32"
     overall = dict(evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict(),
-                   scored_with=scored_with)
+                   scored_with=scored_with, clips=list(clips))
     with open(cache, "w") as handle:
         json.dump(overall, handle, indent=2)
     return overall
@@ -366,7 +371,8 @@ def collect(args, seconds, clips):
             runs.append({"seed": seed, "psnr": scores["psnr"], "ssim": scores["ssim"],
                          "margin": scores["margin_over_average_db"], "frames": scores["frames"],
                          "curve": read_curve(folder, args.val_every), "train_seconds": seconds[(config, seed)],
-                         "baselines": scores["baselines"], "scored_with": scores.get("scored_with", "PyTorch")})
+                         "baselines": scores["baselines"], "scored_with": scores.get("scored_with", "PyTorch"),
+                         "gap_psnr": [gap["model"] for gap in scores["gaps"]]})
         results[config] = {"description": GRID[config][0], "options": config_options(args, config, "N"),
                            "runs": runs, **summary(runs)}
     return results
@@ -388,6 +394,52 @@ def noise_estimate(results):
     if not deviations:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
     return {"median": statistics.median(deviations), "min": min(deviations), "max": max(deviations)}
+
+
+def gap_table(matching):
+    """Per scored gap (in the clips' order, as every run's ``gap_psnr``): clip, frame, scene difference
+    and the PSNR (dB) of the average, repeat and matching baselines; ``matching``: ``matching_scores``."""
+    return [{"clip": gap["clip"], "frame": gap["frame"], "scene_difference": gap["scene_difference"],
+             "average": gap["average"], "repeat": gap["repeat"], "matching": gap["model"]} for gap in matching["gaps"]]
+
+
+def gains_by_motion(results, gaps, parts=3):
+    """The gaps in ``parts`` near-equal parts by the average baseline's PSNR on them, lowest first (the
+    hardest for blending): per part its gap count, the mean PSNR of the average, the matching prior's mean gain
+    over the average, and per configuration the mean over seeds of its mean gain over the prior with
+    the half-range over seeds (dB)."""
+    order = sorted(range(len(gaps)), key=lambda i: gaps[i]["average"])
+    size, extra = divmod(len(order), parts)
+    bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    out = []
+    for start, stop in zip(bounds, bounds[1:]):
+        chosen = order[start:stop]
+        part = {"gaps": len(chosen), "average": statistics.fmean(gaps[i]["average"] for i in chosen),
+                "matching_vs_average": statistics.fmean(gaps[i]["matching"] - gaps[i]["average"] for i in chosen),
+                "configs": {}}
+        for name, config in results.items():
+            gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i]["matching"] for i in chosen)
+                     for run in config["runs"]]
+            part["configs"][name] = {"vs_matching": statistics.fmean(gains),
+                                     "halfrange": (max(gains) - min(gains)) / 2}
+        out.append(part)
+    return out
+
+
+def motion_markdown(parts, results):
+    """The Markdown table of ``gains_by_motion``."""
+    headers = ["hardest"] + ["middle"] * (len(parts) - 2) + ["easiest"] if len(parts) > 1 else ["all"]
+    lines = ["Where the gain over the matching prior lies: the scored gaps in thirds by the two-frame average's "
+             "PSNR on them (hardest: where blending fails most, large motion over texture); per configuration the "
+             "mean over seeds of its PSNR minus the prior's on the same gaps (± half-range over seeds).", "",
+             "| | " + " | ".join(f"{h} ({p['gaps']} gaps)" for h, p in zip(headers, parts)) + " |",
+             "|---" * (len(parts) + 1) + "|",
+             "| two-frame average, dB | " + " | ".join(f"{p['average']:.3f}" for p in parts) + " |",
+             "| matching prior vs average | " + " | ".join(f"{p['matching_vs_average']:+.3f}" for p in parts) + " |"]
+    for name in sorted(results, key=lambda n: -results[n]["psnr"]):
+        lines.append(f"| `{name}` vs the prior | " + " | ".join(
+            f"{p['configs'][name]['vs_matching']:+.3f} ± {p['configs'][name]['halfrange']:.3f}" for p in parts) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(args, results, baselines, val_baselines, noise, clips):
@@ -470,13 +522,18 @@ def main(argv=None):
     except RunFailed as error:
         raise SystemExit(f"quality_grid.py: error: {error}") from None
     results = collect(args, seconds, clips)
-    baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching_scores(clips))
+    matching = matching_scores(clips)
+    gaps = gap_table(matching)
+    matching.pop("gaps")
+    baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching)
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
-    table = markdown(args, results, baselines, val_baselines, noise, clips)
+    by_motion = gains_by_motion(results, gaps)
+    table = markdown(args, results, baselines, val_baselines, noise, clips) + "\n" + motion_markdown(by_motion, results)
     with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "budget": vars(args), "clips": clips, "baselines": baselines,
-                   "validation_baselines": val_baselines, "noise_db": noise, "configs": results}, handle, indent=2)
+                   "validation_baselines": val_baselines, "noise_db": noise, "configs": results,
+                   "gains_by_motion": by_motion, "gaps": gaps}, handle, indent=2)
     with open(os.path.join(args.output_dir, "results.md"), "w") as handle:
         handle.write(table)
     plot(os.path.join(args.output_dir, "curves.png"), results, val_baselines)

@@ -64,6 +64,7 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "repeat the previous" in table and "Noise" in table
     assert "Scored on clip (every other frame restored" in table
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
+    assert_gains_over_the_prior_are_split_by_motion(results, table)
     assert_binary_runs_scored_packed_as_the_simulated_model_scores(tmp_path / "grid", clip, table)
     assert_runs_trained_the_steps_of_the_budget(tmp_path / "grid")
     timing = tmp_path / "grid" / "runs" / "fp_warp_s0" / "train_seconds.json"
@@ -90,6 +91,36 @@ def assert_binary_runs_scored_packed_as_the_simulated_model_scores(grid, clip, t
     model, _ = load_model(str(grid / "runs" / "bin_warp_sc_kd_s0" / "checkpoint.pth"), "cpu")
     simulated = evaluate_videos(model, [str(clip)], torch.device("cpu"), progress=False).overall
     assert abs(simulated.as_dict()["psnr"] - scores["bin_warp_sc_kd"]["psnr"]) < 1e-3
+
+
+def assert_gains_over_the_prior_are_split_by_motion(results, table):
+    assert [gap["frame"] for gap in results["gaps"]] == [0, 2, 4, 6]
+    for config in results["configs"].values():
+        for run in config["runs"]:  # 2x: a frame per gap, so the gaps' mean is the clip's score
+            assert np.mean(run["gap_psnr"]) == pytest.approx(run["psnr"], abs=1e-9)
+    parts = results["gains_by_motion"]
+    assert [part["gaps"] for part in parts] == [2, 1, 1]
+    averages = sorted(gap["average"] for gap in results["gaps"])
+    assert [part["average"] for part in parts] == pytest.approx([np.mean(averages[:2]), averages[2], averages[3]])
+    assert set(parts[0]["configs"]) == set(CONFIGS)
+    assert "Where the gain over the matching prior lies" in table and "hardest (2 gaps)" in table
+
+
+def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_third():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    gaps = [{"average": a, "matching": a + 1.0} for a in (30.0, 20.0, 25.0, 35.0, 22.0)]
+    results = {"fp": {"psnr": 0.0, "runs": [{"gap_psnr": [31.0, 21.5, 26.0, 36.0, 23.5]},
+                                            {"gap_psnr": [31.2, 21.1, 26.0, 36.0, 23.1]}]}}
+    parts = quality_grid.gains_by_motion(results, gaps)
+    assert [p["gaps"] for p in parts] == [2, 2, 1]  # by the average's PSNR: (20, 22), (25, 30), (35)
+    assert [p["average"] for p in parts] == pytest.approx([21.0, 27.5, 35.0])
+    assert [p["matching_vs_average"] for p in parts] == pytest.approx([1.0, 1.0, 1.0])
+    fp = [p["configs"]["fp"] for p in parts]
+    assert [c["vs_matching"] for c in fp] == pytest.approx([0.3, 0.05, 0.0])  # seeds: 0.5 and 0.1; 0 and 0.1; 0
+    assert [c["halfrange"] for c in fp] == pytest.approx([0.2, 0.05, 0.0])
+    assert "| `fp` vs the prior | +0.300 ± 0.200 | +0.050 ± 0.050 | +0.000 ± 0.000 |" in \
+        quality_grid.motion_markdown(parts, results)
 
 
 def assert_runs_trained_the_steps_of_the_budget(grid):

@@ -163,6 +163,24 @@ def test_scene_cut_is_skipped_and_counted(tmp_path):
     assert everything.average.psnr < result.average.psnr  # blending across the cut is the worst gap
 
 
+def test_each_scored_gap_is_recorded_with_its_scores_and_cuts_are_not(tmp_path):
+    """The spliced clip at 2x: gaps 0-2, 2-4, 6-8 and 8-10 are scored, 4-6 is the cut."""
+    scene_a, scene_b = panning_frames(12, seed=1), panning_frames(12, seed=2)
+    spliced = scene_a[:6] + scene_b[6:]
+    folder = write_folder(tmp_path / "spliced", spliced)
+    result = evaluate_video(BlendModel(), folder, "cpu", progress=False)
+    assert [(g["clip"], g["frame"]) for g in result.gaps] == [("spliced", 0), ("spliced", 2), ("spliced", 6),
+                                                             ("spliced", 8)]
+    for gap in result.gaps:
+        left, dropped, right = spliced[gap["frame"]:gap["frame"] + 3]
+        assert gap["repeat"] == pytest.approx(numpy_psnr(left, dropped), abs=1e-4)
+        assert gap["average"] == pytest.approx(numpy_psnr(blend_frames(left, right, 2)[0], dropped), abs=1e-4)
+        assert gap["scene_difference"] == pytest.approx(scene_difference(left, right))
+        assert abs(gap["model"] - gap["average"]) < 0.5  # the float blend, rounded halves to even
+    for name in ("model", "average", "repeat"):  # 2x: one frame per gap, so the clip's mean is the gaps' mean
+        assert getattr(result, name).psnr == pytest.approx(np.mean([g[name] for g in result.gaps]), abs=1e-9)
+
+
 def test_evaluate_videos_overall_is_over_all_scored_frames(clips):
     paths = find_video_clips(os.path.dirname(clips["folder"]))
     assert [os.path.basename(p) for p in paths] == ["pan.mp4", "pan_png"]
@@ -171,6 +189,8 @@ def test_evaluate_videos_overall_is_over_all_scored_frames(clips):
     assert overall.model.frames == sum(c.model.frames for c in results.clips) == 8
     expected = sum(c.repeat.psnr * c.repeat.frames for c in results.clips) / overall.repeat.frames
     assert overall.repeat.psnr == pytest.approx(expected)
+    assert overall.gaps == results.clips[0].gaps + results.clips[1].gaps
+    assert [g["clip"] for g in overall.gaps] == ["pan.mp4"] * 4 + ["pan_png"] * 4
 
 
 def test_bad_clips_raise_one_clear_error(tmp_path):
@@ -216,6 +236,8 @@ def test_test_script_video_end_to_end(tmp_path, clips, tiny_checkpoint):
         assert clip["psnr"] == pytest.approx(own.model.psnr, abs=1e-4)
         assert clip["baselines"]["average"]["psnr"] == pytest.approx(own.average.psnr, abs=1e-6)
         assert clip["baselines"]["repeat"]["ssim"] == pytest.approx(own.repeat.ssim, abs=1e-6)
+        assert [g["frame"] for g in clip["gaps"]] == [0, 2, 4]  # 7 frames at 2x: three gaps, a record each
+        assert [g["model"] for g in clip["gaps"]] == pytest.approx([g["model"] for g in own.gaps], abs=1e-4)
 
 
 @pytest.mark.parametrize("case", ["missing", "too_short"])
