@@ -19,9 +19,9 @@ the others restored through interpolate.py's sliding window, PSNR / SSIM on 8-bi
 the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
 ``results.md`` (the table, then where each configuration's gain over the matching prior lies: the
 scored gaps in thirds by the two-frame average's PSNR on them, the hardest third first, where
-blending fails most: large motion over texture), ``results.json`` (everything, curves and per-gap scores included) and
-``curves.png`` (validation PSNR against steps, one line per configuration, baselines as horizontal
-lines).
+blending fails most: large motion over texture), ``results.json`` (everything, curves and per-gap
+scores included) and ``curves.png`` (validation PSNR against steps, one line per configuration,
+baselines as horizontal lines).
 """
 import argparse
 import json
@@ -404,10 +404,13 @@ def gap_table(matching):
 
 
 def gains_by_motion(results, gaps, parts=3):
-    """The gaps in ``parts`` near-equal parts by the average baseline's PSNR on them, lowest first (the
-    hardest for blending): per part its gap count, the mean PSNR of the average, the matching prior's mean gain
-    over the average, and per configuration the mean over seeds of its mean gain over the prior with
-    the half-range over seeds (dB)."""
+    """The gaps in ``parts`` near-equal parts (fewer if there are fewer gaps) by the average baseline's
+    PSNR on them, lowest first (the hardest for blending): per part its gap count, the mean PSNR of
+    the average, the matching prior's mean gain over the average, and per configuration the mean over
+    seeds of its mean gain over the prior with the half-range over seeds (dB)."""
+    parts = min(parts, len(gaps))
+    if not parts:
+        return []
     order = sorted(range(len(gaps)), key=lambda i: gaps[i]["average"])
     size, extra = divmod(len(order), parts)
     bounds = [k * size + min(k, extra) for k in range(parts + 1)]
@@ -427,9 +430,12 @@ def gains_by_motion(results, gaps, parts=3):
 
 
 def motion_markdown(parts, results):
-    """The Markdown table of ``gains_by_motion``."""
+    """The Markdown table of ``gains_by_motion`` ("" without scored gaps)."""
+    if not parts:
+        return ""
     headers = ["hardest"] + ["middle"] * (len(parts) - 2) + ["easiest"] if len(parts) > 1 else ["all"]
-    lines = ["Where the gain over the matching prior lies: the scored gaps in thirds by the two-frame average's "
+    split = "thirds" if len(parts) == 3 else f"{len(parts)} groups"
+    lines = [f"Where the gain over the matching prior lies: the scored gaps in {split} by the two-frame average's "
              "PSNR on them (hardest: where blending fails most, large motion over texture); per configuration the "
              "mean over seeds of its PSNR minus the prior's on the same gaps (± half-range over seeds).", "",
              "| | " + " | ".join(f"{h} ({p['gaps']} gaps)" for h, p in zip(headers, parts)) + " |",

@@ -121,6 +121,11 @@ def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_th
     assert [c["halfrange"] for c in fp] == pytest.approx([0.2, 0.05, 0.0])
     assert "| `fp` vs the prior | +0.300 ± 0.200 | +0.050 ± 0.050 | +0.000 ± 0.000 |" in \
         quality_grid.motion_markdown(parts, results)
+    few = {"fp": {"psnr": 0.0, "runs": [{"gap_psnr": run["gap_psnr"][:2]} for run in results["fp"]["runs"]]}}
+    halves = quality_grid.gains_by_motion(few, gaps[:2])  # a short clip: two gaps, so two groups of one
+    assert [p["gaps"] for p in halves] == [1, 1] and [p["average"] for p in halves] == [20.0, 30.0]
+    assert "in 2 groups" in quality_grid.motion_markdown(halves, few)
+    assert quality_grid.gains_by_motion(results, []) == [] and quality_grid.motion_markdown([], results) == ""
 
 
 def assert_runs_trained_the_steps_of_the_budget(grid):
