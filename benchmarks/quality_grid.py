@@ -5,7 +5,8 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
     python benchmarks/quality_grid.py --configs fp_warp bin_warp --seeds 0 1 2 --steps 1200
     python benchmarks/quality_grid.py --configs bin_warp_mp_soft_kd --teacher_config fp_warp_mp --teacher_grid GRID  # GRID's fp runs teach
     python benchmarks/quality_grid.py --dataset vimeo90K_septuplet --data_root input/vimeo_septuplet \\
-        --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000
+        --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000 \\
+        --configs fp_warp_mp bin_warp_mp_soft bin_warp_mp_soft_kd --teacher_checkpoint flavr_2x.pth --cuda True
 
 Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options
 (binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
@@ -50,7 +51,7 @@ from training.trainer import FirstBatches  # noqa: E402
 
 log = logging.getLogger("quality_grid")
 
-TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of --teacher_config
+TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of its teacher (teacher_of)
 BIN_WARP_MP = ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]  # the recipe's binary model
 GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
     "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
@@ -86,6 +87,12 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                                   "signs until the last interval, distilled from --teacher_config",
                                   [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}",
                                    "--teacher", TEACHER]),
+    "fp_warp_mp_mc4": ("full precision, warp head, matching prior, motion-seeking crops (most moving of 4)",
+                       ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching", "--motion_crops", "4"]),
+    "bin_warp_mp_soft_kd_mc4": ("binary, warp head, matching prior, soft signs, motion-seeking crops (most moving "
+                                "of 4), distilled from fp_warp_mp_mc4",
+                                [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER,
+                                 "--motion_crops", "4"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
@@ -102,6 +109,7 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--dataset", "synthetic",
                            "--val_dataset", "demo"]),
 }
+OWN_TEACHERS = {"bin_warp_mp_soft_kd_mc4": "fp_warp_mp_mc4"}  # configurations taught by a fixed one, not --teacher_config
 # The default grid: today's recipe against full precision at the same budget, and what each of its
 # elements (soft signs, the matching prior, the warp head) adds; 26 minutes on 2 CPU cores.
 DEFAULT_CONFIGS = ["fp_warp_mp", "bin_warp_mp_soft", "bin_warp_mp", "fp_warp", "bin_warp", "fp_frames", "xnor"]
@@ -133,6 +141,8 @@ def parse_args(argv=None):
                         "the teacher of configurations that distil")
     parser.add_argument("--teacher_grid", help="another grid's output folder whose finished --teacher_config runs "
                         "are the teachers (e.g. trained longer); default: this grid's own runs, trained first")
+    parser.add_argument("--teacher_checkpoint", metavar="PATH", help="the teacher of every configuration that "
+                        "distils, instead of a grid run: anything load_model opens, e.g. FLAVR's release flavr_2x.pth")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
     parser.add_argument("--threads", type=int, help="threads per run (default: CPU count / jobs)")
     parser.add_argument("--cuda", default="False", help="main_bin.py --cuda (default: False)")
@@ -157,11 +167,16 @@ def budget_options(args):
     return options
 
 
+def teacher_of(args, config):
+    """The configuration whose runs teach ``config``: its own (``OWN_TEACHERS``), else ``--teacher_config``."""
+    return OWN_TEACHERS.get(config, args.teacher_config)
+
+
 def config_options(args, config, seed):
     """The configuration's own options with ``{teacher}`` and the epoch counts ``{half}``, ``{last}`` (epochs
     before the last validation interval) and ``{half_to_last}`` (from ``{half}`` to ``{last}``) filled in."""
-    teacher = os.path.join(args.teacher_grid or args.output_dir, "runs", run_name(args.teacher_config, seed),
-                           "checkpoint.pth")
+    teacher = args.teacher_checkpoint or os.path.join(args.teacher_grid or args.output_dir, "runs",
+                                                      run_name(teacher_of(args, config), seed), "checkpoint.pth")
     epochs = args.steps // args.val_every
     counts = {"{half}": epochs // 2, "{last}": epochs - 1, "{half_to_last}": epochs - 1 - epochs // 2}
     options = []
@@ -288,14 +303,16 @@ def train_all(args):
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runs = [(c, s) for c in args.configs for s in args.seeds]
     needs_teacher = [r for r in runs if TEACHER in GRID[r[0]][1]]
-    teachers = [(args.teacher_config, s) for s in args.seeds] if needs_teacher and not args.teacher_grid else []
+    outside = args.teacher_grid or args.teacher_checkpoint  # teachers that this grid does not train
+    teachers = [] if outside else [(teacher_of(args, c), s) for c, s in needs_teacher]
     first = list(dict.fromkeys(teachers + [r for r in runs if r not in needs_teacher]))
     for config, seed in first + needs_teacher:  # before anything trains
         check_budget(args, config, seed, os.path.join(args.output_dir, "runs", run_name(config, seed)))
-    for config, seed in needs_teacher if args.teacher_grid else []:
+    for config, seed in needs_teacher if outside else []:
         teacher = option_value(config_options(args, config, seed), "--teacher")
         if not os.path.isfile(teacher):
-            raise RunFailed(f"{run_name(config, seed)} has no teacher: {teacher} does not exist (--teacher_grid)")
+            where = "--teacher_checkpoint" if args.teacher_checkpoint else "--teacher_grid"
+            raise RunFailed(f"{run_name(config, seed)} has no teacher: {teacher} does not exist ({where})")
     seconds = {}
     for phase in (first, needs_teacher):
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:

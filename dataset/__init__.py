@@ -34,7 +34,7 @@ DATASETS = {
 
 
 def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_frames="1357",
-                crop_size=None, augment=None, val_fraction=0.1, seed=0):
+                crop_size=None, augment=None, val_fraction=0.1, seed=0, motion_crops=1):
     """Build data set ``name`` for ``split`` ('train', 'val' or 'test'); DatasetError on bad input.
 
     ``crop_size`` (int or (h, w), multiples of 8): training crop, default 256 (demo 128); at test
@@ -42,12 +42,16 @@ def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_f
     The synthetic set renders its clips at ``crop_size``, default 64 for every split.
     A crop larger than the frame is clamped to it and cut to a multiple of 8 (Middlebury keeps odd
     sizes). ``augment`` defaults to True for 'train' only. ``input_frames`` is Vimeo's choice of
-    inputs; ``val_fraction`` the clips the custom set holds out; ``seed`` seeds the augmentation."""
+    inputs; ``val_fraction`` the clips the custom set holds out; ``seed`` seeds the augmentation.
+    ``motion_crops`` > 1: each augmented crop is the one of that many random crops of its window that
+    the two-frame average restores worst (more motion per training step)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown data set '{name}': choose one of {', '.join(DATASETS)}")
     options = make_options(split, n_inputs=n_inputs, n_outputs=n_outputs, input_frames=input_frames,
-                           crop_size=crop_size, augment=augment, val_fraction=val_fraction, seed=seed)
+                           crop_size=crop_size, augment=augment, val_fraction=val_fraction, seed=seed,
+                           motion_crops=motion_crops)
     dataset = DATASETS[name](split, data_root, options)
+    dataset.motion_crops = options.motion_crops
     log.info("%s %s: %d samples from %s", name, split, len(dataset), dataset.root)
     return dataset
 

@@ -34,6 +34,12 @@ def sample_generator(seed, epoch, index):
     return torch.Generator().manual_seed(int(state))
 
 
+def random_corner(generator, image_hw, crop_hw):
+    """A crop corner (top, left) drawn uniformly over the valid positions."""
+    return (int(torch.randint(0, image_hw[0] - crop_hw[0] + 1, (), generator=generator)),
+            int(torch.randint(0, image_hw[1] - crop_hw[1] + 1, (), generator=generator)))
+
+
 def draw_augment_params(generator, image_hw, crop_hw):
     """Draw a sample's parameters: crop corner uniform over valid positions, flips and time
     reversal with p=0.5, jitter factors uniform in [1 - JITTER, 1 + JITTER] (hue in +-JITTER)."""
@@ -43,13 +49,28 @@ def draw_augment_params(generator, image_hw, crop_hw):
     def coin():
         return torch.rand((), generator=generator).item() < 0.5
 
-    top = int(torch.randint(0, image_hw[0] - crop_hw[0] + 1, (), generator=generator))
-    left = int(torch.randint(0, image_hw[1] - crop_hw[1] + 1, (), generator=generator))
+    top, left = random_corner(generator, image_hw, crop_hw)
     return AugmentParams(top=top, left=left, hflip=coin(), vflip=coin(),
                          brightness=uniform(1 - JITTER, 1 + JITTER),
                          contrast=uniform(1 - JITTER, 1 + JITTER),
                          saturation=uniform(1 - JITTER, 1 + JITTER),
                          hue=uniform(-JITTER, JITTER), reverse=coin())
+
+
+def motion_seeking_corner(generator, inputs, targets, corner, crop_hw, candidates):
+    """The crop corner, among ``corner`` and ``candidates - 1`` more drawn uniformly from ``generator``,
+    whose crop the two-frame average restores worst: the largest mean absolute difference (grey levels,
+    0-255) between the targets and the average of the middle two of ``inputs`` (``H x W x 3`` uint8).
+    Window choice is untouched; only where in the window the crop lies moves towards motion."""
+    corners = [corner] + [random_corner(generator, inputs[0].shape[:2], crop_hw) for _ in range(candidates - 1)]
+    before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
+
+    def blend_error(top, left):
+        window = np.s_[top:top + crop_hw[0], left:left + crop_hw[1]]
+        average = (before[window].astype(np.float32) + after[window]) / 2
+        return float(np.mean([np.abs(target[window] - average) @ GREY_WEIGHTS for target in targets]))
+
+    return max(corners, key=lambda c: blend_error(*c))
 
 
 def resolve_crop(image_hw, crop_hw, multiple_of):

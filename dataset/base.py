@@ -4,8 +4,8 @@ from torch.utils.data import Dataset
 
 from myutils import FRAME_MULTIPLE
 
-from .augment import centre_corner, crop_frames, draw_augment_params, flip_and_jitter, resolve_crop, \
-    sample_generator, to_tensor
+from .augment import centre_corner, crop_frames, draw_augment_params, flip_and_jitter, motion_seeking_corner, \
+    resolve_crop, sample_generator, to_tensor
 from .errors import DatasetError
 
 
@@ -17,7 +17,11 @@ class InterpolationDataset(Dataset):
     (inputs, targets)`` as ``H x W x 3`` uint8 RGB arrays. ``crop_hw`` (height, width) or None (the
     whole frame) is clamped to the frame and cut to a multiple of ``multiple_of``; with ``augment``
     the crop corner is random and flips, colour jitter and time reversal are applied, drawn once per
-    sample from (seed, epoch, index); without it the crop is centred."""
+    sample from (seed, epoch, index); without it the crop is centred. ``motion_crops`` (set by
+    ``get_dataset``, default 1) > 1 makes an augmented crop the most moving of that many random ones
+    (``motion_seeking_corner``); 1 keeps every draw as it was."""
+
+    motion_crops = 1
 
     def __init__(self, *, root, crop_hw, augment, seed, multiple_of=FRAME_MULTIPLE):
         self.root = root
@@ -62,8 +66,12 @@ class InterpolationDataset(Dataset):
         if not self.augment:
             stacked = to_tensor(crop_frames(frames, centre_corner(image_hw, crop_hw), crop_hw))
             return list(stacked[:len(inputs)]), list(stacked[len(inputs):])
-        params = draw_augment_params(sample_generator(self.seed, self.epoch, index), image_hw, crop_hw)
-        stacked = to_tensor(flip_and_jitter(crop_frames(frames, (params.top, params.left), crop_hw), params))
+        generator = sample_generator(self.seed, self.epoch, index)
+        params = draw_augment_params(generator, image_hw, crop_hw)
+        corner = (params.top, params.left)
+        if self.motion_crops > 1:
+            corner = motion_seeking_corner(generator, inputs, targets, corner, crop_hw, self.motion_crops)
+        stacked = to_tensor(flip_and_jitter(crop_frames(frames, corner, crop_hw), params))
         inputs, targets = list(stacked[:len(inputs)]), list(stacked[len(inputs):])
         if params.reverse:
             inputs, targets = inputs[::-1], targets[::-1]

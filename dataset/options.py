@@ -20,6 +20,7 @@ class DatasetOptions:
     augment: bool
     val_fraction: float
     seed: int
+    motion_crops: int = 1
 
     @property
     def factor(self):
@@ -49,7 +50,8 @@ def _crop_pair(crop_size):
     return pair
 
 
-def make_options(split, *, n_inputs, n_outputs, input_frames, crop_size, augment, val_fraction, seed):
+def make_options(split, *, n_inputs, n_outputs, input_frames, crop_size, augment, val_fraction, seed,
+                 motion_crops=1):
     """Check the arguments of ``get_dataset`` and bundle them; DatasetError on a bad value."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
@@ -62,10 +64,12 @@ def make_options(split, *, n_inputs, n_outputs, input_frames, crop_size, augment
         raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(motion_crops, int) or motion_crops < 1:
+        raise DatasetError(f"motion_crops must be an integer >= 1 (1: uniform crops), got {motion_crops!r}")
     return DatasetOptions(split=split, n_inputs=n_inputs, n_outputs=n_outputs, input_frames=str(input_frames),
                           crop_size=_crop_pair(crop_size),
                           augment=(split == "train") if augment is None else bool(augment),
-                          val_fraction=float(val_fraction), seed=seed)
+                          val_fraction=float(val_fraction), seed=seed, motion_crops=motion_crops)
 
 
 def require_test_split(name, split):

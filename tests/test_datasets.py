@@ -274,6 +274,44 @@ def test_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
     assert not all(torch.equal(first[i][0][0], second[i][0][0]) for i in range(len(first)))
 
 
+def moving_square_clip(folder, n_frames=13, size=(64, 96), square=12, speed=3):
+    """A static texture with a textured square moving ``speed`` px right per frame in its bottom-right part."""
+    background, patch = textured_image(size, seed=1), textured_image((square, square), seed=2)
+    for i in range(n_frames):
+        frame = background.copy()
+        top, left = size[0] - square - 4, size[1] // 2 + i * speed - 12
+        frame[top:top + square, left:left + square] = patch
+        write_png(os.path.join(folder, f"{i:06d}.png"), frame)
+
+
+def blend_errors(data):
+    """Per sample: mean |target - average of the middle two inputs| of its (augmented) crop."""
+    return [float((targets[0] - (inputs[1] + inputs[2]) / 2).abs().mean()) for inputs, targets in
+            (data[i] for i in range(len(data)))]
+
+
+def test_motion_crops_move_each_crop_onto_motion_and_one_keeps_the_uniform_draws(tmp_path):
+    moving_square_clip(str(tmp_path / "clip"))
+    uniform = get_dataset("custom", "train", tmp_path, val_fraction=0.0, crop_size=24, seed=5)
+    same = get_dataset("custom", "train", tmp_path, val_fraction=0.0, crop_size=24, seed=5, motion_crops=1)
+    seeking = get_dataset("custom", "train", tmp_path, val_fraction=0.0, crop_size=24, seed=5, motion_crops=16)
+    uniform_errors, seeking_errors = [], []
+    for epoch in range(3):
+        for data in (uniform, same, seeking):
+            data.set_epoch(epoch)
+        assert all(torch.equal(a, b) for i in range(len(uniform)) for a, b in zip(uniform[i][0], same[i][0]))
+        uniform_errors += blend_errors(uniform)
+        seeking_errors += blend_errors(seeking)
+    assert min(uniform_errors) == 0.0  # crops of the static background: nothing to learn about motion
+    assert min(seeking_errors) > 0.0 and sum(seeking_errors) > 2 * sum(uniform_errors)
+
+
+def test_motion_crops_below_one_are_refused(tmp_path):
+    moving_square_clip(str(tmp_path / "clip"))
+    with pytest.raises(DatasetError, match="motion_crops must be an integer >= 1"):
+        get_dataset("custom", "train", tmp_path, val_fraction=0.0, motion_crops=0)
+
+
 def test_loader_batches_are_the_same_with_and_without_workers(tmp_path):
     write_frame_folder(str(tmp_path / "clip"), n_frames=17, image=textured_image((64, 96)))
     batches = []

@@ -138,6 +138,32 @@ def assert_runs_trained_the_steps_of_the_budget(grid):
         quality_grid.check_steps(quality_grid.parse_args(["--steps", "4"]), "fp_warp_s0", folder)
 
 
+def test_motion_crop_configurations_are_distilled_from_the_teacher_trained_on_motion_crops(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    args = quality_grid.parse_args(["--teacher_config", "fp_warp_mp", "--output_dir", str(tmp_path)])
+    own = quality_grid.config_options(args, "bin_warp_mp_soft_kd_mc4", 1)
+    shared = quality_grid.config_options(args, "bin_warp_mp_soft_kd", 1)
+    assert quality_grid.option_value(own, "--teacher") == str(tmp_path / "runs" / "fp_warp_mp_mc4_s1" / "checkpoint.pth")
+    assert quality_grid.option_value(shared, "--teacher") == str(tmp_path / "runs" / "fp_warp_mp_s1" / "checkpoint.pth")
+    assert quality_grid.option_value(own, "--motion_crops") == "4"
+    teacher = quality_grid.GRID["fp_warp_mp_mc4"][1]
+    assert quality_grid.option_value(teacher, "--motion_crops") == "4"
+
+
+def test_a_teacher_checkpoint_teaches_every_distilling_configuration_and_must_exist(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    release = tmp_path / "flavr_2x.pth"
+    args = quality_grid.parse_args(["--configs", "bin_warp_mp_soft_kd", "bin_warp_mp_soft_kd_mc4", "--seeds", "0",
+                                    "--teacher_checkpoint", str(release), "--output_dir", str(tmp_path / "grid")])
+    for config in args.configs:
+        assert quality_grid.option_value(quality_grid.config_options(args, config, 0), "--teacher") == str(release)
+    with pytest.raises(quality_grid.RunFailed, match=f"has no teacher: {release} does not exist .--teacher_checkpoint."):
+        quality_grid.train_all(args)  # checked before anything trains
+    assert not (tmp_path / "grid").exists()
+
+
 def test_a_run_that_fails_ends_the_grid_with_one_line_naming_it(tmp_path):
     clip = panning_clip(tmp_path / "clip")
     done = run_grid(tmp_path / "missing", clip, tmp_path / "grid")

@@ -80,6 +80,9 @@ def _data_options(parser):
     group.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames (default: 1357)")
     group.add_argument("--crop_size", type=int, help="training crop in pixels, a multiple of 8 "
                        f"(default: {RECIPE_DEFAULTS['crop_size']}; demo {DEMO_DEFAULTS['crop_size']})")
+    group.add_argument("--motion_crops", type=int, default=1, metavar="K",
+                       help="each training crop is the one of K random crops of its window that the two-frame "
+                       "average restores worst: more motion per step, same windows (default: 1, uniform crops)")
     group.add_argument("--batch_size", type=int, help="training batch per process "
                        f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
     group.add_argument("--test_batch_size", type=int, help="validation batch per process "
@@ -202,7 +205,7 @@ def _fill_defaults(args):
 
 def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
-                 "gate_reduction", "base_channels"):
+                 "gate_reduction", "base_channels", "motion_crops"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps", "save_every"):
         value = getattr(args, name)

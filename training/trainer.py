@@ -579,7 +579,8 @@ def build_loaders(args, config, runtime):
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
-                       crop_size=args.crop_size, min_batches=args.max_steps_per_epoch, **common)
+                       crop_size=args.crop_size, motion_crops=args.motion_crops,
+                       min_batches=args.max_steps_per_epoch, **common)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val = get_loader(val_dataset, "val", val_root, batch_size=args.test_batch_size, **common)
