@@ -93,6 +93,12 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                                 "of 4), distilled from fp_warp_mp_mc4",
                                 [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER,
                                  "--motion_crops", "4"]),
+    "fp_warp_mp_ctx32": ("full precision, warp head, matching prior found with 32 px of context (--prior_context 32)",
+                         ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching", "--prior_context", "32"]),
+    "bin_warp_mp_soft_kd_ctx32": ("binary, warp head, matching prior found with 32 px of context, soft signs, "
+                                  "distilled from fp_warp_mp_ctx32",
+                                  [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER,
+                                   "--prior_context", "32"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",
@@ -109,7 +115,7 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--dataset", "synthetic",
                            "--val_dataset", "demo"]),
 }
-OWN_TEACHERS = {"bin_warp_mp_soft_kd_mc4": "fp_warp_mp_mc4"}  # configurations taught by a fixed one, not --teacher_config
+OWN_TEACHERS = {"bin_warp_mp_soft_kd_mc4": "fp_warp_mp_mc4", "bin_warp_mp_soft_kd_ctx32": "fp_warp_mp_ctx32"}  # configurations taught by a fixed one, not --teacher_config
 # The default grid: today's recipe against full precision at the same budget, and what each of its
 # elements (soft signs, the matching prior, the warp head) adds; 26 minutes on 2 CPU cores.
 DEFAULT_CONFIGS = ["fp_warp_mp", "bin_warp_mp_soft", "bin_warp_mp", "fp_warp", "bin_warp", "fp_frames", "xnor"]

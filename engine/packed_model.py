@@ -221,15 +221,16 @@ class PackedFLAVR(nn.Module):
         return _conv2d_by_gemm(conv, pad(x)) if _is_plain_conv2d(conv) else self.outconv(x)
 
     @torch.inference_mode()
-    def forward(self, frames):
+    def forward(self, frames, motion=None):
+        """As ``UNet3D.forward``, ``motion`` included."""
         try:
-            return self._forward(frames)
+            return self._forward(frames, motion)
         finally:
             ops.release_output_blocks()  # the large outputs' recycled blocks, kept only within a forward
 
-    def _forward(self, frames):
+    def _forward(self, frames, motion):
         x = self._stack(frames)
-        motion = self.prior_motion(frames)
+        motion = self.prior_motion(frames, motion)
         x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         skips = [self.encoder.stem(x - mean)]

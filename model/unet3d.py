@@ -345,9 +345,12 @@ class UNet3D(nn.Module):
             return x + skip
         return x
 
-    def forward(self, frames):
+    def forward(self, frames, motion=None):
+        """``frames``: ``n_inputs`` tensors ``B x 3 x H x W`` in [0, 1] -> ``n_outputs`` such frames.
+        ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
+        on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``."""
         x = self._stack(frames)
-        motion = self.prior_motion(frames)
+        motion = self.prior_motion(frames, motion)
         x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         x0, x1, x2, x3, x4 = self.encoder(x - mean)
@@ -359,11 +362,11 @@ class UNet3D(nn.Module):
         fused = self.lrelu(self.feature_fuse(torch.cat(torch.unbind(dx, dim=2), dim=1)))
         return self.output_frames(self.outconv(fused), frames, mean, motion)
 
-    def prior_motion(self, frames):
-        """``matching_flow`` of the two middle frames when the model has a motion prior, else None."""
+    def prior_motion(self, frames, given=None):
+        """``matching_flow`` of the two middle frames (or ``given``) when the model has a motion prior, else None."""
         if self.motion_prior == "none":
             return None
-        return matching_flow(frames[len(frames) // 2 - 1], frames[len(frames) // 2])
+        return given if given is not None else matching_flow(frames[len(frames) // 2 - 1], frames[len(frames) // 2])
 
     def network_input(self, stacked, frames, motion):
         """What the encoder sees (``B x 3 x T x H x W``): the stacked inputs, or for ``motion_prior``

@@ -17,6 +17,8 @@ from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.options import soft_sign_epochs
 from training.trainer import SOFT_SIGN_SHARPNESS, Trainer, initialise_from_pretrained, make_optimizer
+from engine import pack_binary_model
+from util import BinOp
 
 
 def tiny(data_root, checkpoint_dir, exp_name, *extra):
@@ -138,6 +140,27 @@ def test_the_aligned_prior_shows_the_network_the_middle_frames_warped_by_the_mat
     assert torch.equal(seen[:, :, 0], inputs[0]) and torch.equal(seen[:, :, 3], inputs[3])
     before, after = seen[:, :, 1], seen[:, :, 2]  # both now show the scene at the middle time
     assert psnr(before[INNER], after[INNER]) > psnr(inputs[1][INNER], inputs[2][INNER]) + 10
+
+
+def test_a_prior_found_with_context_restores_a_small_crop_better_and_the_packed_model_takes_it_too():
+    scene = photo_scene()
+    inputs = [crop(scene, 60 + 10 * k, 50 - 6 * k) for k in range(-1, 3)]  # 20 px between the middle frames
+    truth = crop(scene, 65, 47)
+    trainer = type("Run", (), {"args": type("Args", (), {"prior_context": 16})()})()
+    inner, targets, motion = Trainer._inside_prior_context(trainer, inputs, [truth])
+    assert [x.shape[-2:] for x in inner + targets] == [(32, 64)] * 5 and motion.shape == (1, 2, 32, 64)
+    assert torch.equal(inner[1], inputs[1][..., 16:-16, 16:-16]) and torch.equal(targets[0], truth[..., 16:-16, 16:-16])
+    torch.manual_seed(3)
+    model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "matching"},
+                        log_summary=False).eval()  # a new model: the matched blend
+    with torch.no_grad():
+        with_context, alone = model(inner, motion=motion)[0], model(inner)[0]
+    assert psnr(with_context, targets[0]) > psnr(alone, targets[0]) + 3  # the crop's own borders lose the match
+    model.binop = BinOp(model)
+    model.binop.binarization()
+    packed = pack_binary_model(model)
+    with torch.inference_mode():
+        assert (packed(inner, motion=motion)[0] - model(inner, motion=motion)[0]).abs().max() <= 1e-4
 
 
 def test_pretrained_copies_everything_but_the_head_between_heads(tmp_path):

@@ -83,6 +83,10 @@ def _data_options(parser):
     group.add_argument("--motion_crops", type=int, default=1, metavar="K",
                        help="each training crop is the one of K random crops of its window that the two-frame "
                        "average restores worst: more motion per step, same windows (default: 1, uniform crops)")
+    group.add_argument("--prior_context", type=int, default=0, metavar="M",
+                       help="read each training crop with M more pixels on every side (a multiple of 4), find the "
+                       "motion prior on that larger crop and train on the inner one, so the prior a model learns "
+                       "to correct is the one it gets on whole frames (default: 0; needs a --motion_prior)")
     group.add_argument("--batch_size", type=int, help="training batch per process "
                        f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
     group.add_argument("--test_batch_size", type=int, help="validation batch per process "
@@ -214,6 +218,11 @@ def _check_values(args):
     _require(args.crop_size > 0 and args.crop_size % FRAME_MULTIPLE == 0,
              f"--crop_size must be a positive multiple of {FRAME_MULTIPLE} (the model halves the frames 3 times), "
              f"got {args.crop_size}")
+    _require(args.prior_context >= 0 and args.prior_context % (FRAME_MULTIPLE // 2) == 0,
+             f"--prior_context must be 0 or a positive multiple of {FRAME_MULTIPLE // 2} (the crop it reads must stay "
+             f"a multiple of {FRAME_MULTIPLE}), got {args.prior_context}")
+    _require(args.prior_context == 0 or args.motion_prior != "none",
+             "--prior_context widens the crop the motion prior is found on: add --motion_prior matching")
     _require(args.lr > 0, f"--lr must be positive, got {args.lr}")
     _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")
     _require(args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")

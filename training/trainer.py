@@ -54,6 +54,7 @@ from evaluation import evaluate
 from loss import Loss
 from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
+from model.unet3d import matching_flow
 from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, load_model, make_checkpoint,
                          read_checkpoint, save_checkpoint, state_dict_of)
 from model.summary import model_summary
@@ -404,15 +405,26 @@ class Trainer:
 
     def _loss(self, inputs, targets):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)."""
-        preds = self.model(inputs)
+        inputs, targets, motion = self._inside_prior_context(inputs, targets)
+        preds = self.model(inputs, motion=motion)
         loss, terms = self.criterion(preds, targets)
         if self.teacher is not None:
             with torch.no_grad():
-                taught = torch.cat([p.float() for p in self.teacher(inputs)])
+                taught = torch.cat([p.float() for p in self.teacher(inputs, motion=motion)])
             distill = F.l1_loss(torch.cat(list(preds)).float(), taught)
             loss = loss + self.args.distill_weight * distill
             terms["distill"] = distill.detach()
         return loss, terms
+
+    def _inside_prior_context(self, inputs, targets):
+        """With ``--prior_context M``: the matching prior's half motion found on the whole crop read, then
+        the inputs, targets and motion without their M-pixel border; else (inputs, targets, None)."""
+        margin = self.args.prior_context
+        if margin == 0:
+            return inputs, targets, None
+        motion = matching_flow(inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
+        inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
+        return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 
     def train_step(self, inputs, targets, where, epoch):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``); returns (loss, {term: value})."""
@@ -579,7 +591,7 @@ def build_loaders(args, config, runtime):
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
-                       crop_size=args.crop_size, motion_crops=args.motion_crops,
+                       crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
                        min_batches=args.max_steps_per_epoch, **common)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
