@@ -156,7 +156,7 @@ def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(vimeo, 
 
 
 BAD_INPUTS = ["missing data root", "missing pretrained", "unrelated pretrained", "garbage resume", "bad crop",
-              "bad gate reduction", "bad motion crops"]
+              "bad gate reduction", "bad motion crops", "bad prior context", "prior context without a prior"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -170,7 +170,9 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, vimeo, tmp_path, capsys)
              "garbage resume": ["--resume", str(garbage)],
              "bad crop": ["--crop_size", "30"],
              "bad gate reduction": ["--gate_reduction", "0"],
-             "bad motion crops": ["--motion_crops", "0"]}[case]
+             "bad motion crops": ["--motion_crops", "0"],
+             "bad prior context": ["--prior_context", "6"],
+             "prior context without a prior": ["--prior_context", "8", "--motion_prior", "none"]}[case]
     assert main(tiny_run(vimeo, tmp_path, "bad") + extra) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("error:"), error
