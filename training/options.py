@@ -86,7 +86,8 @@ def _data_options(parser):
     group.add_argument("--prior_context", type=int, default=0, metavar="M",
                        help="read each training crop with M more pixels on every side (a multiple of 4), find the "
                        "motion prior on that larger crop and train on the inner one, so the prior a model learns "
-                       "to correct is the one it gets on whole frames (default: 0; needs a --motion_prior)")
+                       "to correct is the one it gets on whole frames (default: 0; needs a --motion_prior; frames smaller than "
+                       "crop + 2M are clamped, so their inner crops are smaller)")
     group.add_argument("--batch_size", type=int, help="training batch per process "
                        f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
     group.add_argument("--test_batch_size", type=int, help="validation batch per process "
