@@ -53,11 +53,12 @@ log = logging.getLogger("quality_grid")
 
 TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of its teacher (teacher_of)
 BIN_WARP_MP = ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]  # the recipe's binary model
+FP_WARP_MP = ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching"]  # its full-precision counterpart
+BIN_SOFT_KD = [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER]  # the recipe, distilled
 GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
     "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
     "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp", "--motion_prior", "none"]),
-    "fp_warp_mp": ("full precision, warp head, matching prior",
-                   ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching"]),
+    "fp_warp_mp": ("full precision, warp head, matching prior", FP_WARP_MP),
     "fp_warp_al": ("full precision, warp head, matching prior, aligned inputs",
                    ["--arch", "flavr", "--head", "warp", "--motion_prior", "aligned"]),
     "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
@@ -78,27 +79,24 @@ GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget
                                "until the last interval",
                                [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
     "bin_warp_mp_soft_kd": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
-                            "(e.g. fp_warp_mp)",
-                            [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER]),
+                            "(e.g. fp_warp_mp)", BIN_SOFT_KD),
     "bin_warp_mp_soft_kd3": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
                              "at 3x the weight (--distill_weight 3)",
-                             [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER, "--distill_weight", "3"]),
+                             [*BIN_SOFT_KD, "--distill_weight", "3"]),
     "bin_warp_mp_realw_soft_kd": ("binary, warp head, matching prior, real weights for half the run, then soft "
                                   "signs until the last interval, distilled from --teacher_config",
                                   [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}",
                                    "--teacher", TEACHER]),
     "fp_warp_mp_mc4": ("full precision, warp head, matching prior, motion-seeking crops (most moving of 4)",
-                       ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching", "--motion_crops", "4"]),
+                       [*FP_WARP_MP, "--motion_crops", "4"]),
     "bin_warp_mp_soft_kd_mc4": ("binary, warp head, matching prior, soft signs, motion-seeking crops (most moving "
                                 "of 4), distilled from fp_warp_mp_mc4",
-                                [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER,
-                                 "--motion_crops", "4"]),
+                                [*BIN_SOFT_KD, "--motion_crops", "4"]),
     "fp_warp_mp_ctx32": ("full precision, warp head, matching prior found with 32 px of context (--prior_context 32)",
-                         ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching", "--prior_context", "32"]),
+                         [*FP_WARP_MP, "--prior_context", "32"]),
     "bin_warp_mp_soft_kd_ctx32": ("binary, warp head, matching prior found with 32 px of context, soft signs, "
                                   "distilled from fp_warp_mp_ctx32",
-                                  [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER,
-                                   "--prior_context", "32"]),
+                                  [*BIN_SOFT_KD, "--prior_context", "32"]),
     "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
                        ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
     "bin_warp_sc": ("binary, warp head, real shortcuts",

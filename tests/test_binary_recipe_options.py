@@ -16,7 +16,8 @@ from model.unet3d import FLOW_SCALE, backward_warp, linear_blend, matching_flow,
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.options import soft_sign_epochs
-from training.trainer import SOFT_SIGN_SHARPNESS, Trainer, initialise_from_pretrained, make_optimizer
+from training.trainer import (SOFT_SIGN_SHARPNESS, Trainer, initialise_from_pretrained, inside_prior_context,
+                              make_optimizer)
 from engine import pack_binary_model
 from util import BinOp
 
@@ -146,8 +147,7 @@ def test_a_prior_found_with_context_restores_a_small_crop_better_and_the_packed_
     scene = photo_scene()
     inputs = [crop(scene, 60 + 10 * k, 50 - 6 * k) for k in range(-1, 3)]  # 20 px between the middle frames
     truth = crop(scene, 65, 47)
-    trainer = type("Run", (), {"args": type("Args", (), {"prior_context": 16})()})()
-    inner, targets, motion = Trainer._inside_prior_context(trainer, inputs, [truth])
+    inner, targets, motion = inside_prior_context(inputs, [truth], 16)
     assert [x.shape[-2:] for x in inner + targets] == [(32, 64)] * 5 and motion.shape == (1, 2, 32, 64)
     assert torch.equal(inner[1], inputs[1][..., 16:-16, 16:-16]) and torch.equal(targets[0], truth[..., 16:-16, 16:-16])
     torch.manual_seed(3)

@@ -405,7 +405,7 @@ class Trainer:
 
     def _loss(self, inputs, targets):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)."""
-        inputs, targets, motion = self._inside_prior_context(inputs, targets)
+        inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context)
         preds = self.model(inputs, motion=motion)
         loss, terms = self.criterion(preds, targets)
         if self.teacher is not None:
@@ -415,16 +415,6 @@ class Trainer:
             loss = loss + self.args.distill_weight * distill
             terms["distill"] = distill.detach()
         return loss, terms
-
-    def _inside_prior_context(self, inputs, targets):
-        """With ``--prior_context M``: the matching prior's half motion found on the whole crop read, then
-        the inputs, targets and motion without their M-pixel border; else (inputs, targets, None)."""
-        margin = self.args.prior_context
-        if margin == 0:
-            return inputs, targets, None
-        motion = matching_flow(inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
-        inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
-        return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 
     def train_step(self, inputs, targets, where, epoch):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``); returns (loss, {term: value})."""
@@ -585,6 +575,17 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- setting up a run
+
+def inside_prior_context(inputs, targets, margin):
+    """``--prior_context``: the matching prior's half motion (``B x 2 x H x W`` px) found on the whole crop
+    read, then the inputs, targets and motion without their ``margin``-pixel border (lists of
+    ``B x 3 x (H - 2 margin) x (W - 2 margin)``); with ``margin`` 0, (inputs, targets, None)."""
+    if margin == 0:
+        return inputs, targets, None
+    motion = matching_flow(inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
+    inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
+    return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
+
 
 def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP)."""
