@@ -15,6 +15,7 @@ import torch
 from model.files import ENGINES
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
+TORCH_FLOOR = (2, 4)  # requirements.txt's torch>=: autocast's device-generic API (get_autocast_dtype, ...)
 BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
 
 
@@ -73,9 +74,19 @@ def report_error(message):
     print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
 
 
+def check_torch_version(version=torch.__version__):
+    """ValueError (one line) when ``version`` is older than ``TORCH_FLOOR``."""
+    found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    if found < TORCH_FLOOR:
+        floor = ".".join(map(str, TORCH_FLOOR))
+        raise ValueError(f"PyTorch {version} is older than {floor}, which this code needs: "
+                         f"pip install 'torch>={floor}' (or pip install -r requirements.txt)")
+
+
 def run_script(main, argv=None):
-    """Call ``main(argv)``; bad input becomes one line on stderr and exit code 2."""
+    """Call ``main(argv)``; bad input (an old PyTorch included) becomes one line on stderr and exit code 2."""
     try:
+        check_torch_version()
         main(argv)
     except BAD_INPUT_ERRORS as error:
         report_error(error)

@@ -1,7 +1,8 @@
 """Weighted sum of reconstruction losses from a string such as ``"1*L1+0.1*SSIM"``.
 
 Terms: L1, MSE, Charbonnier, Huber, SSIM (``1 - SSIM``, the FLAVR-protocol SSIM of ``myutils``).
-Each term compares predicted and target frames ``B x 3 x H x W`` in [0, 1], averaged over frames.
+Each term compares predicted and target frames ``B x 3 x H x W`` in [0, 1], averaged over frames,
+in float32 whatever autocast is doing.
 """
 import torch
 import torch.nn as nn
@@ -57,6 +58,7 @@ class Loss(nn.Module):
         if len(preds) != len(targets):
             raise ValueError(f"{len(preds)} predicted frames but {len(targets)} targets")
         pred, target = torch.cat(list(preds)), torch.cat(list(targets))
-        values = {name: LOSS_TERMS[name](pred.float(), target.float()) for _, name in self.terms}
+        with torch.autocast(pred.device.type, enabled=False):
+            values = {name: LOSS_TERMS[name](pred.float(), target.float()) for _, name in self.terms}
         total = sum(weight * values[name] for weight, name in self.terms)
         return total, {name: v.detach() for name, v in values.items()}

@@ -1,7 +1,8 @@
-"""FLAVR's small helpers: evaluation metrics (FLAVR's protocol, docs/FLAVR.md), running meters,
-padding frames to the model's multiple of 8 (``PaddedModel`` runs a model on frames of any size),
-and autocast when asked for."""
+"""FLAVR's small helpers: evaluation metrics (FLAVR's protocol, docs/FLAVR.md; always in float32,
+whatever autocast is doing), running meters, padding frames to the model's multiple of 8 (``PaddedModel`` runs a model
+on frames of any size), and autocast when asked for."""
 import contextlib
+import functools
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,17 @@ def _as_batch(frame):
     return frame.float()
 
 
+def in_float32(function):
+    """``function(pred, ...)`` run with autocast off on ``pred``'s device: a metric or a loss computed in
+    float32 even when called inside an autocast region (bf16 SSIM can come out negative)."""
+    @functools.wraps(function)
+    def run(pred, *args, **kwargs):
+        with torch.autocast(pred.device.type, enabled=False):
+            return function(pred, *args, **kwargs)
+    return run
+
+
+@in_float32
 def psnr_batch(pred, gt):
     """Per-frame PSNR in dB, ``-10 log10(mse + 1e-8)``; ``B x 3 x H x W`` in [0, 1] -> ``B``."""
     mse = ((_as_batch(pred) - _as_batch(gt)) ** 2).mean(dim=(1, 2, 3))
@@ -46,6 +58,7 @@ def _gaussian_filter_3d(volume, g):
     return F.conv3d(volume, g.view(1, 1, 1, 1, k))
 
 
+@in_float32
 def ssim_batch(pred, gt):
     """Per-frame SSIM as in the frame-interpolation literature: each RGB frame is one volume
     ``3 x H x W``, filtered by an 11x11x11 Gaussian (sigma 1.5) after replicate padding by 5 on every
@@ -137,3 +150,10 @@ class PaddedModel(nn.Module):
 def autocast_or_nothing(device_type, dtype):
     """``torch.autocast(device_type, dtype)``, or a context that does nothing when ``dtype`` is None."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+
+
+def compute_dtype(x):
+    """The dtype in which autocast runs lower-precision ops (convolutions) on ``x``'s device, or
+    ``x``'s own dtype where autocast is off."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype

@@ -2,22 +2,27 @@
 
 ``get_dataset(name, split, data_root)`` builds a data set whose samples are ``(inputs, targets)``:
 lists of ``n_inputs`` and ``n_outputs`` float tensors ``3 x H x W``, RGB in [0, 1], in time order;
-``dataset.sample_id(index)`` names a sample. ``get_loader`` wraps one in a DataLoader with a
-DistributedSampler (one replica unless ``distributed``), and ``set_epoch`` picks the epoch that
-both the shuffling and the augmentation draw from."""
+``dataset.sample_id(index)`` names a sample. ``get_loader`` wraps one in a DataLoader whose batches
+hold the same frames as 8-bit tensors (``B x 3 x H x W`` uint8: a quarter of the bytes through the
+workers' shared memory), which ``frames_to(device, frames)`` turns into float in [0, 1] on the device.
+Training loaders sample each epoch in an order that does not depend on the number of processes
+(``ShardedEpochSampler``) and keep their workers between epochs; ``set_epoch`` picks the epoch that
+both the shuffling and the augmentation draw from (the data set's epoch is in shared memory, where
+the workers read it)."""
 import logging
 
 import cv2
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
 from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
-__all__ = ["DATASETS", "SPLITS", "DatasetError", "get_dataset", "get_loader", "set_epoch"]
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "frames_to", "get_dataset", "get_loader", "set_epoch",
+           "unreadable_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +87,41 @@ class EvaluationShardSampler(Sampler):
         """Evaluation order does not depend on the epoch."""
 
 
-class ResumableSampler(DistributedSampler):
-    """A DistributedSampler that can start an epoch part-way: after ``set_epoch(epoch, skip)`` it
-    yields this shard's order for ``epoch`` without its first ``skip`` indices (a run resumed
-    mid-epoch sees exactly the batches it had not trained on, none of them loaded twice)."""
+class ShardedEpochSampler(Sampler):
+    """This process's share of a training epoch, in an order that does not depend on how many
+    processes share it.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.skip = 0
+    The epoch's order is one permutation of the data set, seeded by (seed, epoch) as
+    DistributedSampler draws it (or the data set's own order unshuffled). After
+    ``set_epoch(epoch, skip)`` its first ``skip`` samples are left out (a run resumed mid-epoch has
+    trained on them). Process ``rank`` of ``num_replicas`` takes every ``num_replicas``-th sample of
+    the rest from the ``rank``-th on, all processes the same number: so step k of any number of
+    processes, each loading batches of B / num_replicas, trains on the same B samples, those at
+    k B ... (k + 1) B - 1 of the order."""
+
+    def __init__(self, dataset, num_replicas=1, rank=0, shuffle=True, seed=0):
+        self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch = self.skip = 0
 
     def set_epoch(self, epoch, skip=0):
-        super().set_epoch(epoch)
-        self.skip = skip
+        self.epoch, self.skip = epoch, skip
+
+    def order(self):
+        """The whole epoch's order (every process's), before ``skip``."""
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.skip:])
+        rest = self.order()[self.skip:]
+        share = len(rest) // self.num_replicas
+        return iter(rest[self.rank:share * self.num_replicas:self.num_replicas])
 
     def __len__(self):
-        return max(0, self.num_samples - self.skip)
+        return max(0, len(self.dataset) - self.skip) // self.num_replicas
 
 
 def _init_worker(worker_id):
@@ -110,53 +131,71 @@ def _init_worker(worker_id):
     cv2.setNumThreads(0)
 
 
-def _passes_for(dataset, samples, per_pass, **sampler_options):
-    """(``EpochOfPasses`` of ``dataset``, its sampler) with the fewest passes that give each process at
-    least ``samples`` samples an epoch (``per_pass``: what one pass gives it)."""
-    passes = -(-samples // per_pass)
+def _passes_for(dataset, steps, batch_size, **sampler_options):
+    """(``EpochOfPasses`` of ``dataset``, its sampler) with the fewest passes that give every process at
+    least ``steps`` batches of ``batch_size`` an epoch."""
+    passes = 1
     while True:
         repeated = EpochOfPasses(dataset, passes)
-        sampler = ResumableSampler(repeated, **sampler_options)
-        if len(sampler) >= samples:
+        sampler = ShardedEpochSampler(repeated, **sampler_options)
+        if len(sampler) // batch_size >= steps:
             return repeated, sampler
         passes += 1
 
 
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
-               distributed=False, seed=0, drop_last=None, min_batches=None, **dataset_kwargs):
-    """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``.
+               distributed=False, seed=0, drop_last=None, min_batches=None, skip_unreadable=False,
+               **dataset_kwargs):
+    """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``, whose
+    batches are 8-bit (``frames_to`` makes them float on a device).
 
-    Every loader samples through a DistributedSampler (this process's shard when ``distributed``),
-    shuffled by default for 'train' only, in an order fixed by (seed, epoch); unshuffled evaluation
-    splits are sharded without padding (``EvaluationShardSampler``). ``drop_last`` defaults
-    to True for 'train' unless that would leave no batch at all. ``min_batches`` ('train'): an epoch
-    of fewer batches per process becomes several passes over the data (``EpochOfPasses``), shuffled
-    together, so that it has at least that many. Call ``set_epoch`` every epoch."""
+    ``batch_size`` is this process's. Training (and shuffled) loaders sample through a
+    ``ShardedEpochSampler`` (this process's share when ``distributed``), shuffled by default for
+    'train' only, in an order fixed by (seed, epoch); unshuffled evaluation splits are sharded
+    without padding (``EvaluationShardSampler``). ``drop_last`` defaults to True for 'train' unless
+    that would leave no batch at all. ``min_batches`` ('train'): an epoch of fewer batches per process
+    becomes several passes over the data (``EpochOfPasses``), shuffled together, so that it has at
+    least that many. Workers are kept between epochs. ``skip_unreadable``: a sample whose frames cannot
+    be read is replaced by the next readable one and counted (``unreadable_samples``) instead of
+    stopping the run. Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
+    dataset.frames_as_uint8 = True
+    dataset.enable_skipping_unreadable(skip_unreadable, num_workers)
     num_replicas, rank = _replicas(distributed)
     shuffle = (split == "train") if shuffle is None else shuffle
     if split == "train" or shuffle:
-        sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        options = dict(num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler = ShardedEpochSampler(dataset, **options)
         if split == "train" and min_batches and len(sampler) // batch_size < min_batches:
-            dataset, sampler = _passes_for(dataset, min_batches * batch_size, len(sampler), num_replicas=num_replicas,
-                                           rank=rank, shuffle=shuffle, seed=seed)
+            dataset, sampler = _passes_for(dataset, min_batches, batch_size, **options)
     else:
         sampler = EvaluationShardSampler(dataset, num_replicas, rank)
     if drop_last is None:
         drop_last = split == "train" and len(sampler) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
                       worker_init_fn=_init_worker if num_workers > 0 else None)
+
+
+def unreadable_samples(loader):
+    """How many samples ``loader``'s data set replaced because they could not be read (every worker's)."""
+    return loader.dataset.unreadable_count()
+
+
+def frames_to(device, frames):
+    """A loader's frames (a list of ``B x 3 x H x W``, uint8 or float) as float in [0, 1] on ``device``:
+    8-bit frames travel as bytes and are converted there."""
+    return [frame.to(device, non_blocking=True).float().div_(255.0) if frame.dtype == torch.uint8
+            else frame.to(device, non_blocking=True) for frame in frames]
 
 
 def set_epoch(loader, epoch, skip_batches=0):
     """Set the epoch of the loader's sampler (shuffle order) and data set (augmentation draws);
-    ``skip_batches`` (training loaders): start after the epoch's first batches (a mid-epoch resume).
-
-    Call it before iterating; workers are restarted every epoch (no persistent workers), so they
-    see the new epoch."""
+    ``skip_batches`` (training loaders): start after the epoch's first batches of all processes
+    together (a mid-epoch resume, with any number of processes). Call it before iterating."""
+    sampler = loader.sampler
     if skip_batches:
-        loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
+        sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size * sampler.num_replicas)
     else:
-        loader.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)

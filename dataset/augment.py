@@ -91,14 +91,13 @@ def centre_corner(image_hw, crop_hw):
 
 
 def crop_frames(frames, corner, crop_hw):
-    """Crop ``H x W x 3`` uint8 arrays at ``corner``: ``T x h x w x 3`` float32 in [0, 1]."""
+    """Crop ``H x W x 3`` uint8 arrays at ``corner``: ``T x h x w x 3`` uint8."""
     top, left = corner
-    patches = [frame[top:top + crop_hw[0], left:left + crop_hw[1]] for frame in frames]
-    return np.stack(patches).astype(np.float32) / 255.0
+    return np.stack([frame[top:top + crop_hw[0], left:left + crop_hw[1]] for frame in frames])
 
 
 def to_tensor(frames):
-    """``T x h x w x 3`` float32 array -> ``T x 3 x h x w`` float tensor."""
+    """``T x h x w x 3`` array -> ``T x 3 x h x w`` tensor of the same dtype."""
     return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
 
 

@@ -6,6 +6,20 @@ class DatasetError(ValueError):
     """A missing or malformed data set; the message is one line naming the offending path."""
 
 
+def one_line(error):
+    """``error``'s message as one line: a DataLoader worker re-raises it with the worker's traceback
+    above it ("Caught DatasetError in DataLoader worker process 0. ... DatasetError: <message>")."""
+    lines = str(error).strip().splitlines()
+    if len(lines) <= 1:
+        return str(error).strip()
+    last = lines[-1]
+    kind = f"{type(error).__module__}.{type(error).__name__}: "
+    for prefix in (kind, f"{type(error).__name__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
 def require_dir(path, what):
     """Return ``path`` if it is a folder, else raise DatasetError naming it as ``what``."""
     if not os.path.isdir(path):

@@ -214,7 +214,7 @@ class PackedFLAVR(nn.Module):
         layers = self.feature_fuse.conv
         if len(layers) == 1:
             return _fuse_frames(layers[0], x)
-        return self.feature_fuse(torch.cat(torch.unbind(x, dim=2), dim=1))
+        return self.feature_fuse(x)
 
     def _output(self, x):
         pad, conv = self.outconv

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from myutils import FRAME_MULTIPLE
+from myutils import FRAME_MULTIPLE, compute_dtype
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
 STAGE_WIDTHS = (1, 2, 4, 8)  # encoder stage channels = base_channels * width (FLAVR: 64 ... 512)
@@ -129,7 +129,8 @@ def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperatu
     costs = F.pad(costs, (half, half, half, half), mode="replicate")
     costs = F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)  # box, separably
     weights = torch.softmax(costs / -temperature, dim=1)
-    offsets = torch.tensor(shifts, dtype=a.dtype, device=a.device).t().reshape(1, 2, -1, 1, 1)
+    steps = torch.arange(-radius, radius + 1, dtype=a.dtype, device=a.device)  # made on the device: no upload
+    offsets = torch.stack([steps.repeat(len(steps)), steps.repeat_interleave(len(steps))]).reshape(1, 2, -1, 1, 1)
     return (weights.unsqueeze(1) * offsets).sum(dim=2)
 
 
@@ -252,8 +253,17 @@ class Encoder(nn.Module):
         return x0, x1, x2, x3, x4
 
 
+def _run_on_parts(sequence, x):
+    """Run ``sequence`` on ``x``, a tensor or a list of tensors joined along channels: binary layers
+    take the list itself (``accepts_channel_parts``: their backward keeps the parts, never the
+    concatenation), others the concatenation."""
+    if isinstance(x, list) and not getattr(sequence[0], "accepts_channel_parts", False):
+        x = torch.cat(x, dim=1)
+    return sequence(x)
+
+
 class DecoderConv(nn.Module):
-    """3x3x3 conv + gating (key ``conv``), resolution kept."""
+    """3x3x3 conv + gating (key ``conv``), resolution kept; input a tensor or channel parts (a list)."""
 
     def __init__(self, policy, in_ch, out_ch, batchnorm):
         super().__init__()
@@ -261,11 +271,12 @@ class DecoderConv(nn.Module):
                                   FeatureGating(out_ch, policy.gate_reduction), *_maybe_bn(out_ch, batchnorm))
 
     def forward(self, x):
-        return self.conv(x)
+        return _run_on_parts(self.conv, x)
 
 
 class DecoderUpConv(nn.Module):
-    """x(1,2,2) upsampling + gating (key ``upconv``): a transposed conv, or trilinear + 1x1x1."""
+    """x(1,2,2) upsampling + gating (key ``upconv``): a transposed conv, or trilinear + 1x1x1; input a
+    tensor or channel parts (a list)."""
 
     def __init__(self, policy, in_ch, out_ch, upmode, batchnorm):
         super().__init__()
@@ -277,11 +288,38 @@ class DecoderUpConv(nn.Module):
         self.upconv = nn.Sequential(*up, FeatureGating(out_ch, policy.gate_reduction), *_maybe_bn(out_ch, batchnorm))
 
     def forward(self, x):
-        return self.upconv(x)
+        return _run_on_parts(self.upconv, x)
+
+
+class _FramesToChannelsConv(torch.autograd.Function):
+    """``conv2d(cat(unbind(x, dim=2), dim=1), weight)`` for ``x`` ``B x C x T x H x W`` and a 1x1 weight
+    ``C_out x C*T x 1 x 1``, saving ``x`` itself (which the preceding activation saves anyway) instead
+    of its frames-as-channels copy, rebuilt in backward: the same operations, so the same values.
+    Under autocast the convolution runs in autocast's dtype."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.dtype = compute_dtype(x)
+        ctx.save_for_backward(x, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(torch.cat(torch.unbind(x, dim=2), dim=1).to(ctx.dtype), weight.to(ctx.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stacked = torch.cat(torch.unbind(x, dim=2), dim=1).to(ctx.dtype)
+        grad_stacked, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad.to(ctx.dtype), stacked, weight.to(ctx.dtype), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        grad_x = None
+        if grad_stacked is not None:
+            grad_x = torch.stack(torch.split(grad_stacked, x.shape[1], dim=1), dim=2).to(x.dtype)
+        return grad_x, None if grad_weight is None else grad_weight.to(weight.dtype)
 
 
 class FuseConv(nn.Module):
-    """1x1 Conv2d without bias (key ``conv``), ``B x C*T x H x W`` -> ``B x C x H x W``."""
+    """1x1 Conv2d without bias (key ``conv``) over the frames stacked as channels:
+    ``B x C x T x H x W`` -> ``B x C_out x H x W``."""
 
     def __init__(self, in_ch, out_ch, batchnorm):
         super().__init__()
@@ -291,7 +329,8 @@ class FuseConv(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.conv(x)
+        out = _FramesToChannelsConv.apply(x, self.conv[0].weight)
+        return out if len(self.conv) == 1 else self.conv[1](out)
 
 
 class UNet3D(nn.Module):
@@ -339,8 +378,10 @@ class UNet3D(nn.Module):
             nn.init.zeros_(self.outconv[1].bias)
 
     def _join(self, x, skip):
+        """The next decoder stage's input: ``[x, skip]`` (channel parts, concatenated by the stage) for
+        "concat", ``x + skip`` for "add", ``x`` for "none"."""
         if self.joinType == "concat":
-            return torch.cat([x, skip], dim=1)
+            return [x, skip]
         if self.joinType == "add":
             return x + skip
         return x
@@ -359,7 +400,7 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[2](dx)), x1)
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
-        fused = self.lrelu(self.feature_fuse(torch.cat(torch.unbind(dx, dim=2), dim=1)))
+        fused = self.lrelu(self.feature_fuse(dx))
         return self.output_frames(self.outconv(fused), frames, mean, motion)
 
     def prior_motion(self, frames, given=None):

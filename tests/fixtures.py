@@ -4,7 +4,8 @@ Frames are flat grey 8-bit images whose value encodes their frame index, ``frame
 OFFSET + STEP * i`` in every channel, so a test can tell which frame a loader returned with
 ``frame_index(tensor)``. Videos use a larger step (mp4v is lossy); compare with ``step=VIDEO_STEP``.
 Sizes are (height, width). Also the helpers the script tests share: run a script, read a PNG,
-save a random checkpoint."""
+save a random checkpoint, run a function in two gloo processes."""
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -56,6 +57,18 @@ def run_repo_script(script, *args, cwd=REPO):
     CompletedProcess with text stdout and stderr."""
     return subprocess.run([sys.executable, os.path.join(REPO, script), "--cuda", "False", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
+
+
+def run_two_processes(target, args_of_rank, timeout=120):
+    """Run ``target(rank, *args_of_rank(rank))`` in two forked processes (rank 0 and 1) and wait;
+    the processes have called ``init_process_group`` themselves. Asserts both exited with 0."""
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=target, args=(rank, *args_of_rank(rank))) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=timeout)
+    assert [process.exitcode for process in processes] == [0, 0]
 
 
 def write_random_checkpoint(path, **config):

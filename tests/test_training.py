@@ -188,3 +188,19 @@ def test_script_reports_a_missing_data_root_without_traceback(tmp_path):
     assert "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines() == [process.stderr.strip()] and str(missing) in process.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_losses_read_every_few_steps_still_name_the_first_step_that_was_not_finite():
+    from training.distributed import single_process_runtime
+    from training.trainer import StepLosses, TrainingDiverged
+    losses = StepLosses({"loss": [1.0, 2]})  # a resumed epoch's sums
+    for step, value in enumerate([0.5, 0.25, float("nan"), float("inf")], start=3):
+        losses.add(step, 2, {"loss": torch.tensor(value), "L1": torch.tensor(value)})
+    with pytest.raises(TrainingDiverged, match="the training loss is nan at epoch 4, step 5"):
+        losses.sync(single_process_runtime(False), 4)
+    good = StepLosses({"loss": [1.0, 2]})
+    for step, value in enumerate([0.5, 0.25], start=3):
+        good.add(step, 2, {"loss": torch.tensor(value)})
+    assert good.pending and good.average() == 0.5  # nothing read yet
+    good.sync(single_process_runtime(False), 4)
+    assert not good.pending and good.average() == (1.0 + 0.5 * 2 + 0.25 * 2) / 6

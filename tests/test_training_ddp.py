@@ -1,6 +1,7 @@
 """main_bin_ddp.py under ``torchrun --nproc_per_node=2`` on the CPU (gloo): the ranks train on
-disjoint shards (recorded by ``--debug_record``), validation sums every rank's frames, only rank 0
-writes the experiment, and the saved model is the model every rank ends with."""
+disjoint shards (recorded by ``--debug_record``; ``--batch_size`` 4 is both ranks' batch, 2 each),
+validation sums every rank's frames, only rank 0 writes the experiment, and the saved model is the
+model every rank ends with."""
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ def test_torchrun_two_cpu_processes_train_disjoint_shards_into_one_model(tmp_pat
     debug = tmp_path / "debug"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "main_bin_ddp.py", "--dataset", "vimeo90K_septuplet", "--data_root", str(tmp_path / "vimeo"),
-               "--crop_size", "32", "--batch_size", "2", "--test_batch_size", "1", "--max_epoch", "2",
+               "--crop_size", "32", "--batch_size", "4", "--test_batch_size", "1", "--max_epoch", "2",
                "--max_steps_per_epoch", "1", "--val_freq", "2", "--max_val_batches", "1", "--grad_clip", "1.0",
                "--num_workers", "0", "--progress", "False", "--cuda", "False",
                "--checkpoint_dir", str(tmp_path / "runs"), "--exp_name", "ddp", "--debug_record", str(debug)]

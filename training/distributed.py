@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from cli import select_device
+from model.binconv import synchronize_binary_batch_norms
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,27 @@ class Runtime:
         return self.rank == 0
 
     def barrier(self):
-        if self.distributed:
+        if not self.distributed:
+            return
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[self.device.index])
+        else:
             dist.barrier()
 
-    def all_finite(self, value):
-        """True when the scalar tensor ``value`` is finite on every rank."""
-        finite = torch.isfinite(value.detach().float()).to(self._collective_device())
-        if self.distributed:
-            finite = finite.to(torch.int32)
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite)
+    def min_over_processes(self, value):
+        """The smallest of every rank's integer ``value``."""
+        return self._reduced(value, torch.int64, dist.ReduceOp.MIN)
+
+    def sum(self, value):
+        """The sum of every rank's integer ``value``."""
+        return self._reduced(value, torch.int64, dist.ReduceOp.SUM)
+
+    def _reduced(self, value, dtype, op):
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=dtype, device=self._collective_device())
+        dist.all_reduce(tensor, op=op)
+        return tensor.item()
 
     def mean(self, value):
         """The mean of a Python float over the ranks."""
@@ -72,12 +84,21 @@ class Runtime:
                 dist.broadcast(buffer, src=0)
 
     def wrap(self, model):
-        """DistributedDataParallel around ``model`` (SyncBatchNorm first on GPUs); itself otherwise."""
+        """DistributedDataParallel around ``model``, its BatchNorms synchronized first: every BatchNorm on
+        GPUs (SyncBatchNorm); on the CPU those of the binary layers, which compute the synchronized
+        statistics themselves (``model.binconv``; PyTorch's SyncBatchNorm runs on GPUs only). So N
+        processes with batches of B / N normalise as one process with B. Itself without a process group."""
         if not self.distributed:
             return model
         if self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             return nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index])
+        synchronize_binary_batch_norms(model)
+        others = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                  and not getattr(m, "synchronized", False)]
+        if others:
+            log.warning("%d BatchNorms outside the binary layers normalise each process's batch on its own "
+                        "(PyTorch synchronizes BatchNorm on GPUs only)", len(others))
         return nn.parallel.DistributedDataParallel(model)
 
     def _collective_device(self):
@@ -108,8 +129,8 @@ def torchrun_runtime(cuda=None, timeout_minutes=30):
             raise ValueError(f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} GPUs: "
                              "lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=rank, world_size=world_size, timeout=timeout, device_id=device)
+        torch.cuda.set_device(device)  # no init_process_group(device_id=...): reported to hang NCCL on torch 2.6-2.7.0
+        dist.init_process_group("nccl", rank=rank, world_size=world_size, timeout=timeout)
     else:
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
     log.debug("rank %d of %d on %s", rank, world_size, device)

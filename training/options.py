@@ -88,16 +88,21 @@ def _data_options(parser):
                        "motion prior on that larger crop and train on the inner one, so the prior a model learns "
                        "to correct is the one it gets on whole frames (default: 0; needs a --motion_prior; frames smaller than "
                        "crop + 2M are clamped, so their inner crops are smaller)")
-    group.add_argument("--batch_size", type=int, help="training batch per process "
-                       f"(default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
-    group.add_argument("--test_batch_size", type=int, help="validation batch per process "
+    group.add_argument("--batch_size", type=int, help="training batch of all processes together, as FLAVR's "
+                       "(main_bin_ddp.py splits it: each of N processes loads batch_size / N; "
+                       f"default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
+    group.add_argument("--test_batch_size", type=int, help="validation batch of all processes together "
                        f"(default: {RECIPE_DEFAULTS['test_batch_size']}; demo {DEMO_DEFAULTS['test_batch_size']})")
     group.add_argument("--val_dataset", choices=sorted(DATASETS),
                        help="validate on another data set (default: --dataset's own 'val' split)")
     group.add_argument("--val_data_root", help="folder of --val_dataset (default: --data_root)")
-    group.add_argument("--num_workers", type=int, help="data loading processes (default: "
-                       f"{RECIPE_DEFAULTS['num_workers']} or the CPU count if lower; "
-                       f"demo {DEMO_DEFAULTS['num_workers']})")
+    group.add_argument("--num_workers", type=int, help="data loading processes per training process, kept "
+                       f"between epochs (default: {RECIPE_DEFAULTS['num_workers']} or the CPU count if lower; "
+                       f"demo {DEMO_DEFAULTS['num_workers']}; benchmarks/bench_data.py says how many a GPU needs)")
+    group.add_argument("--skip_unreadable", type=true_or_false, default=False, metavar="True|False",
+                       help="a training sample whose frames cannot be read (corrupt or missing) is replaced by the "
+                       "next readable one, logged and counted (train.log, results.txt) instead of stopping the run "
+                       "(default: False: one line naming the file, exit code 2)")
 
 
 def _optimisation_options(parser):
@@ -135,8 +140,9 @@ def _optimisation_options(parser):
                        "gradually; hard signs after them (binary arch; default: 5/6 of the epochs after "
                        "--stage1_epochs, rounded down; a resumed run keeps its own)")
     group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
-    group.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: bf16 on a CUDA device "
-                       "that supports it, else none)")
+    group.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the training steps: bf16 or fp16 "
+                       "autocast (fp16 with GradScaler); losses, validation and checkpoints stay float32 (default: "
+                       "bf16 on GPUs with native bfloat16, compute capability 8.0+; fp16 on older GPUs; none on the CPU)")
     group.add_argument("--max_epoch", type=int, help="epochs to train "
                        f"(default: {RECIPE_DEFAULTS['max_epoch']}; demo {DEMO_DEFAULTS['max_epoch']})")
     group.add_argument("--max_steps_per_epoch", type=int, help="every epoch is this many steps: it ends after "
@@ -163,6 +169,9 @@ def _run_options(parser):
     group.add_argument("--log_images", type=int, default=2, help="validation frames shown in TensorBoard")
     group.add_argument("--progress", type=true_or_false, default=True, metavar="True|False",
                        help="tqdm progress bars (default: True)")
+    group.add_argument("--log_every", type=int, metavar="N",
+                       help="read the training losses (progress bar, NaN/inf check) every N steps, and at epoch ends "
+                       "and checkpoints (default: 1 on the CPU; 50 on a GPU, where reading a value waits for it)")
     group.add_argument("--debug_record", metavar="DIR",
                        help="debugging: every process writes DIR/samples_rank<R>.json (the sample ids of "
                        "each step) and DIR/weights_rank<R>.pth (its final latent weights)")
@@ -212,7 +221,7 @@ def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
                  "gate_reduction", "base_channels", "motion_crops"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps", "save_every"):
+    for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps", "save_every", "log_every"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     _require(args.num_workers >= 0, f"--num_workers must be 0 or more, got {args.num_workers}")
@@ -286,8 +295,28 @@ def model_config_from(args):
                         activation=args.activation, motion_prior=args.motion_prior)
 
 
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer; older GPUs emulate bfloat16 (slowly)
+
+
+def choose_amp(requested, device_type, capability=None, device_name="the GPU"):
+    """The ``--amp`` a run uses: ``requested``, or by default bf16 on a GPU with native bfloat16 (CUDA
+    compute ``capability`` 8.0 or more), fp16 (with GradScaler) on older GPUs and none on the CPU;
+    ValueError for bf16 asked of a GPU that would emulate it."""
+    if device_type != "cuda":
+        return requested or "none"
+    native = tuple(capability) >= NATIVE_BF16_CAPABILITY
+    if requested == "bf16" and not native:
+        raise ValueError(f"--amp bf16: {device_name} (compute capability {capability[0]}.{capability[1]}) has no "
+                         "native bfloat16 and would emulate it: use --amp fp16 (or none)")
+    return requested or ("bf16" if native else "fp16")
+
+
 def resolve_amp(args, device):
-    """``--amp`` unset: bf16 on a CUDA device that supports it, none otherwise (CPU included)."""
-    if args.amp is None:
-        args.amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    """Device-dependent defaults: ``--amp`` (``choose_amp``) and ``--log_every`` (50 on a GPU, 1 on the
+    CPU); ValueError for bf16 asked of a GPU without it."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    args.amp = choose_amp(args.amp, device.type, capability, name)
+    if args.log_every is None:
+        args.log_every = 50 if device.type == "cuda" else 1
     return args.amp

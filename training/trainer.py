@@ -40,7 +40,6 @@ import math
 import os
 import random
 import sys
-from collections import defaultdict
 
 import numpy as np
 import torch
@@ -48,8 +47,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED
-from dataset import get_loader, set_epoch
+from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED, check_torch_version
+from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_samples
+from dataset.errors import one_line
 from evaluation import evaluate
 from loss import Loss
 from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
@@ -58,7 +58,7 @@ from model.unet3d import matching_flow
 from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, load_model, make_checkpoint,
                          read_checkpoint, save_checkpoint, state_dict_of)
 from model.summary import model_summary
-from myutils import AverageMeter, autocast_or_nothing
+from myutils import autocast_or_nothing
 from training.distributed import shutdown, single_process_runtime, torchrun_runtime
 from training.options import build_parser, model_config_from, resolve_amp, resolve_options, soft_sign_epochs
 from util import BinOp
@@ -107,9 +107,10 @@ def restore_rng_state(state):
 
 def training_checkpoint(model, *, epoch, best_psnr, optimizer, scheduler, scaler, rng, args, **position):
     """Our checkpoint (``make_checkpoint``: format, model config, latent weights) plus the state that
-    continues a run exactly: optimizer, scheduler, GradScaler, epochs done, best PSNR, every rank's RNG;
-    mid-epoch (``--save_every``) also ``position``: ``epoch_step`` (batches of the next epoch done)
-    and ``epoch_meters`` (``{loss term: [sum, count]}`` over them)."""
+    continues a run exactly: optimizer, scheduler (and ``lr_total_steps``, the length of its decay),
+    GradScaler, epochs done, best PSNR, every rank's RNG; mid-epoch (``--save_every``) also
+    ``position``: ``epoch_step`` (steps of the next epoch done), ``global_batch`` (their samples, all
+    processes together) and ``epoch_meters`` (``{loss term: [sum, count]}`` over them)."""
     return make_checkpoint(model, epoch=epoch, best_psnr=best_psnr, optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=rng,
                            args=dict(args), **position)
@@ -120,9 +121,11 @@ def best_model_checkpoint(model, *, epoch, psnr, ssim):
     return make_checkpoint(model, epoch=epoch, psnr=psnr, ssim=ssim)
 
 
-def check_resumable(checkpoint, path, config):
+def check_resumable(checkpoint, path, config, batch_size):
     """ModelFileError unless ``checkpoint`` is a training checkpoint of ours; ValueError when its model
-    differs from the configuration ``config`` the options ask for."""
+    differs from the configuration ``config`` the options ask for, or when it stopped mid-epoch at a
+    batch other than ``batch_size`` (its position would not be one of this run's steps; checkpoints from
+    before ``global_batch`` was recorded had a batch per process)."""
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
             and "optimizer" in checkpoint and "epoch" in checkpoint):
         raise ModelFileError(f"{path}: not a training checkpoint (no optimizer state): resume from an "
@@ -132,6 +135,11 @@ def check_resumable(checkpoint, path, config):
     if differences:
         raise ValueError(f"{path} holds another model: {', '.join(differences)}; "
                          "repeat the model options of the run you resume")
+    saved = checkpoint.get("global_batch") or checkpoint.get("args", {}).get("batch_size", 0) * len(checkpoint["rng"])
+    if checkpoint.get("epoch_step") and saved != batch_size:
+        raise ValueError(f"{path} stopped after step {checkpoint['epoch_step']} of epoch {checkpoint['epoch'] + 1} "
+                         f"at a batch of {saved} samples, this run's is {batch_size}: "
+                         f"resume with --batch_size {saved}, or from a checkpoint written at the end of an epoch")
 
 
 # ---------------------------------------------------------------- the experiment folder
@@ -288,7 +296,8 @@ def make_optimizer(model, args):
     """Adam (FLAVR). ``--binary_lr_scale`` != 1 puts the latent binary weights in their own group at that
     multiple of ``--lr``; ``--weight_decay`` > 0 makes it AdamW, decaying only real-valued weights (not
     latent binary weights, whose sign is all that counts, BatchNorm / RPReLU parameters or biases).
-    The last group always runs at ``--lr``."""
+    The last group always runs at ``--lr``. On CUDA the fused implementation: one kernel per step, and
+    with fp16's GradScaler no wait for the host to learn whether the gradients were finite."""
     binary = {id(m.weight) for m in model.modules() if isinstance(m, BINARY_LAYERS)}
     groups = {"binary": [], "decayed": [], "others": []}
     for p in model.parameters():
@@ -301,8 +310,9 @@ def make_optimizer(model, args):
     settings = {"binary": {"lr": args.lr * args.binary_lr_scale, "weight_decay": 0.0},
                 "decayed": {"weight_decay": args.weight_decay}, "others": {"weight_decay": 0.0}}
     optimizer = torch.optim.AdamW if args.weight_decay > 0 else torch.optim.Adam
+    fused = {"fused": True} if all(p.is_cuda for p in model.parameters()) else {}
     return optimizer([{"params": groups[k], **settings[k]} for k in groups if groups[k]],
-                     lr=args.lr, betas=(args.beta1, args.beta2))
+                     lr=args.lr, betas=(args.beta1, args.beta2), **fused)
 
 
 def make_scheduler(optimizer, args, total_steps):
@@ -330,11 +340,52 @@ class FirstBatches:
         return itertools.islice(self.loader, self.count)
 
 
+class StepLosses:
+    """The training losses of an epoch's steps, kept on the device as they come and read in one go
+    (``sync``) every ``--log_every`` steps and before anything is saved: reading a value from a GPU
+    waits for it. ``sums``: ``{term: [sum over samples, samples]}`` of the steps read so far."""
+
+    def __init__(self, state=None):
+        self.sums = {name: [float(total), int(count)] for name, (total, count) in (state or {}).items()}
+        self.pending = []  # (step, batch size, {term: 0-dim tensor}) not read yet
+
+    def add(self, step, size, values):
+        self.pending.append((step, size, {name: value.detach() for name, value in values.items()}))
+
+    def sync(self, runtime, epoch):
+        """Read the pending losses; TrainingDiverged (on every process) at the first that is not finite."""
+        if not self.pending:
+            return
+        names = list(self.pending[0][2])
+        values = torch.stack([torch.stack([v[name].float() for name in names]) for _, _, v in self.pending]).cpu()
+        finite = torch.isfinite(values[:, names.index("loss")])
+        local_first = next((i for i, ok in enumerate(finite.tolist()) if not ok), None)
+        first = runtime.min_over_processes(len(self.pending) if local_first is None else local_first)
+        if first < len(self.pending):
+            step = self.pending[first][0]
+            value = f"{float(values[first, names.index('loss')])}" if local_first == first else "not finite"
+            raise TrainingDiverged(f"the training loss is {value} at epoch {epoch}, step {step}")
+        for (_, size, _), row in zip(self.pending, values.tolist()):
+            for name, value in zip(names, row):
+                total = self.sums.setdefault(name, [0.0, 0])
+                total[0] += value * size
+                total[1] += size
+        self.pending = []
+
+    def average(self, name="loss"):
+        total, count = self.sums.get(name, (0.0, 0))
+        return total / count if count else 0.0
+
+    def state(self):
+        return {name: list(value) for name, value in self.sums.items()}
+
+
 class Trainer:
     """Trains ``model`` (on ``runtime.device``) on ``loaders`` (training, validation) with Adam, the
     ``--lr_schedule`` over ``total_steps``, optional AMP and distillation from ``teacher`` (a frozen
     model in eval mode, or None), and writes the experiment's artefacts through ``experiment`` (and
-    the debugging record through ``recorder``, a ``SampleRecorder``, when given)."""
+    the debugging record through ``recorder``, a ``SampleRecorder``, when given). ``--batch_size`` is
+    the batch of all processes together; each loads ``batch_size / world_size`` of it."""
 
     def __init__(self, args, runtime, model, loaders, experiment, recorder=None, total_steps=1, teacher=None):
         self.args, self.runtime, self.experiment, self.recorder = args, runtime, experiment, recorder
@@ -345,17 +396,19 @@ class Trainer:
         self.teacher = teacher
         self.criterion = Loss(args.loss)
         self.optimizer = make_optimizer(self.raw_model, args)
-        self.scheduler = make_scheduler(self.optimizer, args, total_steps)
+        self.scheduler, self.total_steps = make_scheduler(self.optimizer, args, total_steps), total_steps
         self.autocast_dtype = AUTOCAST_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=args.amp == "fp16")
         self.epoch, self.best_psnr = 0, -math.inf
         self.epoch_step, self.epoch_meters, self.pending_rng = 0, {}, None  # a mid-epoch resume's position
         self.sample_indices = None  # --debug_record: the batch sampler's indices of the running epoch
         self.last_checkpoint = None
+        self.unreadable_before = 0  # samples replaced by --skip_unreadable before the running epoch
         torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
 
     def restore(self, checkpoint, path):
-        """Continue the run ``checkpoint`` (a ``training_checkpoint``, read from ``path``) saved, exactly."""
+        """Continue the run ``checkpoint`` (a ``training_checkpoint``, read from ``path``) saved, exactly,
+        with any number of processes (``check_resumable`` has checked the batch of a mid-epoch one)."""
         self.last_checkpoint = path
         self.raw_model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -363,12 +416,18 @@ class Trainer:
         if self.scaler.is_enabled() and checkpoint["scaler"]:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.best_psnr = checkpoint["epoch"], checkpoint["best_psnr"]
+        saved_steps = checkpoint.get("lr_total_steps", self.total_steps)
+        if self.args.lr_schedule != "plateau" and saved_steps != self.total_steps:
+            log.warning("the learning rate now decays over %d steps, the run began with %d (another --batch_size or "
+                        "--max_epoch): --lr_decay_steps %d keeps its schedule", self.total_steps, saved_steps,
+                        saved_steps)
         self.epoch_step = checkpoint.get("epoch_step", 0)
         self.epoch_meters = checkpoint.get("epoch_meters", {})
         rng = checkpoint["rng"]
         if len(rng) != self.runtime.world_size:
-            log.warning("the checkpoint holds the random state of %d processes, this run has %d: every "
-                        "process continues from rank 0's", len(rng), self.runtime.world_size)
+            log.info("the checkpoint was written by %d process%s, this run has %d: the samples continue where "
+                     "they stopped; every process takes rank 0's random state", len(rng), "es" * (len(rng) > 1),
+                     self.runtime.world_size)
         rng = rng[self.runtime.rank] if len(rng) == self.runtime.world_size else rng[0]
         if self.epoch_step:  # put back once the epoch's loader iterator exists (creating it draws a seed)
             self.pending_rng = rng
@@ -404,30 +463,30 @@ class Trainer:
         return binop.binarized() if binop is not None else contextlib.nullcontext()
 
     def _loss(self, inputs, targets):
-        """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)."""
+        """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``).
+        The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
         inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context)
-        preds = self.model(inputs, motion=motion)
+        with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
+            preds = self.model(inputs, motion=motion)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    taught = self.teacher(inputs, motion=motion)
+        preds = [p.float() for p in preds]
         loss, terms = self.criterion(preds, targets)
         if self.teacher is not None:
-            with torch.no_grad():
-                taught = torch.cat([p.float() for p in self.teacher(inputs, motion=motion)])
-            distill = F.l1_loss(torch.cat(list(preds)).float(), taught)
+            distill = F.l1_loss(torch.cat(preds), torch.cat([p.float() for p in taught]))
             loss = loss + self.args.distill_weight * distill
             terms["distill"] = distill.detach()
         return loss, terms
 
-    def train_step(self, inputs, targets, where, epoch):
-        """One optimiser step on a batch (lists of ``B x 3 x H x W``); returns (loss, {term: value})."""
-        device = self.runtime.device
-        inputs = [x.to(device, non_blocking=True) for x in inputs]
-        targets = [y.to(device, non_blocking=True) for y in targets]
+    def train_step(self, inputs, targets, epoch):
+        """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float); returns (loss,
+        {term: value}) as 0-dim tensors on the device, not read (reading them would wait for the GPU)."""
+        inputs, targets = frames_to(self.runtime.device, inputs), frames_to(self.runtime.device, targets)
         self.optimizer.zero_grad(set_to_none=True)
         binop = self.binop_in(epoch)
         with self._binarized(binop):
-            with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
-                loss, terms = self._loss(inputs, targets)
-            if not self.runtime.all_finite(loss):
-                raise TrainingDiverged(f"the training loss is {float(loss.detach())} at {where}")
+            loss, terms = self._loss(inputs, targets)
             self.scaler.scale(loss).backward()
         if binop is not None:
             binop.updateBinaryGradWeight()
@@ -438,21 +497,21 @@ class Trainer:
         self.scaler.update()
         if self.args.lr_schedule != "plateau":
             self.scheduler.step()
-        return float(loss.detach()), {name: float(value) for name, value in terms.items()}
+        return loss.detach(), terms
 
     def start_epoch(self, epoch):
-        """Set ``train_loader`` to ``epoch`` (after a mid-epoch resume: to the batches not trained yet);
-        returns (the epoch's step count, the first step, the loss meters, the progress bar over the
-        batches). The random state of a mid-epoch resume is put back once the batch iterator exists
-        (creating it draws a seed)."""
+        """Set ``train_loader`` to ``epoch`` (after a mid-epoch resume: to the samples not trained on yet);
+        returns (the epoch's step count, the first step, the epoch's ``StepLosses``, the progress bar,
+        the batches). The random state of a mid-epoch resume is put back once the batch iterator
+        exists (creating it draws a seed)."""
         loader, start = self.train_loader, self.epoch_step
         set_epoch(loader, epoch)
         steps = len(FirstBatches(loader, self.args.max_steps_per_epoch))  # the whole epoch's
         if start:
             set_epoch(loader, epoch, skip_batches=start)
-        meters = defaultdict(AverageMeter, {name: AverageMeter.from_state(state)
-                                            for name, state in self.epoch_meters.items()})
+        losses = StepLosses(self.epoch_meters)
         self.epoch_step, self.epoch_meters = 0, {}
+        self.unreadable_before = unreadable_samples(loader)
         self.sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
         progress = tqdm(FirstBatches(loader, steps - start), desc=f"epoch {epoch}/{self.args.max_epoch}",
                         leave=False, dynamic_ncols=True, initial=start, total=steps,
@@ -461,35 +520,40 @@ class Trainer:
         if self.pending_rng is not None:
             restore_rng_state(self.pending_rng)
             self.pending_rng = None
-        return steps, start, meters, progress, batches
+        return steps, start, losses, progress, batches
 
-    def after_step(self, epoch, step, steps, meters, size, loss, terms):
-        """Count the step's losses (``size`` samples), record its samples (``--debug_record``) and
-        save the training state every ``--save_every`` steps."""
-        meters["loss"].update(loss, size)
-        for name, value in terms.items():
-            meters[name].update(value, size)
+    def after_step(self, epoch, step, steps, losses, size, values):
+        """Count the step's losses (``size`` samples: this process's batch), record its samples
+        (``--debug_record``), read the losses every ``--log_every`` steps and save the training state
+        every ``--save_every`` steps."""
+        losses.add(step, size, values)
         if self.recorder is not None:
             dataset = self.train_loader.dataset
-            self.recorder.record(epoch, [dataset.sample_id(i) for i in next(self.sample_indices)])
+            self.recorder.record(epoch, [dataset.sample_id(index) for index in next(self.sample_indices)])
+        if step % self.args.log_every == 0 or step == steps:
+            losses.sync(self.runtime, epoch)
         if self.args.save_every and step < steps and ((epoch - 1) * steps + step) % self.args.save_every == 0:
-            self.save_progress(epoch, step, meters)
+            self.save_progress(epoch, step, losses)
 
-    def save_progress(self, epoch, step, meters):
+    def save_progress(self, epoch, step, losses):
         """``checkpoint.pth`` after ``step`` batches of ``epoch`` (``--save_every``): the whole training
-        state, the position in the epoch and its loss sums, so ``--resume`` continues exactly here."""
+        state, the position in the epoch (steps of ``global_batch`` samples) and its loss sums, so
+        ``--resume`` continues exactly here, with any number of processes."""
+        losses.sync(self.runtime, epoch)
         self.check_weights(f"epoch {epoch}, step {step}")
         rng = self.runtime.gather(capture_rng_state())
         self.experiment.save(training_checkpoint(
             self.raw_model, epoch=epoch - 1, best_psnr=self.best_psnr, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args),
-            epoch_step=step, epoch_meters={name: meter.state() for name, meter in meters.items()}),
+            lr_total_steps=self.total_steps,
+            epoch_step=step, global_batch=self.args.batch_size, epoch_meters=losses.state()),
             self.experiment.checkpoint_path)
         self.last_checkpoint = self.experiment.checkpoint_path
         log.debug("saved epoch %d, step %d to %s", epoch, step, self.last_checkpoint)
 
     def validate(self, loader, epoch):
-        """PSNR / SSIM / loss with binarized weights, summed over every rank's shard."""
+        """PSNR / SSIM / loss of the model as ``test.py`` and the packed engine run it (binarized weights,
+        float32 whatever ``--amp`` trains in), summed over every rank's shard."""
         shown = []
 
         def keep_first_batch(index, preds, targets):
@@ -497,7 +561,7 @@ class Trainer:
                 shown[:] = [preds[0][:self.args.log_images], targets[0][:self.args.log_images]]
 
         result = evaluate(self.raw_model, FirstBatches(loader, self.args.max_val_batches), self.runtime.device,
-                          criterion=self.criterion, binop=self.binop_in(epoch), autocast_dtype=self.autocast_dtype,
+                          criterion=self.criterion, binop=self.binop_in(epoch),
                           progress=self.args.progress and self.runtime.is_main,
                           on_prediction=keep_first_batch, description=f"validate {epoch}").all_reduce()
         if not math.isfinite(result.loss):
@@ -520,18 +584,21 @@ class Trainer:
         self.epoch = epoch
         self.experiment.save(training_checkpoint(
             self.raw_model, epoch=epoch, best_psnr=self.best_psnr, optimizer=self.optimizer,
-            scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args)),
+            scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args),
+            lr_total_steps=self.total_steps),
             self.experiment.checkpoint_path)
         self.last_checkpoint = self.experiment.checkpoint_path
         if is_best:
             self.experiment.save(best_model_checkpoint(self.raw_model, epoch=epoch, psnr=result.psnr,
                                                        ssim=result.ssim), self.experiment.best_path)
 
-    def report(self, epoch, lr, train_losses, result, is_best):
+    def report(self, epoch, lr, train_losses, result, is_best, unreadable=0):
         """TensorBoard scalars, a ``results.txt`` line (after a validation) and a log line."""
         self.experiment.scalars({f"train/{name}": value for name, value in train_losses.items()} | {"lr": lr},
                                 epoch)
         summary = f"epoch {epoch}  train_loss {train_losses['loss']:.5f}  lr {lr:.3g}"
+        if unreadable:
+            summary += f"  unreadable_samples_skipped {unreadable}"
         if result is not None:
             self.experiment.scalars({"val/loss": result.loss, "val/psnr": result.psnr, "val/ssim": result.ssim},
                                     epoch)
@@ -550,8 +617,29 @@ class Trainer:
                 self.scheduler.step(result.loss)
             if final_stage:
                 self.best_psnr = max(self.best_psnr, result.psnr)
+        unreadable = self.runtime.sum(unreadable_samples(self.train_loader) - self.unreadable_before)
+        if unreadable:
+            log.warning("%d unreadable training samples were replaced by the next readable ones in epoch %d "
+                        "(each is named in a warning above)", unreadable, epoch)
         self.save_checkpoints(epoch, result, is_best)
-        self.report(epoch, lr, train_losses, result, is_best)
+        self.report(epoch, lr, train_losses, result, is_best, unreadable)
+
+    def train_epoch(self, epoch):
+        """The training steps of ``epoch``; returns its ``StepLosses``. A sample that cannot be read
+        stops the run with one line saying what to do (``--skip_unreadable`` replaces such samples)."""
+        steps, start, losses, progress, batches = self.start_epoch(epoch)
+        try:
+            for step, (inputs, targets) in enumerate(batches, start + 1):
+                if self.binop is not None:
+                    self.binop.sharpness = self.soft_sign_sharpness(epoch, step, steps)
+                loss, terms = self.train_step(inputs, targets, epoch)
+                self.after_step(epoch, step, steps, losses, inputs[0].shape[0], {"loss": loss, **terms})
+                if not losses.pending:
+                    progress.set_postfix(loss=f"{losses.average():.4f}")
+        except DatasetError as error:
+            raise DatasetError(f"{one_line(error)} (epoch {epoch}): replace the file, or skip such samples with "
+                               "--skip_unreadable True, and continue with --resume") from None
+        return losses
 
     def fit(self):
         """Train from where the run stands to ``--max_epoch``, validating every ``--val_freq`` epochs."""
@@ -559,14 +647,9 @@ class Trainer:
             log.warning("nothing to train: the run is at epoch %d and --max_epoch is %d", self.epoch,
                         self.args.max_epoch)
         for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
-            steps, start, meters, progress, batches = self.start_epoch(epoch)
-            for step, (inputs, targets) in enumerate(batches, start + 1):
-                if self.binop is not None:
-                    self.binop.sharpness = self.soft_sign_sharpness(epoch, step, steps)
-                loss, terms = self.train_step(inputs, targets, f"epoch {epoch}, step {step}", epoch)
-                self.after_step(epoch, step, steps, meters, inputs[0].shape[0], loss, terms)
-                progress.set_postfix(loss=f"{meters['loss'].avg:.4f}")
-            train_losses = {name: self.runtime.mean(meter.avg) for name, meter in meters.items()}
+            losses = self.train_epoch(epoch)
+            losses.sync(self.runtime, epoch)
+            train_losses = {name: self.runtime.mean(losses.average(name)) for name in losses.sums}
             self.runtime.broadcast_buffers(self.raw_model)
             validate = epoch % self.args.val_freq == 0 or epoch == self.args.max_epoch
             self.end_epoch(epoch, train_losses, self.validate(self.val_loader, epoch) if validate else None)
@@ -587,16 +670,29 @@ def inside_prior_context(inputs, targets, margin):
     return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 
 
+def process_batch(batch_size, world_size, option="--batch_size"):
+    """This process's share of a batch of ``batch_size`` samples over ``world_size`` processes;
+    ValueError unless it divides evenly."""
+    if batch_size % world_size:
+        raise ValueError(f"{option} {batch_size} is the batch of all {world_size} processes together and must be "
+                         f"a multiple of {world_size}: use {max(world_size, batch_size // world_size * world_size)} "
+                         f"or {batch_size // world_size * world_size + world_size}")
+    return batch_size // world_size
+
+
 def build_loaders(args, config, runtime):
-    """The training and validation loaders (this process's shards under DDP)."""
+    """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
+    ``--test_batch_size`` are shared by the processes."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
-    train = get_loader(args.dataset, "train", args.data_root, batch_size=args.batch_size,
+    train = get_loader(args.dataset, "train", args.data_root, batch_size=process_batch(args.batch_size,
+                                                                                         runtime.world_size),
                        crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
-                       min_batches=args.max_steps_per_epoch, **common)
+                       min_batches=args.max_steps_per_epoch, skip_unreadable=args.skip_unreadable, **common)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
-    val = get_loader(val_dataset, "val", val_root, batch_size=args.test_batch_size, **common)
+    val_batch = max(1, -(-args.test_batch_size // runtime.world_size))
+    val = get_loader(val_dataset, "val", val_root, batch_size=val_batch, **common)
     return train, val
 
 
@@ -660,7 +756,7 @@ def read_inputs(args, folder, config):
     if args.resume:
         resume_path = resume_checkpoint_path(folder, args.resume)
         resume = read_checkpoint(resume_path)
-        check_resumable(resume, resume_path, config)
+        check_resumable(resume, resume_path, config, args.batch_size)
     pretrained = read_checkpoint(args.pretrained) if args.pretrained else None
     if pretrained is not None:
         state_dict_of(pretrained, args.pretrained)
@@ -742,6 +838,7 @@ def main(argv=None, distributed=False, prog=None):
     handler, previous_level = _console_logging(logging.INFO)
     runtime = trainer = None
     try:
+        check_torch_version()
         resolve_options(args)
         runtime = torchrun_runtime(args.cuda) if distributed else single_process_runtime(args.cuda)
         resolve_amp(args, runtime.device)
@@ -753,7 +850,7 @@ def main(argv=None, distributed=False, prog=None):
         finally:
             trainer.experiment.close()
     except ValueError as error:  # bad input: DatasetError and ModelFileError are ValueErrors too
-        _report(error, runtime)
+        _report(one_line(error), runtime)
         return EXIT_BAD_INPUT
     except TrainingDiverged as error:
         kept = (f"the last good checkpoint is {trainer.last_checkpoint} (epoch {trainer.epoch})"

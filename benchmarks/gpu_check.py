@@ -1,0 +1,233 @@
+"""The checks that need a GPU, in one command: at most ~10 minutes on one GPU, never part of CI.
+
+    python benchmarks/gpu_check.py                         # on a machine with CUDA (one GPU or more)
+    python benchmarks/gpu_check.py --json gpu_check.json   # also write the figures
+    python benchmarks/gpu_check.py --device cpu --smoke    # the same checks at tiny sizes on the CPU
+
+1. cuda tests: the test suite's tests that need a CUDA device (``pytest -m cuda``);
+2. training steps: full-precision FLAVR, binary FLAVR in FLAVR's layout and the default binary model
+   at 256x256 (width 64, batch 8) in float32 and in the GPU's autocast (bf16 where native, else fp16):
+   step time, samples/s, peak memory and saved MB/sample, as ``bench_train.py`` measures them;
+3. a run: ``main_bin.py`` on a Vimeo-90K-layout fixture (fixture_data.py) for a few dozen steps with data
+   workers, pinned memory, autocast, validation and checkpoints; it must finish, and its checkpoint,
+   evaluated as ``test.py`` does, must give the PSNR its validation logged (validation runs the exact
+   float32 model);
+4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4);
+5. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
+   disjoint shards, one model on every rank, and the model one process trains with the whole batch.
+
+Each check prints one line (ok / FAILED / skipped, with why) and the training figures a table; the
+exit code is the number of failed checks. ``--smoke`` makes everything tiny (32x32, width 8, a few
+steps) so that the script runs inside the CPU test suite and does not rot between GPU sessions.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import bench_train  # noqa: E402
+import fixture_data  # noqa: E402
+from engine import pack_binary_model  # noqa: E402
+from model import build_model  # noqa: E402
+from training.options import choose_amp  # noqa: E402
+from util import BinOp  # noqa: E402
+
+FULL = {"size": 256, "width": 64, "batch": 8, "steps": 30, "fixture": fixture_data.VIMEO_SIZE, "workers": 4,
+        "epochs": 2}
+SMOKE = {"size": 32, "width": 8, "batch": 2, "steps": 2, "fixture": (64, 96), "workers": 2, "epochs": 1}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the CPU test suite runs this)")
+    parser.add_argument("--json", metavar="PATH", help="write every check's outcome and figures as JSON")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "gpu_check.py: error: no CUDA device: run it on a GPU machine, or --device cpu --smoke\n")
+    args.sizes = SMOKE if args.smoke else FULL
+    return args
+
+
+def autocast_mode(device):
+    """The autocast a training run picks by default on ``device`` (bf16 for the CPU)."""
+    if device == "cpu":
+        return "bf16"
+    return choose_amp(None, "cuda", torch.cuda.get_device_capability())
+
+
+def run(command, cwd=REPO, timeout=600):
+    """A subprocess's (exit code, stdout + stderr)."""
+    process = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return process.returncode, process.stdout + process.stderr
+
+
+def check_cuda_tests(args, scratch):
+    if args.device != "cuda":
+        return "skipped", "no CUDA device (the CUDA tests skip themselves on the CPU)", {}
+    code, output = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"])
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    return ("ok" if code == 0 else "FAILED"), summary, {}
+
+
+def check_training_steps(args, scratch):
+    sizes = args.sizes
+    options = bench_train.parse_args(["--device", args.device, "--width", str(sizes["width"]), "--size",
+                                      str(sizes["size"]), "--batch", str(sizes["batch"]), "--steps",
+                                      str(sizes["steps"]), "--warmup", "0" if args.smoke else "2",
+                                      "--time_cpu_autocast"])
+    figures = {}
+    for amp in ("none", autocast_mode(args.device)):
+        for name in bench_train.MODELS:  # --smoke: in this process (its peak memory is then not the model's)
+            measure = bench_train.measure if args.smoke else bench_train.run_child
+            measured = measure(name, amp, sizes["batch"], options)
+            measured["samples_per_s"] = sizes["batch"] / measured["step_s"]
+            figures[f"{name} {amp}"] = measured
+    rows = [f"{'model':16s} {'precision':9s} {'step s':>8s} {'samples/s':>10s} {'peak MB':>9s} {'saved MB/sample':>16s}"]
+    for key, m in figures.items():
+        name, amp = key.split()
+        rows.append(f"{name:16s} {amp:9s} {m['step_s']:8.3f} {m['samples_per_s']:10.1f} {m['peak_mb']:9.0f} "
+                    f"{m['saved_mb_per_sample']:16.2f}")
+    lighter = all(figures[f"binary {amp}"]["saved_mb_per_sample"] <= figures[f"flavr {amp}"]["saved_mb_per_sample"]
+                  for amp in ("none", autocast_mode(args.device)))
+    detail = "\n".join(rows) + ("" if lighter else "\nthe default binary model keeps more bytes than FLAVR")
+    return ("ok" if lighter else "FAILED"), detail, figures
+
+
+def fixture(args, scratch):
+    root = Path(scratch) / "vimeo"
+    if not root.exists():
+        fixture_data.write_vimeo(str(root), n_sequences=8 if args.smoke else 32, size=args.sizes["fixture"])
+    return root
+
+
+def training_options(args, root, checkpoint_dir, exp_name, batch):
+    sizes = args.sizes
+    return ["--dataset", "vimeo90K_septuplet", "--data_root", root, "--crop_size", sizes["size"],
+            "--base_channels", sizes["width"], "--batch_size", batch, "--test_batch_size", 4,
+            "--max_steps_per_epoch", sizes["steps"], "--max_epoch", sizes["epochs"], "--num_workers", sizes["workers"],
+            "--progress", "False", "--cuda", args.device == "cuda", "--checkpoint_dir", checkpoint_dir,
+            "--exp_name", exp_name, "--lr_schedule", "cosine", "--seed", 0]
+
+
+def check_training_run(args, scratch):
+    root, runs = fixture(args, scratch), Path(scratch) / "runs"
+    amp = autocast_mode(args.device)
+    code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "run", args.sizes["batch"]),
+                        "--amp", amp, "--save_every", args.sizes["steps"] // 2])
+    if code != 0:
+        return "FAILED", f"main_bin.py exited with {code}: {output.strip()[-1500:]}", {}
+    last = (runs / "run" / "results.txt").read_text().strip().splitlines()[-1].split()
+    logged = float(last[last.index("psnr") + 1])
+    report = Path(scratch) / "test.json"
+    code, output = run([sys.executable, "test.py", "--dataset", "vimeo90K_septuplet", "--data_root", root,
+                        "--load_from", runs / "run" / "checkpoint.pth", "--engine", "simulated", "--cuda",
+                        args.device == "cuda", "--test_batch_size", 4, "--results_json", report])
+    if code != 0:
+        return "FAILED", f"test.py exited with {code}: {output.strip()[-1500:]}", {}
+    evaluated = json.loads(report.read_text())["psnr"]
+    same = abs(evaluated - logged) < 1e-3
+    detail = f"--amp {amp}: validation PSNR {logged:.4f} dB, test.py on its checkpoint {evaluated:.4f} dB"
+    return ("ok" if same else "FAILED"), detail, {"amp": amp, "validation_psnr": logged, "test_psnr": evaluated}
+
+
+@torch.no_grad()
+def check_packed_engine(args, scratch):
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model({"arch": "binary", "base_channels": args.sizes["width"], "head": "warp",
+                         "motion_prior": "matching"}, log_summary=False).eval()
+    for module in model.modules():  # BatchNorm statistics of a trained model, not the initial 0 / 1
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    BinOp(model).binarization()
+    packed = pack_binary_model(model).to(device)
+    model.to(device)
+    size = args.sizes["size"]
+    frames = [torch.rand(1, 3, size, size + 16, device=device) for _ in range(4)]
+    difference = max(float((a - b).abs().max()) for a, b in zip(packed(frames), model(frames)))
+    return ("ok" if difference <= 1e-4 else "FAILED"), f"largest difference {difference:.2e} (at most 1e-4)", \
+        {"max_difference": difference}
+
+
+def check_ddp(args, scratch):
+    if args.device == "cuda" and torch.cuda.device_count() < 2:
+        return "skipped", f"{torch.cuda.device_count()} GPU: DDP over NCCL needs 2 or more", {}
+    root, runs = fixture(args, scratch), Path(scratch) / "ddp_runs"
+    batch = 2 * args.sizes["batch"]
+    records = {name: Path(scratch) / f"record_{name}" for name in ("one", "two")}
+    exact = ["--amp", "none", "--debug_record"]  # float32: the two runs differ only by the order of sums
+    code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "one", batch),
+                        *exact, records["one"]])
+    if code != 0:
+        return "FAILED", f"one process exited with {code}: {output.strip()[-1500:]}", {}
+    code, output = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "main_bin_ddp.py", *training_options(args, root, runs, "two", batch), *exact, records["two"]])
+    if code != 0:
+        return "FAILED", f"torchrun exited with {code}: {output.strip()[-1500:]}", {}
+    return compare_ddp_records(records)
+
+
+def compare_ddp_records(records):
+    """Two ranks' samples (disjoint, together the one-process run's) and weights (the same on both ranks,
+    close to the one-process run's)."""
+    one = json.loads((records["one"] / "samples_rank0.json").read_text())["epochs"]
+    ranks = [json.loads((records["two"] / f"samples_rank{r}.json").read_text())["epochs"] for r in (0, 1)]
+    for epoch, steps in one.items():
+        for step, batch in enumerate(steps):
+            halves = [set(rank[epoch][step]) for rank in ranks]
+            if halves[0] & halves[1] or sorted(halves[0] | halves[1]) != sorted(batch):
+                return "FAILED", f"epoch {epoch}, step {step + 1}: the ranks' samples are not the one process's", {}
+    weights = [torch.load(records["two"] / f"weights_rank{r}.pth", map_location="cpu", weights_only=True) for r in (0, 1)]
+    single = torch.load(records["one"] / "weights_rank0.pth", map_location="cpu", weights_only=True)
+    if any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0]):
+        return "FAILED", "the two ranks end with different weights", {}
+    difference = torch.cat([(weights[0][k].float() - single[k].float()).abs().flatten() for k in single
+                            if single[k].is_floating_point()])
+    apart = float((difference > 1e-5).float().mean())  # GPU reductions are not bit-reproducible
+    detail = (f"each step's samples split between the ranks; weights from one process's: largest difference "
+              f"{float(difference.max()):.2e}, {100 * apart:.2f}% apart by more than 1e-5 (at most 1%)")
+    return ("ok" if apart <= 0.01 else "FAILED"), detail, {"max_weight_difference": float(difference.max()),
+                                                           "fraction_apart": apart}
+
+
+CHECKS = {"cuda tests": check_cuda_tests, "training steps": check_training_steps, "run": check_training_run,
+          "packed engine": check_packed_engine, "ddp": check_ddp}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"gpu_check on {device}, torch {torch.__version__}{' (smoke)' if args.smoke else ''}", flush=True)
+    outcomes = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, check in CHECKS.items():
+            started = time.perf_counter()
+            try:
+                status, detail, figures = check(args, scratch)
+            except Exception as error:  # a check that crashes is a failed check; the others still run
+                status, detail, figures = "FAILED", f"{type(error).__name__}: {error}", {}
+            seconds = time.perf_counter() - started
+            outcomes[name] = {"status": status, "detail": detail, "figures": figures, "seconds": seconds}
+            print(f"{name} ({seconds:.0f} s): {status}{': ' if detail else ''}{detail}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": device, "torch": torch.__version__, "smoke": args.smoke, "checks": outcomes},
+                      handle, indent=1)
+    failed = [name for name, outcome in outcomes.items() if outcome["status"] == "FAILED"]
+    print(f"{len(failed)} check(s) failed" + (f": {', '.join(failed)}" if failed else ""))
+    return len(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Training data that keeps up with a GPU and survives a multi-day run: loaders send 8-bit frames
+through the workers (float on the device, the data set's own values), keep their workers between
+epochs and still draw each epoch's augmentation, Vimeo-90K starts with one folder listing instead of
+a check of every file, and ``--skip_unreadable`` replaces a corrupt sample, counted in the log and
+the results, instead of stopping the run."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dataset import DatasetError, frames_to, get_dataset, get_loader, set_epoch, unreadable_samples
+from tests.fixtures import REPO, textured_image, write_frame_folder, write_gopro, write_vimeo
+from training import main
+
+
+def corrupt(path):
+    with open(path, "wb") as handle:
+        handle.write(b"this is not an image")
+
+
+def test_loader_batches_are_bytes_that_become_the_data_sets_float_frames_on_the_device(tmp_path):
+    write_vimeo(tmp_path, n_seqs=3)
+    loader = get_loader("vimeo90K_septuplet", "test", tmp_path, batch_size=3, crop_size=32)
+    inputs, targets = next(iter(loader))
+    assert inputs[0].dtype == torch.uint8 and inputs[0].shape == (3, 3, 32, 32)
+    converted = frames_to(torch.device("cpu"), inputs + targets)
+    assert all(f.dtype == torch.float32 for f in converted)
+    dataset = get_dataset("vimeo90K_septuplet", "test", tmp_path, crop_size=32)
+    for row in range(3):
+        frames = dataset[row][0] + dataset[row][1]
+        assert all(torch.equal(converted[k][row], frames[k]) for k in range(len(frames)))
+
+
+def test_workers_kept_between_epochs_draw_each_epochs_augmentation(tmp_path):
+    write_frame_folder(str(tmp_path / "clip"), n_frames=17, image=textured_image((64, 96)))
+    epochs = {}
+    for workers in (0, 2):
+        loader = get_loader("custom", "train", tmp_path, batch_size=2, num_workers=workers, seed=1,
+                            val_fraction=0.0, crop_size=32)
+        assert loader.persistent_workers == (workers > 0)
+        epochs[workers] = []
+        for epoch in (1, 2, 3):
+            set_epoch(loader, epoch)
+            epochs[workers].append(torch.cat([inputs[0] for inputs, _ in loader]))
+    assert all(torch.equal(a, b) for a, b in zip(epochs[0], epochs[2]))
+    assert not torch.equal(epochs[2][0], epochs[2][1]) and not torch.equal(epochs[2][1], epochs[2][2])
+
+
+def test_vimeo_starts_without_checking_every_file_and_names_a_missing_frame_when_it_is_read(tmp_path):
+    write_vimeo(tmp_path, n_seqs=3)
+    missing = tmp_path / "sequences" / "00001" / "0003" / "im4.png"
+    os.remove(missing)
+    dataset = get_dataset("vimeo90K_septuplet", "train", tmp_path, crop_size=32)  # no file-by-file check
+    with pytest.raises(DatasetError, match="im4.png"):
+        dataset[2]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_sample_is_replaced_by_the_next_readable_one_and_counted(tmp_path, workers):
+    write_vimeo(tmp_path, n_seqs=4)
+    corrupt(tmp_path / "sequences" / "00001" / "0002" / "im3.png")
+    loader = get_loader("vimeo90K_septuplet", "train", tmp_path, batch_size=1, num_workers=workers, crop_size=32,
+                        shuffle=False, skip_unreadable=True)
+    for epoch in (1, 2):
+        set_epoch(loader, epoch)
+        batches = list(loader)
+        assert len(batches) == 4 and unreadable_samples(loader) == epoch
+    with pytest.raises(DatasetError, match="im3.png"):
+        list(get_loader("vimeo90K_septuplet", "train", tmp_path, batch_size=1, crop_size=32, shuffle=False))
+
+
+def run_options(data_root, checkpoint_dir, *extra):
+    return ["--dataset", "vimeo90K_septuplet", "--data_root", str(data_root), "--crop_size", "32",
+            "--batch_size", "2", "--test_batch_size", "2", "--max_steps_per_epoch", "2", "--max_epoch", "2",
+            "--max_val_batches", "1", "--num_workers", "0", "--progress", "False", "--cuda", "False",
+            "--base_channels", "8", "--checkpoint_dir", str(checkpoint_dir), "--exp_name", "run", *extra]
+
+
+def test_a_run_with_skip_unreadable_finishes_and_counts_the_skipped_samples(tmp_path, capsys):
+    write_vimeo(tmp_path / "vimeo", n_seqs=4)
+    broken = tmp_path / "vimeo" / "sequences" / "00001" / "0003" / "im5.png"
+    corrupt(broken)
+    assert main(run_options(tmp_path / "vimeo", tmp_path / "stops", "--num_workers", "2")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # a worker's error too is one line
+    assert error.startswith("error: unreadable image") and str(broken) in error and "--skip_unreadable" in error
+
+    assert main(run_options(tmp_path / "vimeo", tmp_path / "runs", "--skip_unreadable", "True")) == 0
+    results = (tmp_path / "runs" / "run" / "results.txt").read_text().splitlines()
+    assert len(results) == 2 and all("unreadable_samples_skipped 1" in line for line in results)
+    log = (tmp_path / "runs" / "run" / "train.log").read_text()
+    assert str(broken) in log and "1 unreadable training samples were replaced" in log
+
+
+def test_bench_data_prints_each_layouts_worker_speed_and_the_workers_a_gpu_step_needs(tmp_path):
+    write_vimeo(tmp_path / "vimeo", n_seqs=4)
+    write_gopro(tmp_path / "gopro", n_videos=1, n_frames=33)
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_data.py"), "--vimeo_root",
+               str(tmp_path / "vimeo"), "--gopro_root", str(tmp_path / "gopro"), "--samples", "4", "--workers", "1",
+               "--batch", "4", "--crop", "32", "--step_seconds", "0.5", "1"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[3:]}
+    assert rows["vimeo90K_septuplet"][2] == "5" and rows["gopro"][2] == "11"  # frames per sample: 4 + 1, 4 + 7
+    for row in rows.values():
+        rate, workers = float(row[3]), [int(n) for n in row[-2:]]
+        assert rate > 0 and workers[0] >= workers[1] >= 1 and workers[1] == math.ceil(4 / (1.0 * rate))
