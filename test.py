@@ -6,19 +6,23 @@
 Prints PSNR, SSIM, the number of target frames and the model's mean time per sample (synchronised
 on CUDA); optionally writes them as JSON and saves the predicted frames as PNG. ``--dataset video``
 scores real clips as a user sees them (``evaluation.evaluate_video``): every f-th frame kept, the
-rest restored by interpolate.py's sliding window, beside the average and repeat baselines."""
+rest restored by interpolate.py's sliding window, beside the average and repeat baselines and FFmpeg's
+minterpolate."""
 import argparse
 import json
 import logging
 import os
 import sys
 
-from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
+import av
+
+from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging, true_or_false
 from dataset import DATASETS, get_loader
 from dataset.demo import HELDOUT_FILE
 from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, video_clips
 from inference import InferenceInputError, check_output_file, check_output_folder
 from inference.frame_io import tensor_to_rgb, write_rgb
+from inference.minterpolate import MINTERPOLATE_OPTIONS
 from model.files import DEMO_CHECKPOINT, load_model
 from myutils import PAD_MODES, PaddedModel
 
@@ -66,6 +70,9 @@ def parse_args(argv=None):
                         "difference in [0, 1]) are scene cuts, not scored; none: score every gap "
                         f"(default: {DEFAULT_SCENE_THRESHOLD})")
     parser.add_argument("--max_frames", type=int, help="video: use only the first N frames of each clip")
+    parser.add_argument("--minterpolate", type=true_or_false, default=True, help="video: also score FFmpeg's "
+                        "minterpolate (motion-compensated, in PyAV's FFmpeg) on the same frames, timed "
+                        "(default: True)")
     add_cuda_argument(parser)
     add_engine_argument(parser)
     parser.add_argument("--pad_mode", choices=PAD_MODES, default="replicate",
@@ -126,10 +133,13 @@ def run_dataset(args, model, description, device):
 
 def video_summary(name, result):
     """One line: the model's and baselines' PSNR / SSIM, the margin over average, the counts."""
+    minterpolate = result.baselines().get("minterpolate")
+    minterpolate = (f" | minterpolate {minterpolate['psnr']:.4f} dB {minterpolate['ssim']:.4f} "
+                    f"({minterpolate['seconds_per_frame']:.3f} s/frame)" if minterpolate else "")
     return (f"{name}: PSNR {result.model.psnr:.4f} dB  SSIM {result.model.ssim:.4f} | average "
             f"{result.average.psnr:.4f} dB {result.average.ssim:.4f} | repeat {result.repeat.psnr:.4f} dB "
-            f"{result.repeat.ssim:.4f} | margin {result.margin:+.4f} dB ({result.model.frames} frames, "
-            f"{result.cuts_skipped} cuts skipped)")
+            f"{result.repeat.ssim:.4f}{minterpolate} | margin {result.margin:+.4f} dB ({result.model.frames} "
+            f"frames, {result.cuts_skipped} cuts skipped)")
 
 
 def video_results_json(args, description, results):
@@ -139,7 +149,10 @@ def video_results_json(args, description, results):
                 "scene_measure": "mean |luma a - luma b| in [0, 1], BT.601, 64 px wide INTER_AREA thumbnails",
                 "max_frames": args.max_frames, "pad_mode": args.pad_mode, "scored_on": "uint8 output frames",
                 "average_baseline": "((f - k) * a + k * b + f // 2) // f, uint8",
-                "repeat_baseline": "the previous kept frame"}
+                "repeat_baseline": "the previous kept frame",
+                "minterpolate_baseline": (f"FFmpeg {av.ffmpeg_version_info} minterpolate={MINTERPOLATE_OPTIONS} on "
+                                          "the kept frames, rgb24 -> yuv444p -> rgb24, last frame repeated once "
+                                          "at the end" if args.minterpolate else None)}
     return {"dataset": VIDEO, "model": args.load_from, "model_description": description, "protocol": protocol,
             "overall": {**overall.as_dict(gaps=False), "clips": len(results.clips)},
             "clips": [{"path": path, **clip.as_dict()} for path, clip in zip(results.paths, results.clips)]}
@@ -148,7 +161,8 @@ def video_results_json(args, description, results):
 def run_videos(args, model, description, device, paths):
     """Evaluate on real clips by evaluate_video's protocol: print one line per clip and the overall."""
     results = evaluate_videos(model, paths, device, scene_threshold=args.scene_threshold,
-                              max_frames=args.max_frames, pad_mode=args.pad_mode, batch=args.test_batch_size)
+                              max_frames=args.max_frames, pad_mode=args.pad_mode, batch=args.test_batch_size,
+                              minterpolate=args.minterpolate)
     for path, clip in zip(results.paths, results.clips):
         print(video_summary(path, clip))
     print(video_summary(f"{VIDEO} overall ({len(paths)} clip(s), {results.overall.factor}x)", results.overall))

@@ -1,10 +1,19 @@
 """End-to-end speed of interpolate.py on the 1280x720 sample clip (bigbuckbunny.mp4, with its AAC
 audio): decoding, the model and encoding in turn (--sequential) and at the same time (threaded,
-the default), beside the model alone on frames decoded beforehand.
+the default), beside the model alone on frames decoded beforehand; and with --against_minterpolate,
+seconds per restored frame of interpolate.py and of FFmpeg's minterpolate at the sizes users meet.
 
     python benchmarks/bench_interpolate.py                      # first 24 frames, random packed model
     python benchmarks/bench_interpolate.py --frames 8 --threads 1
     python benchmarks/bench_interpolate.py --load_model model.bfl
+    python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --threads 2   # 720x550 and 1280x720
+
+--against_minterpolate: the clip's first frames are scaled to each ``--sizes`` (INTER_AREA, x264 at
+crf 12, no audio), then, in one run per size, timed end to end (decode, interpolate, encode H.264 at
+2x): ``interpolate.py`` with the model (by default a random model of the demo's configuration,
+packed as ``export_packed.py`` writes it: the demo's speed, whatever its weights) and FFmpeg's
+minterpolate (``inference/minterpolate.py``'s settings, decoded and encoded by the same readers and
+writers). Seconds per restored frame: the wall time over the frames created (frames - 1).
 
 Prints, per variant, output frames per second (the best of --repeats rounds), its share of the
 model-alone speed, and the time each stage was busy as a fraction of the wall time (decode, model,
@@ -14,6 +23,7 @@ what the I/O costs. Without --load_model the model is a random compact binary FL
 (binary shortcuts, gates factorised 1/16) packed into a .bfl file, as export_packed.py writes it.
 """
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -22,16 +32,19 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported: no progress bars
 import av  # noqa: E402
+import cv2  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import interpolate  # noqa: E402
 from engine import pack_binary_model, write_packed  # noqa: E402
 from evaluation import DEFAULT_SCENE_THRESHOLD  # noqa: E402
-from inference import SlidingWindowInterpolator, VideoReader  # noqa: E402
+from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader  # noqa: E402
+from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
 from model.files import load_model  # noqa: E402
+from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
 
 COMPACT_LAYOUT = {"arch": "binary", "bin_downsample": True, "gate_reduction": 16}
@@ -45,6 +58,10 @@ def parse_args(argv=None):
     parser.add_argument("--input_video", help="clip to cut the first frames from (default: bigbuckbunny.mp4)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all variants; the best of each is shown "
                         "(a busy machine's speed drifts)")
+    parser.add_argument("--against_minterpolate", action="store_true", help="time interpolate.py against FFmpeg's "
+                        "minterpolate at --sizes instead")
+    parser.add_argument("--sizes", nargs="+", default=["720x550", "1280x720"], metavar="WxH",
+                        help="frame sizes for --against_minterpolate (default: 720x550 1280x720)")
     return parser.parse_args(argv)
 
 
@@ -56,6 +73,65 @@ def packed_model(path):
     model.binop.binarization()
     write_packed(path, model.config, pack_binary_model(model).state_dict(), {"source": "benchmark"})
     return path
+
+
+def demo_model(path):
+    """Write a random binary model of the demo's configuration (``python main_bin.py``), packed, to ``path``."""
+    options = resolve_options(build_parser("bench_interpolate", "").parse_args([]))
+    torch.manual_seed(0)
+    model = build_model(model_config_from(options), log_summary=False).eval()
+    model.binop = BinOp(model)
+    model.binop.binarization()
+    write_packed(path, model.config, pack_binary_model(model).state_dict(), {"source": "benchmark"})
+    return path
+
+
+def scaled_clip(source, target, n_frames, size):
+    """``source``'s first ``n_frames`` frames resized to ``size`` (width, height), INTER_AREA, as H.264 at crf 12."""
+    reader = VideoReader(source)
+    with VideoFileWriter(target, reader.fps, crf=12) as writer:
+        for rgb in itertools.islice(reader, n_frames):
+            writer.write(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+    return target
+
+
+def minterpolate_end_to_end(clip, output):
+    """Seconds and frames created by FFmpeg's minterpolate at 2x on ``clip``: decode, filter, encode."""
+    start = time.perf_counter()
+    reader, filter_, kept, created = VideoReader(clip), None, [], 0
+    with VideoFileWriter(output, reader.fps * 2) as writer:
+        def write_gaps(gaps):  # each gap: its left kept frame, then the frames created in it
+            nonlocal created
+            for _, frames in gaps:
+                for rgb in [kept.pop(0), *frames]:
+                    writer.write(rgb)
+                created += len(frames)
+
+        for rgb in reader:
+            filter_ = filter_ or Minterpolate(2, *rgb.shape[:2])
+            kept.append(rgb)
+            write_gaps(filter_.push(rgb))
+        write_gaps(filter_.finish())
+        writer.write(kept.pop(0))
+    return time.perf_counter() - start, created
+
+
+def against_minterpolate(args, workdir):
+    """Print seconds per restored frame of interpolate.py and minterpolate at each of ``args.sizes``."""
+    model_path = args.load_model or demo_model(os.path.join(workdir, "demo.bfl"))
+    print(f"{cpu_name()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
+          f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}, 2x; model "
+          f"{args.load_model or 'random, the demo configuration, packed'}", flush=True)
+    print(f"{'size':>10s}{'interpolate.py s/frame':>24s}{'minterpolate s/frame':>22s}{'ratio':>8s}")
+    for size in args.sizes:
+        width, height = (int(n) for n in size.lower().split("x"))
+        clip = scaled_clip(args.input_video or sample_clip_path(), os.path.join(workdir, f"{size}.mp4"),
+                           args.frames, (width, height))
+        ours = min(end_to_end(model_path, clip, os.path.join(workdir, "ours.mp4"), False)[1].wall / (args.frames - 1)
+                   for _ in range(args.repeats))
+        theirs = min(seconds / created for seconds, created in
+                     (minterpolate_end_to_end(clip, os.path.join(workdir, "mi.mp4")) for _ in range(args.repeats)))
+        print(f"{size:>10s}{ours:24.3f}{theirs:22.3f}{ours / theirs:8.2f}", flush=True)
 
 
 def first_frames(source, target, n_frames):
@@ -106,6 +182,8 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as workdir:
+        if args.against_minterpolate:
+            return against_minterpolate(args, workdir)
         model_path = args.load_model or packed_model(os.path.join(workdir, "random.bfl"))
         clip = first_frames(args.input_video or sample_clip_path(), os.path.join(workdir, "clip.mp4"), args.frames)
         print(f"{cpu_name()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "

@@ -17,7 +17,8 @@ The last checkpoint of each run (no selection on the test clips) is scored by
 ``evaluation.evaluate_videos``, the protocol of ``test.py --dataset video`` (binary runs through their
 packed export, bit-exact with the trained model and several times faster): every other frame kept,
 the others restored through interpolate.py's sliding window, PSNR / SSIM on 8-bit frames, beside
-the two-frame average and repeat baselines. Outputs in ``<output_dir>``:
+the two-frame average and repeat baselines and FFmpeg's ``minterpolate`` (scored with the matching prior
+alone, the untrained model). Outputs in ``<output_dir>``:
 ``results.md`` (the table, then where each configuration's gain over the matching prior lies: the
 scored gaps in thirds by the two-frame average's PSNR on them, the hardest third first, where
 blending fails most: large motion over texture), ``results.json`` (everything, curves and per-gap
@@ -45,6 +46,8 @@ from dataset import get_loader  # noqa: E402
 from dataset.demo import HELDOUT_FILE, HOLDOUTS  # noqa: E402
 from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
+from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
+from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
 from model.unet3d import backward_warp, matching_flow  # noqa: E402
 from model.files import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
@@ -349,17 +352,31 @@ class Matching(Average):
         return [(backward_warp(frames[1], -motion) + backward_warp(frames[2], motion)) / 2]
 
 
+class Minterpolated(Average):
+    """FFmpeg's minterpolate on each window's four frames (as 8-bit RGB): its frame of the middle gap."""
+
+    def forward(self, frames):
+        restored = []
+        for sample in range(frames[0].shape[0]):
+            filter_ = Minterpolate(2, *frames[0].shape[-2:])
+            gaps = [gap for frame in frames for gap in filter_.push(tensor_to_rgb(frame[sample:sample + 1])[0])]
+            middle = dict(gaps + filter_.finish())[1][0]
+            restored.append(rgb_to_tensor(middle, frames[0].device))
+        return [torch.cat(restored)]
+
+
 def validation_baselines(args):
-    """PSNR of the average, repeat and matching baselines on the validation set the curves use."""
+    """PSNR of the average, repeat, matching and minterpolate baselines on the validation set the curves use."""
     name = args.val_dataset or args.dataset
     root = args.val_data_root if args.val_dataset else args.data_root
     loader = FirstBatches(get_loader(name, "val", root, batch_size=4), args.max_val_batches)  # the curves' windows
-    return {type(m).__name__.lower(): evaluate(m, loader, torch.device("cpu"), progress=False).psnr
-            for m in (Average(), Repeat(), Matching())}
+    models = {"average": Average(), "repeat": Repeat(), "matching": Matching(), "minterpolate": Minterpolated()}
+    return {name: evaluate(m, loader, torch.device("cpu"), progress=False).psnr for name, m in models.items()}
 
 
 def matching_scores(clips):
-    """Video scores (``evaluate_videos``' overall dict) of the matching prior alone."""
+    """Video scores (``evaluate_videos``' overall dict) of the matching prior alone, with minterpolate's
+    scores on the same gaps."""
     return evaluate_videos(Matching(), clips, torch.device("cpu"), progress=False).overall.as_dict()
 
 
@@ -374,7 +391,8 @@ def score(args, config, seed, clips):
     model, _ = load_model(os.path.join(folder, "checkpoint.pth"), "cpu", engine="auto")  # binary: packed
     binary = model.config["arch"] == "binary"
     scored_with = f"packed engine ({ops.default_variant()} kernels)" if binary else "PyTorch fp32"
-    overall = dict(evaluate_videos(model, clips, torch.device("cpu"), progress=False).overall.as_dict(),
+    overall = dict(evaluate_videos(model, clips, torch.device("cpu"), progress=False,
+                                   minterpolate=False).overall.as_dict(),
                    scored_with=scored_with, clips=list(clips))
     with open(cache, "w") as handle:
         json.dump(overall, handle, indent=2)
@@ -419,15 +437,18 @@ def noise_estimate(results):
 
 def gap_table(matching):
     """Per scored gap (in the clips' order, as every run's ``gap_psnr``): clip, frame, scene difference
-    and the PSNR (dB) of the average, repeat and matching baselines; ``matching``: ``matching_scores``."""
+    and the PSNR (dB) of the average, repeat, minterpolate and matching baselines; ``matching``:
+    ``matching_scores``."""
     return [{"clip": gap["clip"], "frame": gap["frame"], "scene_difference": gap["scene_difference"],
-             "average": gap["average"], "repeat": gap["repeat"], "matching": gap["model"]} for gap in matching["gaps"]]
+             "average": gap["average"], "repeat": gap["repeat"], "minterpolate": gap["minterpolate"],
+             "matching": gap["model"]} for gap in matching["gaps"]]
 
 
 def gains_by_motion(results, gaps, parts=3):
     """The gaps in ``parts`` near-equal parts (fewer if there are fewer gaps) by the average baseline's
     PSNR on them, lowest first (the hardest for blending): per part its gap count, the mean PSNR of
-    the average, the matching prior's mean gain over the average, and per configuration the mean over
+    the average, minterpolate's and the matching prior's mean gain over the average, and per
+    configuration the mean over
     seeds of its mean gain over the prior with the half-range over seeds (dB)."""
     parts = min(parts, len(gaps))
     if not parts:
@@ -441,6 +462,9 @@ def gains_by_motion(results, gaps, parts=3):
         part = {"gaps": len(chosen), "average": statistics.fmean(gaps[i]["average"] for i in chosen),
                 "matching_vs_average": statistics.fmean(gaps[i]["matching"] - gaps[i]["average"] for i in chosen),
                 "configs": {}}
+        if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
+            part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
+                                                               for i in chosen)
         for name, config in results.items():
             gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i]["matching"] for i in chosen)
                      for run in config["runs"]]
@@ -463,6 +487,9 @@ def motion_markdown(parts, results):
              "|---" * (len(parts) + 1) + "|",
              "| two-frame average, dB | " + " | ".join(f"{p['average']:.3f}" for p in parts) + " |",
              "| matching prior vs average | " + " | ".join(f"{p['matching_vs_average']:+.3f}" for p in parts) + " |"]
+    if all("minterpolate_vs_average" in p for p in parts):
+        lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
+            f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
     for name in sorted(results, key=lambda n: -results[n]["psnr"]):
         lines.append(f"| `{name}` vs the prior | " + " | ".join(
             f"{p['configs'][name]['vs_matching']:+.3f} ± {p['configs'][name]['halfrange']:.3f}" for p in parts) + " |")
@@ -484,8 +511,10 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
         minutes = statistics.fmean(r["train_seconds"] for r in c["runs"]) / 60
         lines.append(f"| `{name}`: {c['description']} | {c['psnr']:.3f} ± {c['psnr_halfrange']:.3f} | {seeds} | "
                      f"{c['margin']:+.3f} | {c['ssim']:.4f} ± {c['ssim_halfrange']:.4f} | {val:.3f} | {minutes:.1f} |")
+    minterpolate = (f"FFmpeg minterpolate ({MINTERPOLATE_OPTIONS}, "
+                    f"{baselines['minterpolate']['seconds_per_frame']:.3f} s/frame)")
     for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame"),
-                       ("matching", "matching prior alone, untrained")):
+                       ("minterpolate", minterpolate), ("matching", "matching prior alone, untrained")):
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
@@ -521,7 +550,7 @@ def plot(path, results, val_baselines):
     for axes in panels:
         for index, (name, c) in enumerate(results.items()):
             axes.plot(*mean_curve(c), marker="o", label=name, color=colours[index % len(colours)])
-        for name, style in (("average", "--"), ("repeat", ":"), ("matching", "-.")):
+        for name, style in (("average", "--"), ("repeat", ":"), ("matching", "-."), ("minterpolate", (0, (5, 1, 1, 1)))):
             axes.axhline(val_baselines[name], color="black", linestyle=style, label=f"{name} (baseline)")
         axes.set_xlabel("training steps")
         axes.set_ylabel("validation PSNR (dB)")
@@ -552,7 +581,7 @@ def main(argv=None):
     matching = matching_scores(clips)
     gaps = gap_table(matching)
     matching.pop("gaps")
-    baselines = dict(next(iter(results.values()))["runs"][0]["baselines"], matching=matching)
+    baselines = dict(matching["baselines"], matching=matching)
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
     by_motion = gains_by_motion(results, gaps)

@@ -1,5 +1,7 @@
 """interpolate.py and the streaming engine on real frame folders and videos written by the tests."""
 import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -166,3 +168,14 @@ def test_outputs_never_replace_the_input_or_an_existing_file(tmp_path):
     with pytest.raises(InferenceInputError, match="--overwrite"):
         check_output_file(str(tmp_path / "taken.mp4"), clip, overwrite=False)
     assert (tmp_path / "taken.mp4").read_bytes() == b"user data"
+
+
+def test_bench_interpolate_times_interpolate_py_and_minterpolate_per_restored_frame_at_each_size():
+    run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
+                          "--against_minterpolate", "--frames", "5", "--sizes", "96x64", "64x48", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split() for line in run.stdout.splitlines() if line.split() and line.split()[0] in ("96x64", "64x48")]
+    assert [row[0] for row in rows] == ["96x64", "64x48"]
+    for _, ours, minterpolate, ratio in rows:
+        assert float(ours) > 0 and float(minterpolate) > 0 and float(ratio) > 0

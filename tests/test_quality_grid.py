@@ -63,6 +63,9 @@ def test_grid_trains_scores_and_reports_every_configuration_and_resumes(tmp_path
     table = (tmp_path / "grid" / "results.md").read_text()
     assert all(f"`{name}`" in table for name in CONFIGS) and "average of the two" in table and "repeat the previous" in table and "Noise" in table
     assert "Scored on clip (every other frame restored" in table
+    assert "| FFmpeg minterpolate (mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1, " in table
+    assert {"average", "repeat", "minterpolate", "matching"} == set(results["validation_baselines"])
+    assert all(gap["minterpolate"] > 0 for gap in results["gaps"])
     assert cv2.imread(str(tmp_path / "grid" / "curves.png")) is not None
     assert_gains_over_the_prior_are_split_by_motion(results, table)
     assert_binary_runs_scored_packed_as_the_simulated_model_scores(tmp_path / "grid", clip, table)
@@ -104,6 +107,10 @@ def assert_gains_over_the_prior_are_split_by_motion(results, table):
     assert [part["average"] for part in parts] == pytest.approx([np.mean(averages[:2]), averages[2], averages[3]])
     assert set(parts[0]["configs"]) == set(CONFIGS)
     assert "Where the gain over the matching prior lies" in table and "hardest (2 gaps)" in table
+    assert [part["minterpolate_vs_average"] for part in parts] == pytest.approx(
+        [np.mean([g["minterpolate"] - g["average"] for g in sorted(results["gaps"], key=lambda g: g["average"])[:2]]),
+         *[g["minterpolate"] - g["average"] for g in sorted(results["gaps"], key=lambda g: g["average"])[2:]]])
+    assert "| FFmpeg minterpolate vs average |" in table
 
 
 def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_third():

@@ -13,6 +13,7 @@ from evaluation import (DEFAULT_SCENE_THRESHOLD, blend_frames, evaluate_video, e
                         find_video_clips, scene_difference)
 from fixtures import read_png, run_repo_script, write_png, write_random_checkpoint
 from inference import InferenceInputError, SlidingWindowInterpolator
+from inference.minterpolate import Minterpolate
 from model.files import load_model
 from myutils import ssim_batch
 
@@ -205,6 +206,35 @@ def test_bad_clips_raise_one_clear_error(tmp_path):
         evaluate_video(BlendModel(), short, "cpu", progress=False)
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_minterpolate_scores_every_gap_and_beats_blending_on_a_pan(clips, kind, factor):
+    result = evaluate_video(BlendModel(factor), clips[kind], "cpu", progress=False)
+    assert result.minterpolate.frames == result.model.frames == result.average.frames > 0
+    assert all("minterpolate" in gap for gap in result.gaps) and len(result.gaps) == result.model.frames // (factor - 1)
+    minterpolate = result.baselines()["minterpolate"]
+    assert minterpolate["psnr"] > result.average.psnr  # motion compensation beats blending on a pan
+    assert minterpolate["seconds_per_frame"] > 0 and result.minterpolate_made == result.minterpolate.frames
+    without = evaluate_video(BlendModel(factor), clips[kind], "cpu", progress=False, minterpolate=False)
+    assert "minterpolate" not in without.baselines() and "minterpolate" not in without.gaps[0]
+    assert (without.model.psnr, without.average.psnr) == (result.model.psnr, result.average.psnr)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_minterpolate_gives_every_gap_its_frames_up_to_the_end_of_the_stream(factor):
+    """FFmpeg's filter holds back its last frames at the end of a stream: ``finish`` still returns
+    them, and pushing the last frame again first changes nothing."""
+    kept = panning_frames(6)
+    runs = []
+    for extra in (0, 1):
+        filter_ = Minterpolate(factor, *SIZE)
+        gaps = [gap for frame in kept + kept[-1:] * extra for gap in filter_.push(frame)] + filter_.finish()
+        runs.append(dict(gaps))
+    assert sorted(runs[0]) == list(range(len(kept) - 1))
+    assert all(len(frames) == factor - 1 and frames[0].shape == (*SIZE, 3) for frames in runs[0].values())
+    assert all(np.array_equal(a, b) for gap in runs[0] for a, b in zip(runs[0][gap], runs[1][gap]))
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp("models") / "tiny_2x.pth", arch="binary", n_outputs=1,
@@ -228,6 +258,9 @@ def test_test_script_video_end_to_end(tmp_path, clips, tiny_checkpoint):
     assert overall["clips"] == 2 and overall["frames"] == 6 and overall["frames_read"] == 14
     average = overall["baselines"]["average"]
     assert overall["margin_over_average_db"] == pytest.approx(overall["psnr"] - average["psnr"])
+    assert overall["baselines"]["minterpolate"]["seconds_per_frame"] > 0
+    assert "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1" in report["protocol"]["minterpolate_baseline"]
+    assert "minterpolate" in run.stdout.splitlines()[-1]
 
     assert "packed 1-bit on load" in report["model_description"]  # --engine auto on the CPU
     model, _ = load_model(tiny_checkpoint, "cpu")  # the script's numbers are the simulated model's evaluate_video
