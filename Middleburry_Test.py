@@ -17,7 +17,8 @@ import sys
 from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
 from inference import check_output_file
 from inference.middlebury import check_result_paths, evaluate_middlebury, find_sequences
-from model.files import DEMO_CHECKPOINT, load_model
+from model.files import DEMO_CHECKPOINT
+from model_loader import load_model
 from myutils import PAD_MODES, PaddedModel
 
 log = logging.getLogger("middlebury")

@@ -1,5 +1,6 @@
 """The command-line helpers of all five scripts: True/False flags, ``--cuda``, ``--engine``, device choice,
-logging, and bad input as one line on stderr with an exit code instead of a traceback.
+logging, progress bars (plain lines where the output is not a terminal), and bad input as one line on
+stderr with an exit code instead of a traceback.
 
 Exit codes: 0 done; 2 bad input (options, data, model files: the message says what to do);
 3 training diverged (NaN/inf; the last good checkpoint is kept); 4 the experiment folder could
@@ -9,12 +10,15 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 import torch
+from tqdm import tqdm
 
 from model.files import ENGINES
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
+PLAIN_PROGRESS_LINES, PLAIN_PROGRESS_SECONDS = 10, 10.0  # plain progress: a line per 10% of the work, 10 s apart
 TORCH_FLOOR = (2, 4)  # requirements.txt's torch>=: autocast's device-generic API (get_autocast_dtype, ...)
 BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
 
@@ -45,7 +49,7 @@ def add_cuda_argument(parser):
 
 
 def add_engine_argument(parser):
-    """``--engine auto|packed|simulated``: how a binary checkpoint runs (``model.files.load_model``)."""
+    """``--engine auto|packed|simulated``: how a binary checkpoint runs (``model_loader.load_model``)."""
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="binary checkpoints: packed (the bit-packed XNOR engine, converted on load: the "
                         "same outputs within 1e-4, several times faster; CPU only) or simulated (float "
@@ -95,3 +99,65 @@ def run_script(main, argv=None):
         print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def progress_bar(iterable=None, *, disable=False, file=None, **options):
+    """A tqdm progress bar (same arguments) where ``file`` (default stderr) is a terminal; elsewhere (a
+    log file, a pipe) a ``PlainProgress``, which writes plain lines instead of carriage-return frames."""
+    stream = file or sys.stderr
+    if disable or stream.isatty():
+        return tqdm(iterable, disable=disable, file=stream, **options)
+    return PlainProgress(iterable, stream, **options)
+
+
+class PlainProgress:
+    """tqdm's interface (iteration, ``update``, ``set_postfix``, ``close``, a context manager) as plain
+    lines on ``stream``: ``desc: 40% (20/50 frame, 12 s, loss=0.0123)``, when the work passes another
+    1 / PLAIN_PROGRESS_LINES of ``total`` and PLAIN_PROGRESS_SECONDS after the last line (without a
+    total: every PLAIN_PROGRESS_SECONDS), and at the end unless ``leave=False`` or already written."""
+
+    def __init__(self, iterable, stream, desc="", total=None, initial=0, unit="it", leave=True, **_):
+        self.iterable, self.stream, self.desc, self.unit, self.leave = iterable, stream, desc, unit, leave
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.n, self.postfix, self.closed, self.written = initial, "", False, None
+        self.start = self.last_line = time.monotonic()
+        self.last_part = self._part()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update()
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def set_postfix(self, **values):
+        self.postfix = ", ".join(f"{name}={value}" for name, value in values.items())
+
+    def _part(self):
+        """Which 1 / PLAIN_PROGRESS_LINES of the total the work has reached (0 without a total)."""
+        return self.n * PLAIN_PROGRESS_LINES // self.total if self.total else 0
+
+    def update(self, n=1):
+        self.n += n
+        now = time.monotonic()
+        if now - self.last_line >= PLAIN_PROGRESS_SECONDS and (not self.total or self._part() > self.last_part):
+            self._line(now)
+            self.last_line, self.last_part = now, self._part()
+
+    def close(self):
+        if not self.closed and self.leave and self.written != self.n:
+            self._line(time.monotonic())
+        self.closed = True
+
+    def _line(self, now):
+        count = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
+        share = f"{self.n / self.total:.0%} " if self.total else ""
+        details = ", ".join([count, f"{now - self.start:.0f} s"] + ([self.postfix] if self.postfix else []))
+        self.stream.write(f"{self.desc + ': ' if self.desc else ''}{share}({details})\n")
+        self.written = self.n
+        self.stream.flush()

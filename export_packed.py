@@ -5,7 +5,7 @@
 The file holds the binary weights as sign bits packed along the input channels, per-channel
 multipliers (alpha) and biases, the input BatchNorms folded into per-channel sign tests, every
 real-valued parameter and the model configuration (magic + version + JSON header + raw buffers
-+ SHA-256). Load it anywhere a model is expected (``model.files.load_model``, interpolate.py,
++ SHA-256). Load it anywhere a model is expected (``model_loader.load_model``, interpolate.py,
 test.py --load_from model.bfl) or with ``engine.load_packed``.
 """
 import argparse
@@ -17,7 +17,8 @@ import torch
 
 from cli import run_script, setup_logging
 from engine import pack_binary_model, write_packed
-from model.files import ModelFileError, is_packed_file, load_model
+from model.files import ModelFileError, is_packed_file
+from model_loader import load_model
 
 log = logging.getLogger("export_packed")
 

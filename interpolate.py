@@ -14,19 +14,19 @@ import math
 import os
 import sys
 
-from tqdm import tqdm
 
-from cli import add_cuda_argument, add_engine_argument, run_script, select_device, setup_logging
-from evaluation import DEFAULT_SCENE_THRESHOLD
+from cli import add_cuda_argument, add_engine_argument, progress_bar, run_script, select_device, setup_logging
 from inference import (CODECS, PngFolderWriter, SlidingWindowInterpolator, VideoFileWriter, check_output_file,
                        check_output_folder, open_frame_source)
 from inference.frame_io import InferenceInputError
 from inference.pipeline import run_pipeline
 from inference.readers import sample_clip_path
 from inference.remux import StreamCopier
+from inference.scenes import DEFAULT_SCENE_THRESHOLD
 from inference.timeline import OutputTimeline
 from inference.writers import DEFAULT_CRF, MAX_CRF, X264_PRESETS, default_output_path
-from model.files import DEMO_CHECKPOINT, load_model
+from model.files import DEMO_CHECKPOINT
+from model_loader import load_model
 from myutils import PAD_MODES
 
 log = logging.getLogger("interpolate")
@@ -168,7 +168,7 @@ def main(argv=None):
     hint = source.frame_count_hint
     total = None if hint is None else (hint - 1) * engine.factor + 1
     log.info("%s: %s -> %s at %.4g fps on %s", description, input_path, target, fps, device)
-    with writer, tqdm(total=total, unit="frame", desc=f"{engine.factor}x", dynamic_ncols=True) as progress:
+    with writer, progress_bar(total=total, unit="frame", desc=f"{engine.factor}x", dynamic_ncols=True) as progress:
         times = run_pipeline(source, engine, writer, timeline, threaded=not args.sequential,
                              on_frame=progress.update)
     log.info("wrote %d frames from %d input frames to %s (scene cuts: %d; at most %d input frames held at once)",

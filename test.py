@@ -23,7 +23,8 @@ from evaluation import DEFAULT_SCENE_THRESHOLD, evaluate, evaluate_videos, video
 from inference import InferenceInputError, check_output_file, check_output_folder
 from inference.frame_io import tensor_to_rgb, write_rgb
 from inference.minterpolate import MINTERPOLATE_OPTIONS
-from model.files import DEMO_CHECKPOINT, load_model
+from model.files import DEMO_CHECKPOINT
+from model_loader import load_model
 from myutils import PAD_MODES, PaddedModel
 
 log = logging.getLogger("test")

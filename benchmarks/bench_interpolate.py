@@ -38,12 +38,12 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import interpolate  # noqa: E402
 from engine import pack_binary_model, write_packed  # noqa: E402
-from evaluation import DEFAULT_SCENE_THRESHOLD  # noqa: E402
+from inference.scenes import DEFAULT_SCENE_THRESHOLD  # noqa: E402
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
-from model.files import load_model  # noqa: E402
+from model_loader import load_model  # noqa: E402
 from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
 

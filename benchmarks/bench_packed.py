@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_popcount_peak import add_isa_argument, cpu_description, isa_description, run_with_isa  # noqa: E402
 from engine import load_packed, ops, pack_binary_model, write_packed  # noqa: E402
 from model import build_model  # noqa: E402
-from model.files import load_model  # noqa: E402
+from model_loader import load_model  # noqa: E402
 from myutils import FRAME_MULTIPLE  # noqa: E402
 from util import BinOp  # noqa: E402
 

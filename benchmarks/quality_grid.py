@@ -48,8 +48,8 @@ from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
 from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
-from model.unet3d import backward_warp, matching_flow  # noqa: E402
-from model.files import load_model  # noqa: E402
+from model.motion_prior import backward_warp, matching_flow  # noqa: E402
+from model_loader import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
 
 log = logging.getLogger("quality_grid")

@@ -69,10 +69,29 @@ def _native():
     return _native_variants
 
 
+class _WithoutCudaHomeWarning(logging.Filter):
+    """Drops cpp_extension's "No CUDA runtime is found, using CUDA_HOME=..." warning, logged when it
+    is imported on a machine without CUDA: it concerns CUDA builds, and the engine builds CPU code."""
+
+    def filter(self, record):
+        return "No CUDA runtime is found" not in record.getMessage()
+
+
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its CUDA_HOME warning."""
+    extension_logger, quiet = logging.getLogger("torch.utils.cpp_extension"), _WithoutCudaHomeWarning()
+    extension_logger.addFilter(quiet)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        extension_logger.removeFilter(quiet)
+    return cpp_extension
+
+
 def _try_build():
     """Compile and load the extension: with OpenMP when ATen uses it (at::parallel_for is
     inline OpenMP, serial without -fopenmp), else or if that fails without it."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     header_hash = hashlib.sha1((_CSRC / "bitconv_kernels.h").read_bytes()).hexdigest()[:12]
     flags = ["-O3", "-ffp-contract=off", f"-DBITCONV_KERNELS_HASH={header_hash}"]

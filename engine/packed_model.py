@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine import ops
 from engine.packed_format import PackedFileError, read_packed
 from model import build_model, describe_config
+from model.files import first_misfit
 from model.binconv import BINARY_LAYERS, TRANSPOSED_BINARY_LAYERS
 from model.unet3d import DecoderConv, FeatureGating, UNet3D
 
@@ -83,7 +84,7 @@ class PackedBinaryConv(nn.Module):
         alpha = oriented.abs().flatten(1).amax(dim=1)
         if not torch.equal(oriented.abs(), alpha.view(-1, *[1] * (oriented.dim() - 1)).expand_as(oriented)):
             raise ValueError("the binary weights are not binarized (alpha * sign(W)): load the model with "
-                             "model.files.load_model or run BinOp.binarization() first")
+                             "model_loader.load_model or run BinOp.binarization() first")
         self.bits.copy_(ops.pack_weight_bits(oriented))
         self.multiplier.copy_(alpha)
         self.bias.copy_(layer.bias.detach() if layer.bias is not None else torch.zeros_like(alpha))
@@ -277,7 +278,7 @@ def _refresh(model):
 
 
 def pack_binary_model(model):
-    """A binary FLAVR (eval mode, weights binarized by BinOp, e.g. from model.files.load_model)
+    """A binary FLAVR (eval mode, weights binarized by BinOp, e.g. from model_loader.load_model)
     -> a new packed model on CPU. The input model is left untouched."""
     if getattr(model, "config", {}).get("arch") != "binary":
         raise ValueError("only binary FLAVR models (config arch 'binary') can be packed")
@@ -299,12 +300,13 @@ def build_packed_model(config, state_dict, device="cpu"):
     except (ValueError, KeyError, TypeError) as error:
         raise PackedFileError(f"the packed file's model configuration is invalid ({error})") from None
     _replace_binary_layers(model, fill=False)
-    model = PackedFLAVR(model, config).to_empty(device="cpu")
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise PackedFileError(f"the packed tensors do not fit {describe_config(config)} ({first})") from None
+    model = PackedFLAVR(model, config)
+    misfit = first_misfit(model.state_dict(), state_dict)  # on the meta device: nothing allocated yet
+    if misfit:
+        raise PackedFileError(f"the packed tensors do not fit {describe_config(config)} ({misfit}): the file's "
+                              "configuration and its tensors disagree")
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state_dict, strict=True)
     return _refresh(model).eval().to(device)
 
 

@@ -6,7 +6,7 @@ The gap between frames i and i+1 is filled by the model from the window i-1, i, 
 the end frames are replicated and the first and last gaps are interpolated too.
 
 Scene cuts (with ``scene_threshold``): a gap whose two frames differ by more than the threshold in
-``evaluation.scene_difference`` is a cut. Its new frames are copies of the nearer original frame
+``inference.scenes.scene_difference`` is a cut. Its new frames are copies of the nearer original frame
 (those before the gap's middle the left frame, the rest the right one), and no window reaches
 across a cut: indices are clamped to the shot as they are to the sequence ends.
 
@@ -21,6 +21,7 @@ import torch
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
+from .scenes import scene_difference
 
 
 @dataclass
@@ -49,12 +50,9 @@ class SlidingWindowInterpolator:
         self.factor = model.config["n_outputs"] + 1
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
-        if scene_threshold is not None:
-            from evaluation import scene_difference  # evaluation imports this package: import it late
-            self._scene_difference = scene_difference
 
     def _is_cut(self, left, right):
-        return self.scene_threshold is not None and self._scene_difference(left, right) > self.scene_threshold
+        return self.scene_threshold is not None and scene_difference(left, right) > self.scene_threshold
 
     def _window_indices(self, buffer, gap, last_index):
         """Input frame indices for the gap after frame ``gap``: its window clamped to the shot of

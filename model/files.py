@@ -1,10 +1,7 @@
-"""Model files: our checkpoint format, FLAVR's release checkpoints, atomic writes, the packed
-file's magic bytes, and ``load_model``, the one loader of every model file for every script.
-
-The packed format itself (``.bfl``) is read and written by ``engine/packed_format.py``;
-``load_model`` imports the engine only when it is given a packed file or asked to pack a binary
-checkpoint (the engine builds its C++ extension on first use), so this module never imports the
-engine at import time.
+"""Model files: our checkpoint format, FLAVR's release checkpoints, atomic writes and the packed
+file's magic bytes. The packed format itself (``.bfl``) is read and written by
+``engine/packed_format.py``; ``model_loader.load_model``, above both ``model/`` and ``engine/``,
+loads every kind of model file for every script.
 """
 import logging
 import os
@@ -20,7 +17,7 @@ CHECKPOINT_FORMAT = "binary-flavr-checkpoint"
 DEMO_EXPERIMENT = ("output", "binflavr_demo")  # where `python main_bin.py` (no data set) trains
 DEMO_CHECKPOINT = os.path.join(*DEMO_EXPERIMENT, "model_best.pth")  # the scripts' default model
 PACKED_MAGIC = b"BFLAVRPK"  # the first 8 bytes of a packed model file (engine/packed_format.py)
-ENGINES = ("auto", "packed", "simulated")  # how load_model runs a binary checkpoint
+ENGINES = ("auto", "packed", "simulated")  # how model_loader.load_model runs a binary checkpoint
 
 
 class ModelFileError(ValueError):
@@ -115,66 +112,34 @@ def checkpoint_config(checkpoint, path="checkpoint"):
     return infer_flavr_config(state_dict_of(checkpoint, path))
 
 
+def first_misfit(expected, tensors):
+    """The first way ``tensors`` (name -> tensor) differ from ``expected`` (a state dict, e.g. of a model
+    built on the meta device) in names or shapes, as a phrase; None when they fit."""
+    missing = [name for name in expected if name not in tensors]
+    unexpected = [name for name in tensors if name not in expected]
+    wrong = [name for name in expected if name in tensors and tensors[name].shape != expected[name].shape]
+    if wrong:
+        return (f"{wrong[0]} is {list(tensors[wrong[0]].shape)} in the file, "
+                f"{list(expected[wrong[0]].shape)} in the model")
+    if missing or unexpected:
+        return f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    return None
+
+
 def model_from_checkpoint(checkpoint, path="checkpoint"):
-    """Build the model a checkpoint describes and load its weights (latent weights, train mode)."""
-    state_dict = state_dict_of(checkpoint, path)
+    """Build the model a checkpoint describes and load its weights (latent weights, train mode). The
+    configuration is checked against the tensors on the meta device first, so a file whose
+    configuration does not fit its weights allocates nothing."""
+    state_dict = strip_module_prefix(state_dict_of(checkpoint, path))
     config = checkpoint_config(checkpoint, path)
-    model = build_model(config, log_summary=False)
     try:
-        model.load_state_dict(strip_module_prefix(state_dict), strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise ModelFileError(f"{path}: the weights do not fit {describe_config(config)} ({first})") from None
+        with torch.device("meta"):
+            expected = build_model(config, log_summary=False).state_dict()
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"{path}: its model configuration is invalid ({error})") from None
+    misfit = first_misfit(expected, state_dict)
+    if misfit:
+        raise ModelFileError(f"{path}: the weights do not fit {describe_config(config)} ({misfit})")
+    model = build_model(config, log_summary=False)
+    model.load_state_dict(state_dict, strict=True)
     return model
-
-
-def _binarized(model, description, path, device, engine):
-    """A loaded binary model with its weights binarized, simulated or converted to the packed engine."""
-    from util import BinOp
-    model.binop = BinOp(model)
-    model.binop.binarization()
-    on_cpu = torch.device(device).type == "cpu"
-    if engine == "packed" and not on_cpu:
-        raise ModelFileError(f"{path}: the packed engine runs on the CPU: use --engine auto (simulated on "
-                             f"{device}) or --cuda False")
-    if engine == "simulated" or not on_cpu:
-        return model, description
-    from engine import ops, pack_binary_model  # imported here: the engine builds its extension on first use
-    return pack_binary_model(model), f"{description}, packed 1-bit on load ({ops.default_variant()} kernels)"
-
-
-def load_model(path, device="cpu", n_outputs=None, engine=None):
-    """Load any model file for inference: our binary or full-precision checkpoints, FLAVR's release
-    checkpoints (``module.`` keys; factor and block inferred), or packed ``.bfl`` files.
-
-    Returns ``(model, description)``; the model is on ``device`` in eval mode, a simulated binary model
-    with its weights binarized (``model.binop`` holds the latent weights; a packed one has none). ``n_outputs`` (factor - 1), when
-    given, must match the model's. ``engine`` (see ENGINES) says how a binary checkpoint runs:
-    ``simulated`` (float convolutions of +-1 values, any device), ``packed`` (converted on load to
-    the bit-packed XNOR engine: the same outputs within 1e-4, several times faster; CPU only), or
-    ``auto`` (packed on the CPU, simulated elsewhere); None: checkpoints simulated, packed files packed.
-    """
-    if engine is not None and engine not in ENGINES:
-        raise ModelFileError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if is_packed_file(path):
-        if engine == "simulated":
-            raise ModelFileError(f"{path} is a packed model, which runs on the packed engine only: "
-                                 "use --engine auto or packed, or load the checkpoint it was exported from")
-        from engine import load_packed  # imported here: the engine builds its extension on first use
-        model, description = load_packed(path, device)
-    else:
-        checkpoint = read_checkpoint(path)
-        model = model_from_checkpoint(checkpoint, path).to(device).eval()
-        epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
-        description = describe_config(model.config) + (f", epoch {epoch}" if epoch is not None else "")
-        if model.config["arch"] == "binary":
-            model, description = _binarized(model, description, path, device, engine or "simulated")
-        elif engine == "packed":
-            raise ModelFileError(f"{path} is a full-precision model: --engine packed runs binary models only "
-                                 "(use --engine auto)")
-    if n_outputs is not None and model.config["n_outputs"] != n_outputs:
-        raise ModelFileError(f"{path}: the model interpolates {model.config['n_outputs'] + 1}x "
-                             f"(n_outputs={model.config['n_outputs']}), not {n_outputs + 1}x as asked: "
-                             "use a model trained for that factor or change --factor/--n_outputs")
-    log.info("loaded %s from %s", description, path)
-    return model, description

@@ -22,13 +22,14 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   they are), so what is left to correct is visible in its input.
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 """
-import math
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.motion_prior import (MOTION_PRIORS, backward_warp, linear_blend, matching_flow, output_times, prior_flows,
+                                warp_blend)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
@@ -70,104 +71,6 @@ ACTIVATIONS = {"relu": lambda channels: nn.ReLU(inplace=True), "rprelu": RPReLU}
 
 
 HEAD_CHANNELS = {"frames": 3, "residual": 3, "warp": 8}  # outconv channels per output frame
-FLOW_SCALE = 8.0  # pixels of flow per unit of the warp head's output: flows of a few pixels need only small weights
-
-
-def output_times(n_outputs):
-    """Times of the output frames between the middle inputs (0 and 1): k / (n_outputs + 1)."""
-    return [k / (n_outputs + 1) for k in range(1, n_outputs + 1)]
-
-
-def backward_warp(image, flow):
-    """``image`` (``B x C x H x W``) sampled bilinearly at each pixel plus ``flow`` (``B x 2 x H x W``,
-    x then y, in pixels), borders replicated."""
-    _, _, height, width = image.shape
-    ys = torch.arange(height, dtype=image.dtype, device=image.device).view(1, height, 1)
-    xs = torch.arange(width, dtype=image.dtype, device=image.device).view(1, 1, width)
-    grid_x = (xs + flow[:, 0]) * (2.0 / max(width - 1, 1)) - 1.0
-    grid_y = (ys + flow[:, 1]) * (2.0 / max(height - 1, 1)) - 1.0
-    grid = torch.stack([grid_x, grid_y], dim=-1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def warp_blend(head, before, after, t, prior=None):
-    """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
-    ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
-    middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the flows."""
-    mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
-    flows = head[:, 0:4] * FLOW_SCALE
-    if prior is not None:
-        flows = flows + prior
-    warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
-    return warped + head[:, 5:8]
-
-
-MOTION_PRIORS = ("none", "matching", "aligned")
-MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
-MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
-MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
-MATCH_TEMPERATURE = 0.01         # softmin temperature on mean absolute differences (intensities in [0, 1])
-
-
-def _shifted(image, dx, dy):
-    """``image`` (``B x C x h x w``) sampled at each pixel plus the integer shift (dx, dy), borders replicated."""
-    r = max(abs(dx), abs(dy))
-    if r == 0:
-        return image
-    height, width = image.shape[-2:]
-    padded = F.pad(image, (r, r, r, r), mode="replicate")
-    return padded[..., r + dy:r + dy + height, r + dx:r + dx + width]
-
-
-def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
-    """Sub-pixel shift ``k`` (``B x 2 x h x w``, x then y, pixels) at which ``a(p - k)`` matches ``b(p + k)``
-    for ``a``, ``b`` ``B x 1 x h x w``: the softmin-weighted mean of the integer shifts in
-    ``[-radius, radius]^2``, each scored by its absolute difference averaged over a ``window`` box."""
-    shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    costs = torch.cat([(_shifted(a, -dx, -dy) - _shifted(b, dx, dy)).abs() for dx, dy in shifts], dim=1)
-    half = window // 2
-    costs = F.pad(costs, (half, half, half, half), mode="replicate")
-    costs = F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)  # box, separably
-    weights = torch.softmax(costs / -temperature, dim=1)
-    steps = torch.arange(-radius, radius + 1, dtype=a.dtype, device=a.device)  # made on the device: no upload
-    offsets = torch.stack([steps.repeat(len(steps)), steps.repeat_interleave(len(steps))]).reshape(1, 2, -1, 1, 1)
-    return (weights.unsqueeze(1) * offsets).sum(dim=2)
-
-
-@torch.no_grad()
-def matching_flow(before, after):
-    """The motion prior: half the motion ``v`` (``B x 2 x H x W``, pixels) from ``before`` to ``after``
-    (``B x 3 x H x W`` in [0, 1]), found by ``symmetric_matching`` of their grey levels at each
-    ``MATCH_LEVELS`` scale (coarse to fine, each refining the warped result of the coarser one), so
-    ``before(p - v)`` and ``after(p + v)`` show the same point at the middle time. Parameter-free."""
-    grey_a, grey_b = before.float().mean(1, keepdim=True), after.float().mean(1, keepdim=True)
-    height, width = grey_a.shape[-2:]
-    flow = None  # full-resolution pixels
-    for scale in MATCH_LEVELS:
-        if height // scale < 2 or width // scale < 2:
-            continue
-        a = F.avg_pool2d(grey_a, scale) if scale > 1 else grey_a
-        b = F.avg_pool2d(grey_b, scale) if scale > 1 else grey_b
-        if flow is None:
-            level_flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:])
-        else:
-            level_flow = F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False) / scale
-            a, b = backward_warp(a, -level_flow), backward_warp(b, level_flow)
-        flow = (level_flow + symmetric_matching(a, b)) * scale
-    return flow.to(before.dtype)
-
-
-def prior_flows(half_motion, t):
-    """Flows (``B x 4 x H x W``: to the frame before, then to the frame after) at time ``t`` for
-    linear motion of ``2 * half_motion`` between them."""
-    return torch.cat([half_motion * (-2 * t), half_motion * (2 * (1 - t))], dim=1)
-
-
-def linear_blend(frames, n_outputs):
-    """The linear blend of the two middle frames at times k / (n_outputs + 1), k = 1..n_outputs:
-    a list of ``n_outputs`` tensors shaped like the frames (``B x 3 x H x W``)."""
-    before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
-    return [before * (1 - t) + after * t for t in output_times(n_outputs)]
 
 
 def gate_rank(channels, reduction):

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fixtures import write_random_checkpoint, write_vimeo
 from model import build_model, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
-from model.unet3d import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
+from model.motion_prior import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.options import soft_sign_epochs

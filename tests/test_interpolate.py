@@ -10,7 +10,7 @@ import pytest
 from fixtures import REPO, read_png, run_repo_script, textured_image, write_png, write_random_checkpoint, write_video
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
 from inference.frame_io import InferenceInputError
-from model.files import load_model
+from model_loader import load_model
 
 ODD_SIZE = (70, 90)  # height, width: not multiples of 8
 

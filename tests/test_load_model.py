@@ -4,10 +4,12 @@ import os
 import pytest
 import torch
 
-from engine import PackedFLAVR
+from engine import PackedFLAVR, read_packed, write_packed
 from export_packed import export
+from fixtures import run_repo_script, write_video
 from model import build_model
-from model.files import ModelFileError, load_model, make_checkpoint, read_checkpoint, save_checkpoint
+from model.files import ModelFileError, make_checkpoint, read_checkpoint, save_checkpoint
+from model_loader import load_model
 from util import BinOp
 
 
@@ -121,3 +123,27 @@ def test_checkpoint_of_a_binarized_model_cannot_be_made():
     binop = BinOp(model)
     with binop.binarized(), pytest.raises(RuntimeError, match="binarized"):
         make_checkpoint(model)
+
+
+@pytest.mark.parametrize("kind", ["packed", "checkpoint"])
+def test_a_configuration_that_contradicts_the_files_tensors_is_one_line_before_anything_is_built(tmp_path, kind):
+    """A file anyone can write: a valid checksum, small tensors, and a header saying width 200000 (a
+    model of ~135 GB). It is refused from the shapes alone, in one line, by the loader and the scripts."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "binary", "base_channels": 8}, log_summary=False)
+    checkpoint = str(tmp_path / "small.pth")
+    save_checkpoint(make_checkpoint(model, epoch=1), checkpoint)
+    path = str(tmp_path / ("huge.bfl" if kind == "packed" else "huge.pth"))
+    if kind == "packed":
+        export(checkpoint, str(tmp_path / "small.bfl"))
+        config, tensors, metadata = read_packed(str(tmp_path / "small.bfl"))
+        write_packed(path, {**config, "base_channels": 200000}, tensors, metadata)
+    else:
+        stored = read_checkpoint(checkpoint)
+        save_checkpoint({**stored, "config": {**stored["config"], "base_channels": 200000}}, path)
+    with pytest.raises(ModelFileError, match=r"do not fit .*width 200000.*in the file") as error:
+        load_model(path)
+    assert "\n" not in str(error.value)
+    clip = write_video(str(tmp_path / "clip.mp4"), n_frames=4)
+    run = run_repo_script("interpolate.py", "--load_model", path, "--input_video", clip)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "do not fit" in run.stderr

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from fixtures import read_png, run_repo_script, write_middlebury, write_random_checkpoint
 from inference.middlebury import interpolation_error
-from model.files import load_model
+from model_loader import load_model
 
 SIZE = (61, 83)
 

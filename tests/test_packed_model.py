@@ -18,7 +18,8 @@ from cli import run_script
 from model import build_model
 from model.binconv import BINARY_LAYERS
 from model.unet3d import RPReLU
-from model.files import PACKED_MAGIC, is_packed_file, load_model, make_checkpoint, save_checkpoint
+from model.files import PACKED_MAGIC, is_packed_file, make_checkpoint, save_checkpoint
+from model_loader import load_model
 from util import BinOp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,3 +259,12 @@ def test_recipe_model_exports_and_loads_with_the_simulated_outputs(tmp_path):
     assert "warp head" in description and "real shortcuts" in description and "rprelu" in description
     assert "matching motion prior" in description
     assert max_difference(simulated, packed, frames(40, 56, seed=5)) <= 1e-4
+
+
+def test_loading_the_engine_shows_no_cuda_home_warning_on_a_machine_without_cuda():
+    """torch's cpp_extension logs "No CUDA runtime is found, using CUDA_HOME=..." when imported without
+    CUDA; it concerns CUDA builds, and the engine builds CPU code, so a user never sees it."""
+    run = subprocess.run([sys.executable, "-c", "from engine import ops; print(ops.default_variant())"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+    assert "CUDA_HOME" not in run.stderr and "No CUDA runtime" not in run.stderr, run.stderr

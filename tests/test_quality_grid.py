@@ -16,7 +16,7 @@ import torch
 
 from evaluation import evaluate_videos
 from fixtures import REPO, write_png, write_vimeo
-from model.files import load_model
+from model_loader import load_model
 
 CONFIGS = ["fp_warp", "bin_warp_sc_kd"]
 

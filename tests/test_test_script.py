@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fixtures import read_png, run_repo_script, write_random_checkpoint, write_vimeo
-from model.files import load_model
+from model_loader import load_model
 from myutils import ssim_batch
 
 

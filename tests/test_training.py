@@ -1,7 +1,9 @@
 """main_bin.py's training loop on a tiny Vimeo-90K-layout data set (64x96 frames, 32x32 crops,
 one step of batch 2 per epoch): its artefacts, exact resume, divergence, and bad input."""
 import glob
+import io
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from model import build_model, model_config
-from model.files import load_model, read_checkpoint, state_dict_of
+from model.files import read_checkpoint, state_dict_of
+from model_loader import load_model
 from tests.fixtures import write_vimeo
 from training import main
 from training.trainer import initialise_from_pretrained
@@ -204,3 +207,32 @@ def test_losses_read_every_few_steps_still_name_the_first_step_that_was_not_fini
     assert good.pending and good.average() == 0.5  # nothing read yet
     good.sync(single_process_runtime(False), 4)
     assert not good.pending and good.average() == (1.0 + 0.5 * 2 + 0.25 * 2) / 6
+
+
+def test_progress_written_to_a_log_file_is_plain_lines_not_carriage_return_frames(tmp_path):
+    write_vimeo(tmp_path / "vimeo", n_seqs=4)
+    with open(tmp_path / "train.log", "w") as log:  # as `python main_bin.py ... > train.log 2>&1`
+        process = subprocess.run([sys.executable, "main_bin.py", "--dataset", "vimeo90K_septuplet", "--data_root",
+                                  str(tmp_path / "vimeo"), "--checkpoint_dir", str(tmp_path), "--exp_name", "run",
+                                  "--batch_size", "2", "--test_batch_size", "2", "--crop_size", "32",
+                                  "--base_channels", "8", "--max_epoch", "1", "--num_workers", "0", "--cuda", "False"],
+                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    text = (tmp_path / "train.log").read_text()
+    assert process.returncode == 0, text[-2000:]
+    assert "\r" not in text and "\x1b[" not in text
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] epoch 1  train_loss \d", text, re.M), text  # the epoch's own line
+
+
+def test_plain_progress_writes_a_line_every_tenth_of_the_work(monkeypatch):
+    import cli
+    monkeypatch.setattr(cli, "PLAIN_PROGRESS_SECONDS", 0.0)
+    stream = io.StringIO()
+    for _ in cli.progress_bar(range(20), file=stream, desc="gaps", unit="gap"):
+        pass
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{p}%" for p in range(10, 101, 10)]
+    assert lines[-1].startswith("gaps: 100% (20/20 gap, ") and "\r" not in stream.getvalue()
+    quiet = io.StringIO()
+    for _ in cli.progress_bar(range(3), file=quiet, leave=False):  # a bar that leaves nothing behind
+        pass
+    assert [line.split()[0] for line in quiet.getvalue().splitlines()] == ["33%", "67%", "100%"]

@@ -14,7 +14,7 @@ from evaluation import (DEFAULT_SCENE_THRESHOLD, blend_frames, evaluate_video, e
 from fixtures import read_png, run_repo_script, write_png, write_random_checkpoint
 from inference import InferenceInputError, SlidingWindowInterpolator
 from inference.minterpolate import Minterpolate
-from model.files import load_model
+from model_loader import load_model
 from myutils import ssim_batch
 
 SIZE = (48, 64)  # height, width

@@ -47,17 +47,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED, check_torch_version
+from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED, check_torch_version, progress_bar
 from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_samples
 from dataset.errors import one_line
 from evaluation import evaluate
 from loss import Loss
 from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
-from model.unet3d import matching_flow
-from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, load_model, make_checkpoint,
-                         read_checkpoint, save_checkpoint, state_dict_of)
+from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, make_checkpoint, read_checkpoint,
+                         save_checkpoint, state_dict_of)
+from model.motion_prior import matching_flow
 from model.summary import model_summary
+from model_loader import load_model
 from myutils import autocast_or_nothing
 from training.distributed import shutdown, single_process_runtime, torchrun_runtime
 from training.options import build_parser, model_config_from, resolve_amp, resolve_options, soft_sign_epochs
@@ -513,7 +514,7 @@ class Trainer:
         self.epoch_step, self.epoch_meters = 0, {}
         self.unreadable_before = unreadable_samples(loader)
         self.sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
-        progress = tqdm(FirstBatches(loader, steps - start), desc=f"epoch {epoch}/{self.args.max_epoch}",
+        progress = progress_bar(FirstBatches(loader, steps - start), desc=f"epoch {epoch}/{self.args.max_epoch}",
                         leave=False, dynamic_ncols=True, initial=start, total=steps,
                         disable=not (self.args.progress and self.runtime.is_main))
         batches = iter(progress)
