@@ -15,9 +15,9 @@ from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from model.motion_prior import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
 from model.files import read_checkpoint, state_dict_of
 from training import main
-from training.options import soft_sign_epochs
-from training.trainer import (SOFT_SIGN_SHARPNESS, Trainer, initialise_from_pretrained, inside_prior_context,
-                              make_optimizer)
+from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
+from training.weight_schedule import SHARPNESS as SOFT_SIGN_SHARPNESS
+from training.weight_schedule import WeightSchedule, soft_sign_epochs
 from engine import pack_binary_model
 from util import BinOp
 
@@ -266,3 +266,13 @@ def test_diverging_recipe_model_stops_with_exit_code_3_and_no_best_model(vimeo, 
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert ("nan" in error or "inf" in error) and "checkpoint" in error
     assert not (tmp_path / "diverge/model_best.pth").exists()
+
+
+def test_the_weight_schedule_says_which_weights_each_epoch_trains():
+    schedule = WeightSchedule(real_epochs=1, soft_epochs=2)
+    assert [schedule.binarizes(epoch) for epoch in (1, 2, 3, 4)] == [False, True, True, True]
+    assert [schedule.final_stage(epoch) for epoch in (1, 2, 3, 4)] == [False, False, False, True]
+    assert schedule.sharpness(2, 0, 4) == pytest.approx(SOFT_SIGN_SHARPNESS[0])
+    assert schedule.describe(6) == ("epoch 1: real weights; epochs 2-3: soft signs alpha*tanh(kW/alpha), k 1 -> 100; "
+                                    "epochs 4-6: binary weights (only these count for model_best.pth)")
+    assert WeightSchedule().describe(6) == "binary weights from the first step"

@@ -2,7 +2,7 @@
 
 Options left unset get the defaults of the data set being trained on: FLAVR's recipe for real
 data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` and its leave-one-clip-out variants
-(``DEMO_DEFAULTS``).
+(``DEMO_DEFAULTS``); the weight schedule's defaults are in ``training/weight_schedule.py``.
 """
 import os
 
@@ -14,6 +14,7 @@ from model import model_config
 from cli import OneLineErrorParser, add_cuda_argument, true_or_false
 from model.files import DEMO_EXPERIMENT
 from myutils import FRAME_MULTIPLE
+from training.weight_schedule import check_soft_sign_epochs
 
 RECIPE_DEFAULTS = {  # FLAVR's training recipe (docs/FLAVR.md)
     "batch_size": 32, "test_batch_size": 32, "crop_size": 256, "max_epoch": 200, "num_workers": 4,
@@ -29,7 +30,6 @@ MODEL_DEFAULTS = {  # new binary models: the recipe measured by benchmarks/quali
     "binary": {"head": "warp", "shortcuts": False, "activation": "relu"},
     "flavr": {"head": "frames", "shortcuts": False, "activation": "relu"},
 }
-SOFT_SIGN_FRACTION = (5, 6)  # new binary runs: soft signs for 5/6 of the epochs (benchmarks/quality_grid.py)
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -255,27 +255,6 @@ def _check_values(args):
              "--resume continues a run with its own weights; --pretrained starts a new one: use one of them")
     _require(args.exp_name and args.exp_name.strip(".") and "/" not in args.exp_name and "\\" not in args.exp_name,
              f"--exp_name must be a plain folder name, got {args.exp_name!r}")
-
-
-def check_soft_sign_epochs(args, epochs):
-    _require(epochs >= 0 and args.stage1_epochs + epochs < args.max_epoch,
-             f"--stage1_epochs + --soft_sign_epochs must leave at least one epoch of binary weights before "
-             f"--max_epoch {args.max_epoch}, got {args.stage1_epochs} + {epochs}")
-
-
-def soft_sign_epochs(args, resumed_args=None):
-    """``--soft_sign_epochs`` as given; unset: the resumed run's own (0 for runs from before the option),
-    else ``SOFT_SIGN_FRACTION`` of the epochs after ``--stage1_epochs`` for the binary arch, 0 for flavr."""
-    if args.soft_sign_epochs is not None:
-        return args.soft_sign_epochs
-    if resumed_args is not None:
-        epochs = resumed_args.get("soft_sign_epochs") or 0
-        check_soft_sign_epochs(args, epochs)
-        return epochs
-    if args.arch != "binary":
-        return 0
-    numerator, denominator = SOFT_SIGN_FRACTION
-    return (args.max_epoch - args.stage1_epochs) * numerator // denominator
 
 
 def resolve_options(args):

@@ -1,6 +1,7 @@
-"""The training of binary FLAVR that ``main_bin.py`` and ``main_bin_ddp.py`` share: ``main`` (options,
+"""The training loop of binary FLAVR that ``main_bin.py`` and ``main_bin_ddp.py`` share: ``main`` (options,
 exit codes), ``build_trainer`` (inputs checked before anything is written, model, loaders, teacher,
-experiment folder), and ``Trainer.fit``, the loop. ``main_bin.py`` -> ``main`` -> ``Trainer.fit`` ->
+experiment folder), and ``Trainer.fit``, the loop. What a checkpoint holds is ``training/state.py``'s,
+the experiment folder ``training/experiment.py``'s. ``main_bin.py`` -> ``main`` -> ``Trainer.fit`` ->
 ``Trainer.train_step``.
 
 One step, for the binary arch (XNOR-Net's BinOp; util.py)::
@@ -16,7 +17,7 @@ One step, for the binary arch (XNOR-Net's BinOp; util.py)::
 The full-precision arch (``--arch flavr``) runs the same loop without the BinOp, and so does
 the first stage of two-stage training (``--stage1_epochs``: binary activations, real weights).
 During ``--soft_sign_epochs`` the BinOp sets soft signs ``alpha * tanh(k W / alpha)`` whose
-sharpness k rises at every step (``Trainer.soft_sign_sharpness``).
+sharpness k rises at every step (``training/weight_schedule.py``: the whole real -> soft -> binary schedule).
 The learning rate follows ReduceLROnPlateau on the validation loss (FLAVR) or decays to 0 per
 step (``--lr_schedule cosine|linear``).
 
@@ -32,16 +33,11 @@ is kept); 4 the experiment folder could not be written (the previous checkpoint 
 interrupted.
 """
 import contextlib
-import glob
 import itertools
-import json
 import logging
 import math
-import os
-import random
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -52,245 +48,32 @@ from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_s
 from dataset.errors import one_line
 from evaluation import evaluate
 from loss import Loss
-from model import build_model, describe_config, model_config, strip_module_prefix, transfer_weights
+from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
-from model.files import (CHECKPOINT_FORMAT, ModelFileError, checkpoint_config, make_checkpoint, read_checkpoint,
-                         save_checkpoint, state_dict_of)
+from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
 from model.motion_prior import matching_flow
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
 from training.distributed import shutdown, single_process_runtime, torchrun_runtime
-from training.options import build_parser, model_config_from, resolve_amp, resolve_options, soft_sign_epochs
+from training.experiment import (Experiment, ExperimentWriteError, SampleRecorder, check_experiment_folder,
+                                 experiment_folder, resume_checkpoint_path)
+from training.options import build_parser, model_config_from, resolve_amp, resolve_options
+from training.state import (best_model_checkpoint, capture_rng_state, check_resumable, restore_rng_state,
+                            seed_everything, training_checkpoint)
+from training.weight_schedule import WeightSchedule, soft_sign_epochs
 from util import BinOp
 
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------- the training state in a checkpoint
+# ---------------------------------------------------------------- the loop
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite; the message says where and what to do."""
 
 
-def seed_everything(seed):
-    """Seed torch (CPU and CUDA), Python's ``random`` and NumPy's global generator."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state():
-    """This process's random generator states: torch CPU / CUDA, Python, NumPy."""
-    version, internal, gauss_next = random.getstate()
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "python": [version, list(internal), gauss_next],
-             "numpy": {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-                       "cached_gaussian": float(cached_gaussian)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state):
-    """Put back the generator states ``capture_rng_state`` returned."""
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    numpy = state["numpy"]
-    np.random.set_state((numpy["name"], np.array(numpy["keys"], dtype=np.uint32), numpy["pos"],
-                         numpy["has_gauss"], numpy["cached_gaussian"]))
-    cuda_states = state.get("cuda", [])
-    if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-
-
-def training_checkpoint(model, *, epoch, best_psnr, optimizer, scheduler, scaler, rng, args, **position):
-    """Our checkpoint (``make_checkpoint``: format, model config, latent weights) plus the state that
-    continues a run exactly: optimizer, scheduler (and ``lr_total_steps``, the length of its decay),
-    GradScaler, epochs done, best PSNR, every rank's RNG; mid-epoch (``--save_every``) also
-    ``position``: ``epoch_step`` (steps of the next epoch done), ``global_batch`` (their samples, all
-    processes together) and ``epoch_meters`` (``{loss term: [sum, count]}`` over them)."""
-    return make_checkpoint(model, epoch=epoch, best_psnr=best_psnr, optimizer=optimizer.state_dict(),
-                           scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=rng,
-                           args=dict(args), **position)
-
-
-def best_model_checkpoint(model, *, epoch, psnr, ssim):
-    """The best model so far: configuration and latent weights, for test.py / interpolate.py."""
-    return make_checkpoint(model, epoch=epoch, psnr=psnr, ssim=ssim)
-
-
-def check_resumable(checkpoint, path, config, batch_size):
-    """ModelFileError unless ``checkpoint`` is a training checkpoint of ours; ValueError when its model
-    differs from the configuration ``config`` the options ask for, or when it stopped mid-epoch at a
-    batch other than ``batch_size`` (its position would not be one of this run's steps; checkpoints from
-    before ``global_batch`` was recorded had a batch per process)."""
-    if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
-            and "optimizer" in checkpoint and "epoch" in checkpoint):
-        raise ModelFileError(f"{path}: not a training checkpoint (no optimizer state): resume from an "
-                             "experiment's checkpoint.pth, or start a new run from it with --pretrained")
-    saved = model_config(**checkpoint["config"])
-    differences = [f"{key}={saved[key]!r} (options: {config[key]!r})" for key in config if saved[key] != config[key]]
-    if differences:
-        raise ValueError(f"{path} holds another model: {', '.join(differences)}; "
-                         "repeat the model options of the run you resume")
-    saved = checkpoint.get("global_batch") or checkpoint.get("args", {}).get("batch_size", 0) * len(checkpoint["rng"])
-    if checkpoint.get("epoch_step") and saved != batch_size:
-        raise ValueError(f"{path} stopped after step {checkpoint['epoch_step']} of epoch {checkpoint['epoch'] + 1} "
-                         f"at a batch of {saved} samples, this run's is {batch_size}: "
-                         f"resume with --batch_size {saved}, or from a checkpoint written at the end of an epoch")
-
-
-# ---------------------------------------------------------------- the experiment folder
-
-
-
-class ExperimentWriteError(RuntimeError):
-    """The experiment folder could not be written (full disk, permissions); the message says what
-    was kept and what to do."""
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def experiment_folder(args):
-    return os.path.join(args.checkpoint_dir, args.exp_name)
-
-
-def check_experiment_folder(folder, resume):
-    """ValueError when ``folder`` exists and the run is not a resume: never clobber an experiment."""
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ValueError(f"{folder} exists and is not a folder: choose another --exp_name or --checkpoint_dir")
-    if os.path.exists(folder) and not resume:
-        raise ValueError(f"experiment {folder} already exists: continue it with --resume, "
-                         "or start a new one with another --exp_name")
-
-
-def resume_checkpoint_path(folder, resume):
-    """The checkpoint ``--resume`` names: the experiment's latest (``--resume`` alone) or a path."""
-    return os.path.join(folder, "checkpoint.pth") if resume == "latest" else resume
-
-
-class Experiment:
-    """Writes the experiment's artefacts (when ``enabled``, i.e. on the main process)."""
-
-    def __init__(self, folder, enabled=True):
-        self.folder = folder
-        self.enabled = enabled
-        self.checkpoint_path = os.path.join(folder, "checkpoint.pth")
-        self.best_path = os.path.join(folder, "model_best.pth")
-        self.results_path = os.path.join(folder, "results.txt")
-        self.log_path = os.path.join(folder, "train.log")
-        self.tensorboard_dir = os.path.join(folder, "tensorboard")
-        self._log_handler = None
-        self._writer = None
-
-    def open(self, args, resumed_epoch=None):
-        """Create the folder, start ``train.log``, save the arguments and open TensorBoard (a resumed
-        run drops the events logged after ``resumed_epoch``: it continues from there)."""
-        if not self.enabled:
-            return self
-        try:
-            os.makedirs(self.folder, exist_ok=True)
-        except OSError as error:
-            raise ExperimentWriteError(f"cannot create the experiment folder {self.folder}: {error.strerror}; "
-                                       "choose a writable --checkpoint_dir") from None
-        self._remove_partial_writes()
-        self._log_handler = logging.FileHandler(self.log_path, encoding="utf-8")
-        self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logging.getLogger().addHandler(self._log_handler)
-        name = "args.json" if resumed_epoch is None else f"args_resume_epoch{resumed_epoch}.json"
-        self._write_new_file(name, json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
-        from torch.utils.tensorboard import SummaryWriter  # slow import: only where events are written
-        self._writer = SummaryWriter(self.tensorboard_dir,
-                                     purge_step=resumed_epoch + 1 if resumed_epoch is not None else None)
-        log.info("experiment folder: %s", self.folder)
-        return self
-
-    def _remove_partial_writes(self):
-        """Delete the temporary files of checkpoint writes a killed run left (``.tmp-*``)."""
-        for path in glob.glob(os.path.join(glob.escape(self.folder), ".tmp-*")):
-            os.remove(path)
-            log.info("removed %s, a checkpoint write the previous run did not finish", path)
-
-    def _write_new_file(self, name, text):
-        """Write ``name`` in the folder, or ``<stem>.<n><ext>`` when it exists (never overwrites)."""
-        stem, ext = os.path.splitext(name)
-        for n in range(1000):
-            path = os.path.join(self.folder, name if n == 0 else f"{stem}.{n}{ext}")
-            try:
-                with open(path, "x", encoding="utf-8") as handle:
-                    handle.write(text)
-                return path
-            except FileExistsError:
-                continue
-        raise ValueError(f"too many {name} files in {self.folder}")
-
-    def scalars(self, values, step):
-        """``{tag: float}`` to TensorBoard at ``step`` (the epoch)."""
-        if self._writer is not None:
-            for tag, value in values.items():
-                self._writer.add_scalar(tag, value, step)
-
-    def images(self, tag, frames, step):
-        """``N x 3 x H x W`` frames in [0, 1] to TensorBoard."""
-        if self._writer is not None:
-            self._writer.add_images(tag, frames.detach().float().cpu().clamp(0, 1), step)
-
-    def append_result(self, line):
-        if self.enabled:
-            with open(self.results_path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-
-    def save(self, checkpoint, path):
-        """Write ``checkpoint`` to ``path`` atomically (main process only); ExperimentWriteError, with
-        the previous file intact, when it cannot be written."""
-        if not self.enabled:
-            return
-        try:
-            save_checkpoint(checkpoint, path)
-        except OSError as error:
-            kept = f"the previous {os.path.basename(path)} is kept" if os.path.exists(path) else "nothing was saved"
-            raise ExperimentWriteError(f"cannot write {path}: {error.strerror or error}; {kept}: free space "
-                                       "(or fix the folder's permissions) and continue with --resume") from None
-
-    def close(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
-
-
-class SampleRecorder:
-    """``--debug_record DIR``: the sample ids of every step of this rank, and its final weights."""
-
-    def __init__(self, folder, rank):
-        self.samples_path = os.path.join(folder, f"samples_rank{rank}.json")
-        self.weights_path = os.path.join(folder, f"weights_rank{rank}.pth")
-        for path in (self.samples_path, self.weights_path):
-            if os.path.exists(path):
-                raise ValueError(f"{path} exists: give --debug_record an empty folder")
-        os.makedirs(folder, exist_ok=True)
-        self.rank = rank
-        self.epochs = {}
-
-    def record(self, epoch, sample_ids):
-        self.epochs.setdefault(str(epoch), []).append(list(sample_ids))
-
-    def write(self, model, world_size):
-        with open(self.samples_path, "w", encoding="utf-8") as handle:
-            json.dump({"rank": self.rank, "world_size": world_size, "epochs": self.epochs}, handle, indent=1)
-        torch.save(model.state_dict(), self.weights_path)
-
-
-# ---------------------------------------------------------------- the loop
-
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-SOFT_SIGN_SHARPNESS = (1.0, 100.0)  # --soft_sign_epochs: k from nearly linear (tanh(W / alpha)) to nearly sign
 
 
 def make_optimizer(model, args):
@@ -442,23 +225,22 @@ class Trainer:
     def lr(self):
         return self.optimizer.param_groups[-1]["lr"]
 
+    @property
+    def schedule(self):
+        """The run's ``WeightSchedule`` (real weights -> soft signs -> binary weights)."""
+        return WeightSchedule.of(self.args)
+
     def binop_in(self, epoch):
-        """The BinOp when epoch ``epoch`` trains binary weights (after ``--stage1_epochs``), else None."""
-        return self.binop if epoch > self.args.stage1_epochs else None
+        """The BinOp when epoch ``epoch`` trains soft or binary weights (after ``--stage1_epochs``), else None."""
+        return self.binop if self.schedule.binarizes(epoch) else None
 
     def soft_sign_sharpness(self, epoch, step, steps):
-        """The soft sign's ``k`` at ``step`` of ``steps`` in ``epoch``: rising geometrically over the
-        ``--soft_sign_epochs`` epochs from ``SOFT_SIGN_SHARPNESS[0]`` to ``[1]``; None (hard signs) outside them."""
-        first, count = self.args.stage1_epochs, self.args.soft_sign_epochs
-        if not first < epoch <= first + count:
-            return None
-        progress = (epoch - first - 1 + step / max(steps, 1)) / count
-        start, end = SOFT_SIGN_SHARPNESS
-        return start * (end / start) ** progress
+        """The soft sign's ``k`` at ``step`` of ``steps`` in ``epoch`` (``WeightSchedule.sharpness``)."""
+        return self.schedule.sharpness(epoch, step, steps)
 
     def final_stage(self, epoch):
         """Whether ``epoch`` trains the binary model itself (not real or soft-sign weights)."""
-        return epoch > self.args.stage1_epochs + self.args.soft_sign_epochs
+        return self.schedule.final_stage(epoch)
 
     def _binarized(self, binop):
         return binop.binarized() if binop is not None else contextlib.nullcontext()
@@ -730,23 +512,7 @@ def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
     log.info("training on %s (%d process%s)", runtime.device, runtime.world_size,
              "es" if runtime.world_size > 1 else "")
     if model.config["arch"] == "binary":
-        log.info("%s", weight_phases(args))
-
-
-def weight_phases(args):
-    """One line: which epochs train real weights, soft signs and binary weights."""
-    def epochs(first, last):
-        return f"epoch {first}" if first == last else f"epochs {first}-{last}"
-
-    real, soft = args.stage1_epochs, args.soft_sign_epochs
-    if not real and not soft:
-        return "binary weights from the first step"
-    phases = [f"{epochs(1, real)}: real weights"] if real else []
-    if soft:
-        k0, k1 = SOFT_SIGN_SHARPNESS
-        phases.append(f"{epochs(real + 1, real + soft)}: soft signs alpha*tanh(kW/alpha), k {k0:g} -> {k1:g}")
-    phases.append(f"{epochs(real + soft + 1, args.max_epoch)}: binary weights (only these count for model_best.pth)")
-    return "; ".join(phases)
+        log.info("%s", WeightSchedule.of(args).describe(args.max_epoch))
 
 
 def read_inputs(args, folder, config):
