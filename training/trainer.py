@@ -37,6 +37,7 @@ import itertools
 import logging
 import math
 import sys
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -164,6 +165,18 @@ class StepLosses:
         return {name: list(value) for name, value in self.sums.items()}
 
 
+@dataclass
+class EpochRun:
+    """One epoch's training as it goes: ``epoch`` (from 1), its ``steps``, the step it starts after
+    (``start``: > 0 after a mid-epoch resume), its ``StepLosses``, its progress bar and the batches to come."""
+    epoch: int
+    steps: int
+    start: int
+    losses: StepLosses
+    progress: object
+    batches: object
+
+
 class Trainer:
     """Trains ``model`` (on ``runtime.device``) on ``loaders`` (training, validation) with Adam, the
     ``--lr_schedule`` over ``total_steps``, optional AMP and distillation from ``teacher`` (a frozen
@@ -283,10 +296,9 @@ class Trainer:
         return loss.detach(), terms
 
     def start_epoch(self, epoch):
-        """Set ``train_loader`` to ``epoch`` (after a mid-epoch resume: to the samples not trained on yet);
-        returns (the epoch's step count, the first step, the epoch's ``StepLosses``, the progress bar,
-        the batches). The random state of a mid-epoch resume is put back once the batch iterator
-        exists (creating it draws a seed)."""
+        """Set ``train_loader`` to ``epoch`` (after a mid-epoch resume: to the samples not trained on yet)
+        and return its ``EpochRun``. The random state of a mid-epoch resume is put back once the batch
+        iterator exists (creating it draws a seed)."""
         loader, start = self.train_loader, self.epoch_step
         set_epoch(loader, epoch)
         steps = len(FirstBatches(loader, self.args.max_steps_per_epoch))  # the whole epoch's
@@ -297,18 +309,19 @@ class Trainer:
         self.unreadable_before = unreadable_samples(loader)
         self.sample_indices = iter(loader.batch_sampler) if self.recorder is not None else None
         progress = progress_bar(FirstBatches(loader, steps - start), desc=f"epoch {epoch}/{self.args.max_epoch}",
-                        leave=False, dynamic_ncols=True, initial=start, total=steps,
-                        disable=not (self.args.progress and self.runtime.is_main))
-        batches = iter(progress)
+                                leave=False, dynamic_ncols=True, initial=start, total=steps,
+                                disable=not (self.args.progress and self.runtime.is_main))
+        run = EpochRun(epoch, steps, start, losses, progress, iter(progress))
         if self.pending_rng is not None:
             restore_rng_state(self.pending_rng)
             self.pending_rng = None
-        return steps, start, losses, progress, batches
+        return run
 
-    def after_step(self, epoch, step, steps, losses, size, values):
-        """Count the step's losses (``size`` samples: this process's batch), record its samples
-        (``--debug_record``), read the losses every ``--log_every`` steps and save the training state
-        every ``--save_every`` steps."""
+    def after_step(self, run, step, size, values):
+        """Count step ``step``'s losses (``size`` samples: this process's batch) in ``run``, record its
+        samples (``--debug_record``), read the losses every ``--log_every`` steps and save the training
+        state every ``--save_every`` steps."""
+        epoch, steps, losses = run.epoch, run.steps, run.losses
         losses.add(step, size, values)
         if self.recorder is not None:
             dataset = self.train_loader.dataset
@@ -323,16 +336,20 @@ class Trainer:
         state, the position in the epoch (steps of ``global_batch`` samples) and its loss sums, so
         ``--resume`` continues exactly here, with any number of processes."""
         losses.sync(self.runtime, epoch)
-        self.check_weights(f"epoch {epoch}, step {step}")
+        self._save_training_state(epoch - 1, f"epoch {epoch}, step {step}", epoch_step=step,
+                                  global_batch=self.args.batch_size, epoch_meters=losses.state())
+        log.debug("saved epoch %d, step %d to %s", epoch, step, self.last_checkpoint)
+
+    def _save_training_state(self, epochs_done, where, **position):
+        """``checkpoint.pth``: the whole training state after ``epochs_done`` epochs (``position``: how far
+        into the next one), once the weights are checked finite (``where``: for the message if not)."""
+        self.check_weights(where)
         rng = self.runtime.gather(capture_rng_state())
         self.experiment.save(training_checkpoint(
-            self.raw_model, epoch=epoch - 1, best_psnr=self.best_psnr, optimizer=self.optimizer,
+            self.raw_model, epoch=epochs_done, best_psnr=self.best_psnr, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args),
-            lr_total_steps=self.total_steps,
-            epoch_step=step, global_batch=self.args.batch_size, epoch_meters=losses.state()),
-            self.experiment.checkpoint_path)
+            lr_total_steps=self.total_steps, **position), self.experiment.checkpoint_path)
         self.last_checkpoint = self.experiment.checkpoint_path
-        log.debug("saved epoch %d, step %d to %s", epoch, step, self.last_checkpoint)
 
     def validate(self, loader, epoch):
         """PSNR / SSIM / loss of the model as ``test.py`` and the packed engine run it (binarized weights,
@@ -362,15 +379,8 @@ class Trainer:
 
     def save_checkpoints(self, epoch, result, is_best):
         """``checkpoint.pth`` (the whole training state) and, when ``is_best``, ``model_best.pth``."""
-        self.check_weights(f"epoch {epoch}")
-        rng = self.runtime.gather(capture_rng_state())
+        self._save_training_state(epoch, f"epoch {epoch}")
         self.epoch = epoch
-        self.experiment.save(training_checkpoint(
-            self.raw_model, epoch=epoch, best_psnr=self.best_psnr, optimizer=self.optimizer,
-            scheduler=self.scheduler, scaler=self.scaler, rng=rng, args=vars(self.args),
-            lr_total_steps=self.total_steps),
-            self.experiment.checkpoint_path)
-        self.last_checkpoint = self.experiment.checkpoint_path
         if is_best:
             self.experiment.save(best_model_checkpoint(self.raw_model, epoch=epoch, psnr=result.psnr,
                                                        ssim=result.ssim), self.experiment.best_path)
@@ -410,19 +420,19 @@ class Trainer:
     def train_epoch(self, epoch):
         """The training steps of ``epoch``; returns its ``StepLosses``. A sample that cannot be read
         stops the run with one line saying what to do (``--skip_unreadable`` replaces such samples)."""
-        steps, start, losses, progress, batches = self.start_epoch(epoch)
+        run = self.start_epoch(epoch)
         try:
-            for step, (inputs, targets) in enumerate(batches, start + 1):
+            for step, (inputs, targets) in enumerate(run.batches, run.start + 1):
                 if self.binop is not None:
-                    self.binop.sharpness = self.soft_sign_sharpness(epoch, step, steps)
+                    self.binop.sharpness = self.soft_sign_sharpness(epoch, step, run.steps)
                 loss, terms = self.train_step(inputs, targets, epoch)
-                self.after_step(epoch, step, steps, losses, inputs[0].shape[0], {"loss": loss, **terms})
-                if not losses.pending:
-                    progress.set_postfix(loss=f"{losses.average():.4f}")
+                self.after_step(run, step, inputs[0].shape[0], {"loss": loss, **terms})
+                if not run.losses.pending:
+                    run.progress.set_postfix(loss=f"{run.losses.average():.4f}")
         except DatasetError as error:
             raise DatasetError(f"{one_line(error)} (epoch {epoch}): replace the file, or skip such samples with "
                                "--skip_unreadable True, and continue with --resume") from None
-        return losses
+        return run.losses
 
     def fit(self):
         """Train from where the run stands to ``--max_epoch``, validating every ``--val_freq`` epochs."""
