@@ -103,8 +103,10 @@ def run_script(main, argv=None):
 
 def progress_bar(iterable=None, *, disable=False, file=None, **options):
     """A tqdm progress bar (same arguments) where ``file`` (default stderr) is a terminal; elsewhere (a
-    log file, a pipe) a ``PlainProgress``, which writes plain lines instead of carriage-return frames."""
+    log file, a pipe) a ``PlainProgress``, which writes plain lines instead of carriage-return frames.
+    ``TQDM_DISABLE=1`` in the environment turns both off, as it does tqdm."""
     stream = file or sys.stderr
+    disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")  # tqdm's own switch
     if disable or stream.isatty():
         return tqdm(iterable, disable=disable, file=stream, **options)
     return PlainProgress(iterable, stream, **options)

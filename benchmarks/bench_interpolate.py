@@ -37,7 +37,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import interpolate  # noqa: E402
-from engine import pack_binary_model, write_packed  # noqa: E402
+from bench_popcount_peak import cpu_description  # noqa: E402
+from engine import ops, pack_binary_model, write_packed  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD  # noqa: E402
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
@@ -60,7 +61,7 @@ def parse_args(argv=None):
                         "(a busy machine's speed drifts)")
     parser.add_argument("--against_minterpolate", action="store_true", help="time interpolate.py against FFmpeg's "
                         "minterpolate at --sizes instead")
-    parser.add_argument("--sizes", nargs="+", default=["720x550", "1280x720"], metavar="WxH",
+    parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(720, 550), (1280, 720)], metavar="WxH",
                         help="frame sizes for --against_minterpolate (default: 720x550 1280x720)")
     return parser.parse_args(argv)
 
@@ -119,12 +120,12 @@ def minterpolate_end_to_end(clip, output):
 def against_minterpolate(args, workdir):
     """Print seconds per restored frame of interpolate.py and minterpolate at each of ``args.sizes``."""
     model_path = args.load_model or demo_model(os.path.join(workdir, "demo.bfl"))
-    print(f"{cpu_name()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
+    print(f"{machine()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
           f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}, 2x; model "
           f"{args.load_model or 'random, the demo configuration, packed'}", flush=True)
     print(f"{'size':>10s}{'interpolate.py s/frame':>24s}{'minterpolate s/frame':>22s}{'ratio':>8s}")
-    for size in args.sizes:
-        width, height = (int(n) for n in size.lower().split("x"))
+    for width, height in args.sizes:
+        size = f"{width}x{height}"
         clip = scaled_clip(args.input_video or sample_clip_path(), os.path.join(workdir, f"{size}.mp4"),
                            args.frames, (width, height))
         ours = min(end_to_end(model_path, clip, os.path.join(workdir, "ours.mp4"), False)[1].wall / (args.frames - 1)
@@ -172,10 +173,18 @@ def end_to_end(model_path, clip, output, sequential):
     return frames / times.wall, times
 
 
-def cpu_name():
-    with open("/proc/cpuinfo") as info:
-        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    return f"{names[0]} x {len(names)}" if names else "unknown CPU"
+def machine():
+    """The CPU, its vector flags and the engine's kernel variant, e.g. ``Intel Xeon (avx2 avx512f ...), kernel avx2``."""
+    model, flags = cpu_description()
+    return f"{model} x {os.cpu_count()} ({' '.join(flags)}), engine kernel {ops.default_variant()}"
+
+
+def frame_size(text):
+    """argparse type: ``WxH`` -> (width, height), both positive."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected WxH such as 720x550, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def main(argv=None):
@@ -186,7 +195,7 @@ def main(argv=None):
             return against_minterpolate(args, workdir)
         model_path = args.load_model or packed_model(os.path.join(workdir, "random.bfl"))
         clip = first_frames(args.input_video or sample_clip_path(), os.path.join(workdir, "clip.mp4"), args.frames)
-        print(f"{cpu_name()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
+        print(f"{machine()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
               f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}; model "
               f"{args.load_model or 'random packed compact'}", flush=True)
         best = {}  # variant -> (frames/s, StageTimes or None) of its fastest round

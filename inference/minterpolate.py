@@ -45,13 +45,13 @@ class Minterpolate:
         """The gaps still held. minterpolate outputs a frame only once it has the next input frame
         (and drops what it holds at the end of a stream), so the last kept frame is pushed again
         ``TAIL_REPEATS`` times (as the sliding window replicates it) and what falls after it is dropped."""
-        gaps, last = self.pushed - 1, self.last
-        done = []
+        if not self.pushed:
+            return []
+        gaps, done = self.pushed - 1, []
         for _ in range(TAIL_REPEATS):
-            done += self.push(last)
+            done += self.push(self.last)
         self.graph.vpush(None)
         done += self._pull()
-        self.pushed = gaps + 1
         return [(gap, frames) for gap, frames in done if gap < gaps]
 
     def _pull(self):
