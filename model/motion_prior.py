@@ -6,10 +6,14 @@
 ``matching_flow`` finds half the motion between the two middle frames by symmetric block matching
 over an image pyramid (``MATCH_LEVELS``, a 3x3 search per level, softmin for sub-pixel shifts); the
 model adds it to the head's flows (``prior_flows``), so a new model starts at motion-compensated
-blending. Everything here is batched tensor code, the same on the CPU, a GPU and in the packed engine.
+blending. Everything here is batched tensor code, the same on the CPU, a GPU and in the packed engine,
+except ``dis_flow`` (``motion_prior="dis"``): OpenCV's DIS optical flow, run on the CPU (frames on a
+GPU are copied there and back), the same function in training, test.py and the packed engine.
 """
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +49,7 @@ def warp_blend(head, before, after, t, prior=None):
     return warped + head[:, 5:8]
 
 
-MOTION_PRIORS = ("none", "matching", "aligned")
+MOTION_PRIORS = ("none", "matching", "aligned", "dis")
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -78,15 +82,15 @@ def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperatu
 
 
 @torch.no_grad()
-def matching_flow(before, after):
+def matching_flow(before, after, levels=MATCH_LEVELS):
     """The motion prior: half the motion ``v`` (``B x 2 x H x W``, pixels) from ``before`` to ``after``
-    (``B x 3 x H x W`` in [0, 1]), found by ``symmetric_matching`` of their grey levels at each
-    ``MATCH_LEVELS`` scale (coarse to fine, each refining the warped result of the coarser one), so
+    (``B x 3 x H x W`` in [0, 1]), found by ``symmetric_matching`` of their grey levels at each scale of
+    ``levels`` (coarse to fine, each refining the warped result of the coarser one), so
     ``before(p - v)`` and ``after(p + v)`` show the same point at the middle time. Parameter-free."""
     grey_a, grey_b = before.float().mean(1, keepdim=True), after.float().mean(1, keepdim=True)
     height, width = grey_a.shape[-2:]
     flow = None  # full-resolution pixels
-    for scale in MATCH_LEVELS:
+    for scale in levels:
         if height // scale < 2 or width // scale < 2:
             continue
         a = F.avg_pool2d(grey_a, scale) if scale > 1 else grey_a
@@ -98,6 +102,35 @@ def matching_flow(before, after):
             a, b = backward_warp(a, -level_flow), backward_warp(b, level_flow)
         flow = (level_flow + symmetric_matching(a, b)) * scale
     return flow.to(before.dtype)
+
+
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM  # dis_flow's OpenCV preset (benchmarks/bench_motion_prior.py)
+
+
+def _grey_uint8(frames):
+    """``B x 3 x H x W`` in [0, 1] -> B OpenCV grey images (``H x W`` uint8)."""
+    rgb = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb]
+
+
+@torch.no_grad()
+def dis_flow(before, after):
+    """The DIS motion prior: half the motion ``v`` (``B x 2 x H x W``, pixels; as ``matching_flow``) from
+    OpenCV's DIS optical flow (``DIS_PRESET``) of the 8-bit grey frames, forward ``F`` (from ``before``)
+    and backward ``G`` (from ``after``): ``v = (F - G) / 4``, so that the flows to the middle time are
+    the ones Super SloMo approximates from ``F`` and ``G`` (-v to ``before``, +v to ``after``)."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    halves = []
+    for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
+        forward, backward = dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+        halves.append(torch.from_numpy((forward - backward) / 4).permute(2, 0, 1))
+    return torch.stack(halves).to(device=before.device, dtype=before.dtype)
+
+
+def half_motion(prior, before, after):
+    """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
+    ("matching", "aligned": ``matching_flow``; "dis": ``dis_flow``) finds."""
+    return dis_flow(before, after) if prior == "dis" else matching_flow(before, after)
 
 
 def prior_flows(half_motion, t):

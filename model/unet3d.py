@@ -19,7 +19,8 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   (``matching_flow``). A new model then starts at motion-compensated blending rather than at the
   plain blend, and the network learns a correction to the matched flows. ``"aligned"`` also shows
   the network the two middle frames warped to the middle time by those flows (the outer two as
-  they are), so what is left to correct is visible in its input.
+  they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
+  OpenCV's DIS optical flow instead (``dis_flow``).
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 """
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.motion_prior import (MOTION_PRIORS, backward_warp, linear_blend, matching_flow, output_times, prior_flows,
+from model.motion_prior import (MOTION_PRIORS, backward_warp, half_motion, linear_blend, output_times, prior_flows,
                                 warp_blend)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
@@ -243,7 +244,7 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR) or "matching" (warp head only, see ``matching_flow``)."""
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned" or "dis" (warp head only, see ``half_motion``)."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
                  joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1,
@@ -307,10 +308,12 @@ class UNet3D(nn.Module):
         return self.output_frames(self.outconv(fused), frames, mean, motion)
 
     def prior_motion(self, frames, given=None):
-        """``matching_flow`` of the two middle frames (or ``given``) when the model has a motion prior, else None."""
+        """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
+        when the model has a motion prior; else None."""
         if self.motion_prior == "none":
             return None
-        return given if given is not None else matching_flow(frames[len(frames) // 2 - 1], frames[len(frames) // 2])
+        return given if given is not None else half_motion(self.motion_prior, frames[len(frames) // 2 - 1],
+                                                           frames[len(frames) // 2])
 
     def network_input(self, stacked, frames, motion):
         """What the encoder sees (``B x 3 x T x H x W``): the stacked inputs, or for ``motion_prior``

@@ -1,18 +1,23 @@
 """The options of the binary recipe: parameter-free real shortcuts, the residual and warp heads,
-the matching motion prior, what --pretrained copies between heads, weight decay, distillation, two-stage training and the
+the matching and DIS motion priors, what --pretrained copies between heads, weight decay, distillation, two-stage training and the
 per-step learning-rate schedules (with exact resume), on a tiny Vimeo-90K-layout data set."""
 import math
+import os
+import subprocess
+import sys
 
+import cv2
+import numpy as np
 import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fixtures import write_random_checkpoint, write_vimeo
+from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
-from model.motion_prior import FLOW_SCALE, backward_warp, linear_blend, matching_flow, warp_blend
+from model.motion_prior import FLOW_SCALE, backward_warp, dis_flow, linear_blend, matching_flow, warp_blend
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -92,17 +97,36 @@ def psnr(a, b):
 INNER = (..., slice(12, -12), slice(12, -12))  # away from the borders, where content leaves the frame
 
 
-def test_matching_flow_finds_a_translation_of_the_scene():
+@pytest.mark.parametrize("find", [matching_flow, dis_flow])
+def test_matching_and_dis_flows_find_a_translation_of_the_scene(find):
     scene = photo_scene()
     before, middle, after = crop(scene, 40, 40), crop(scene, 43, 38), crop(scene, 46, 36)  # moves (-6, 4) px
-    motion = matching_flow(before, after)  # before(p - v) = after(p + v): v = (-3, 2)
+    motion = find(before, after)  # before(p - v) = after(p + v): v = (-3, 2)
     assert abs(motion[INNER][:, 0].median().item() + 3) < 0.4
     assert abs(motion[INNER][:, 1].median().item() - 2) < 0.4
     matched = (backward_warp(before, -motion) + backward_warp(after, motion)) / 2
     assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
 
 
-@pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned")])
+def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp_path):
+    scene = (photo_scene()[0].permute(1, 2, 0).numpy() * 255).astype("uint8")[..., ::-1]  # BGR for OpenCV
+    path = str(tmp_path / "pan.mp4")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (96, 64))
+    for k in range(13):  # the scene pans 3 px a frame
+        writer.write(np.ascontiguousarray(scene[40:104, 40 + 3 * k:136 + 3 * k]))
+    writer.release()
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
+                           "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
+            if line.startswith("pan.mp4")}
+    assert set(rows) == {"average", "matching", "dis"} and "(4 gaps)" in done.stdout
+    assert rows["matching"][0] > rows["average"][0] + 3 and rows["dis"][0] > rows["average"][0] + 3
+
+
+@pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),
+                                         ("binary", "dis")])
 def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion

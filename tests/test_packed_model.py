@@ -92,6 +92,7 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"head": "warp", "n_outputs": 3},                   # flows, masks and corrections at 3 times
     {"head": "warp", "motion_prior": "matching"},       # corrections to block-matched flows
     {"head": "warp", "motion_prior": "aligned", "n_outputs": 3},  # ... seeing the aligned middle frames
+    {"head": "warp", "motion_prior": "dis", "n_outputs": 3},      # corrections to OpenCV's DIS flows
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
     {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},
     {"shortcuts": True, "joinType": "add", "upmode": "upsample", "batchnorm": True},

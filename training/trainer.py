@@ -52,7 +52,7 @@ from loss import Loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import matching_flow
+from model.motion_prior import half_motion
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -261,7 +261,7 @@ class Trainer:
     def _loss(self, inputs, targets):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``).
         The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
-        inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context)
+        inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context, self.args.motion_prior)
         with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
             preds = self.model(inputs, motion=motion)
             if self.teacher is not None:
@@ -452,13 +452,13 @@ class Trainer:
 
 # ---------------------------------------------------------------- setting up a run
 
-def inside_prior_context(inputs, targets, margin):
-    """``--prior_context``: the matching prior's half motion (``B x 2 x H x W`` px) found on the whole crop
+def inside_prior_context(inputs, targets, margin, prior="matching"):
+    """``--prior_context``: the motion ``prior``'s half motion (``B x 2 x H x W`` px) found on the whole crop
     read, then the inputs, targets and motion without their ``margin``-pixel border (lists of
     ``B x 3 x (H - 2 margin) x (W - 2 margin)``); with ``margin`` 0, (inputs, targets, None)."""
     if margin == 0:
         return inputs, targets, None
-    motion = matching_flow(inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
+    motion = half_motion(prior, inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
     inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
     return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 

