@@ -70,6 +70,8 @@ def test_a_recipe_that_needs_a_teacher_says_so_in_one_line(capsys):
     ({"extends": "demo", "options": {"input_frames": 1357}}, "input_frames: 1357 is not valid (expected a string)"),
     ({"options": {"lr": 0.1}}, "missing: a recipe extends flavr"),
     ({"extends": "demo", "options": []}, "is not a recipe"),
+    ({"extends": "demo", "options": {}, "requires": ["teacher"]}, "is not a recipe"),
+    ({"extends": ["demo"], "options": {}}, "is not a recipe"),
 ])
 def test_a_bad_recipe_file_is_one_line_naming_what_is_wrong(tmp_path, recipe, message):
     path = tmp_path / "mine.json"

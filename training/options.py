@@ -235,8 +235,10 @@ def _raw_recipe(name, seen=()):
             recipe = json.load(handle)
     except (OSError, ValueError) as error:
         raise ValueError(f"--recipe {name}: cannot read {path}: {error}") from None
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("options"), dict):
-        raise ValueError(f"--recipe {name}: {path} is not a recipe (a JSON object with an 'options' object)")
+    if (not isinstance(recipe, dict) or not isinstance(recipe.get("options"), dict)
+            or not isinstance(recipe.get("requires", {}), dict) or not isinstance(recipe.get("extends", ""), str)):
+        raise ValueError(f"--recipe {name}: {path} is not a recipe (a JSON object with an 'options' object, "
+                         "optionally 'extends' a name and 'requires' an object)")
     options, requires = {}, {}
     parent = recipe.get("extends")
     if parent is not None and _is_file(parent) and not os.path.isabs(parent):  # beside the file extending it
