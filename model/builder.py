@@ -27,7 +27,8 @@ DEFAULT_CONFIG = {
     "head": "frames",          # frames (FLAVR) | residual (blend + correction) | warp (flows, mask, correction)
     "shortcuts": False,        # real-valued shortcut around every binary conv (binary arch only)
     "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
-    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned
+    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned | dis
+    "network_scale": 1,        # the U-Net runs on frames downscaled this many times, its head upsampled (warp/residual head)
 }
 
 
@@ -49,7 +50,7 @@ def build_model(config, log_summary=True):
                   batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
                   base_channels=config["base_channels"], gate_reduction=config["gate_reduction"],
                   head=config["head"], activation=config["activation"],
-                  motion_prior=config["motion_prior"])
+                  motion_prior=config["motion_prior"], network_scale=config["network_scale"])
     if config["arch"] == "binary":
         model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"],
                                          shortcuts=config["shortcuts"])
@@ -74,6 +75,8 @@ def describe_config(config):
         details.append(f"{config['head']} head")
     if config.get("motion_prior", "none") != "none":
         details.append(f"{config['motion_prior']} motion prior")
+    if config.get("network_scale", 1) != 1:
+        details.append(f"network at 1/{config['network_scale']} scale")
     if config.get("activation", "relu") != "relu":
         details.append(config["activation"])
     if config.get("base_channels", 64) != 64:

@@ -22,6 +22,11 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
   OpenCV's DIS optical flow instead (``dis_flow``).
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
+* ``network_scale=s`` (``residual`` and ``warp`` heads) runs the U-Net on the frames downscaled s times
+  (antialiased bilinear, sides rounded to multiples of 8) and upsamples its head bilinearly to the
+  frames' size (flows rescaled to full-resolution pixels); the motion prior and the warping stay at
+  full resolution. s = 2 costs a quarter of the network's time: the prior carries the motion, the
+  network corrects smooth quantities (flows, mask) that need no full resolution.
 """
 from dataclasses import dataclass, replace
 
@@ -244,11 +249,12 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR), "matching", "aligned" or "dis" (warp head only, see ``half_motion``)."""
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned" or "dis" (warp head only, see ``half_motion``).
+    ``network_scale``: the U-Net's input is the frames downscaled this many times (module docstring)."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
                  joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1,
-                 head="frames", activation="relu", motion_prior="none"):
+                 head="frames", activation="relu", motion_prior="none", network_scale=1):
         super().__init__()
         _check_choice("block", block, tuple(BLOCK_LAYERS))
         _check_choice("joinType", joinType, JOIN_TYPES)
@@ -258,11 +264,16 @@ class UNet3D(nn.Module):
         _check_choice("motion_prior", motion_prior, MOTION_PRIORS)
         if motion_prior != "none" and head != "warp":
             raise ValueError(f"motion_prior={motion_prior!r} needs head='warp' (got head={head!r})")
+        if not isinstance(network_scale, int) or network_scale < 1:
+            raise ValueError(f"network_scale must be an integer >= 1, got {network_scale!r}")
+        if network_scale > 1 and head == "frames":
+            raise ValueError("network_scale > 1 needs head='warp' or 'residual' (the frames head would output "
+                             "the downscaled frames)")
         if not isinstance(gate_reduction, int) or gate_reduction < 1:
             raise ValueError(f"gate_reduction must be an integer >= 1, got {gate_reduction!r}")
         policy = replace(policy, gate_reduction=gate_reduction, activation=activation)
         self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
-        self.head, self.motion_prior = head, motion_prior
+        self.head, self.motion_prior, self.network_scale = head, motion_prior, network_scale
         growth = 2 if joinType == "concat" else 1
         self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)
         nf = [base_channels * w for w in reversed(STAGE_WIDTHS)]  # 512, 256, 128, 64
@@ -305,7 +316,7 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
         fused = self.lrelu(self.feature_fuse(dx))
-        return self.output_frames(self.outconv(fused), frames, mean, motion)
+        return self.output_frames(self.full_resolution(self.outconv(fused), frames), frames, mean, motion)
 
     def prior_motion(self, frames, given=None):
         """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
@@ -316,15 +327,47 @@ class UNet3D(nn.Module):
                                                            frames[len(frames) // 2])
 
     def network_input(self, stacked, frames, motion):
-        """What the encoder sees (``B x 3 x T x H x W``): the stacked inputs, or for ``motion_prior``
-        "aligned" the inputs with the two middle frames warped to the middle time by ``motion``."""
+        """What the encoder sees (``B x 3 x T x h x w``): the stacked inputs, or for ``motion_prior``
+        "aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
+        ``network_size`` (the frames' size unless ``network_scale`` > 1)."""
         if self.motion_prior != "aligned":
-            return stacked
+            return self._downscaled(stacked)
         middle = len(frames) // 2
         aligned = list(frames)
         aligned[middle - 1] = backward_warp(frames[middle - 1], -motion)
         aligned[middle] = backward_warp(frames[middle], motion)
-        return torch.stack(aligned, dim=2)
+        return self._downscaled(torch.stack(aligned, dim=2))
+
+    def network_size(self, height, width):
+        """The U-Net's frame size for frames of ``height`` x ``width``: each side over ``network_scale``,
+        rounded to a multiple of ``FRAME_MULTIPLE`` (at least one)."""
+        def side(length):
+            return max(FRAME_MULTIPLE, round(length / self.network_scale / FRAME_MULTIPLE) * FRAME_MULTIPLE)
+        return side(height), side(width)
+
+    def _downscaled(self, stacked):
+        """``B x 3 x T x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear), or as it is."""
+        batch, channels, frames, height, width = stacked.shape
+        size = self.network_size(height, width)
+        if size == (height, width):
+            return stacked
+        flat = stacked.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        small = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return small.view(batch, frames, channels, *size).transpose(1, 2)
+
+    def full_resolution(self, out, frames):
+        """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: upsampled
+        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)."""
+        size = tuple(frames[0].shape[-2:])
+        if tuple(out.shape[-2:]) == size:
+            return out
+        gain_x, gain_y = size[1] / out.shape[-1], size[0] / out.shape[-2]
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        if self.head != "warp":
+            return out
+        per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
+        per_frame[0:4:2], per_frame[1:4:2] = gain_x, gain_y
+        return out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
 
     def output_frames(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fixtures import REPO, write_random_checkpoint, write_vimeo
-from model import build_model, model_config
+from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from model.motion_prior import FLOW_SCALE, backward_warp, dis_flow, linear_blend, matching_flow, warp_blend
 from model.files import read_checkpoint, state_dict_of
@@ -165,6 +165,40 @@ def test_the_aligned_prior_shows_the_network_the_middle_frames_warped_by_the_mat
     assert torch.equal(seen[:, :, 0], inputs[0]) and torch.equal(seen[:, :, 3], inputs[3])
     before, after = seen[:, :, 1], seen[:, :, 2]  # both now show the scene at the middle time
     assert psnr(before[INNER], after[INNER]) > psnr(inputs[1][INNER], inputs[2][INNER]) + 10
+
+
+@pytest.mark.parametrize("arch", ["binary", "flavr"])
+def test_network_scale_runs_the_unet_on_downscaled_frames_and_starts_where_a_full_scale_model_does(arch):
+    scene = photo_scene()
+    inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 64 x 96
+    config = {"arch": arch, "base_channels": 8, "head": "warp", "motion_prior": "dis", "n_outputs": 3}
+    full = build_model(config, log_summary=False).eval()
+    half = build_model({**config, "network_scale": 2}, log_summary=False).eval()
+    seen = []
+    half.encoder.stem.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    with torch.no_grad():
+        for a, b in zip(full(inputs), half(inputs)):
+            assert b.shape == a.shape == (1, 3, 64, 96) and torch.allclose(a, b, atol=1e-6)
+    assert seen == [(1, 3, 4, 32, 48)]
+    assert "network at 1/2 scale" in describe_config(half.config)
+
+
+def test_network_scale_upsamples_the_head_and_rescales_its_flows_to_full_resolution_pixels():
+    model = build_model({"base_channels": 8, "head": "warp", "network_scale": 2, "n_outputs": 3}, log_summary=False)
+    assert model.network_size(64, 96) == (32, 48) and model.network_size(72, 96) == (32, 48)
+    frames = [torch.rand(1, 3, 72, 96) for _ in range(4)]
+    head = torch.ones(1, 24, 32, 48)
+    out = model.full_resolution(head, frames)
+    gains = torch.tensor([96 / 48, 72 / 32, 96 / 48, 72 / 32, 1, 1, 1, 1]).repeat(3)
+    assert out.shape == (1, 24, 72, 96) and torch.allclose(out, gains.view(1, -1, 1, 1).expand_as(out))
+    with pytest.raises(ValueError, match="network_scale"):
+        build_model({"head": "frames", "network_scale": 2}, log_summary=False)
+
+
+def test_a_frames_head_with_a_network_scale_is_refused_in_one_line(vimeo, tmp_path, capsys):
+    assert main(tiny(vimeo, tmp_path, "ns", "--head", "frames", "--network_scale", "2")) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--network_scale 2" in error and "--head warp" in error
 
 
 def test_a_prior_found_with_context_restores_a_small_crop_better_and_the_packed_model_takes_it_too():

@@ -170,12 +170,21 @@ def test_outputs_never_replace_the_input_or_an_existing_file(tmp_path):
     assert (tmp_path / "taken.mp4").read_bytes() == b"user data"
 
 
-def test_bench_interpolate_times_interpolate_py_and_minterpolate_per_restored_frame_at_each_size():
+def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minterpolate_at_each_size():
     run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
-                          "--against_minterpolate", "--frames", "5", "--sizes", "96x64", "64x48", "--threads", "1"],
-                         capture_output=True, text=True, timeout=300)
+                          "--against_minterpolate", "--frames", "5", "--sizes", "96x64", "64x48", "--threads", "1",
+                          "--network_scales", "1", "2"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    rows = [line.split() for line in run.stdout.splitlines() if line.split() and line.split()[0] in ("96x64", "64x48")]
+    lines = [line.split() for line in run.stdout.splitlines() if line.split()]
+    header = next(line for line in lines if line[0] == "size")
+    assert header == ["size", "net", "1/1", "net", "1/2", "minterpolate", "ratio", "net", "1/1", "ratio", "net", "1/2",
+                      "dis", "prior"]
+    rows = [line for line in lines if line[0] in ("96x64", "64x48")]
     assert [row[0] for row in rows] == ["96x64", "64x48"]
-    for _, ours, minterpolate, ratio in rows:
-        assert float(ours) > 0 and float(minterpolate) > 0 and float(ratio) > 0
+    for _, full, half, minterpolate, full_ratio, half_ratio, prior in rows:
+        assert min(float(full), float(half), float(minterpolate)) > 0 and 0 < float(prior) < float(full)
+        for ours, ratio in ((full, full_ratio), (half, half_ratio)):  # printed to 3 decimals: tiny times round
+            assert float(ratio) == pytest.approx(float(ours) / float(minterpolate), rel=0.1)
+    refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
+                              "--network_scales", "2"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--against_minterpolate" in refused.stderr.strip().splitlines()[-1]

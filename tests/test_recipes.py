@@ -50,6 +50,7 @@ def test_without_a_recipe_the_data_set_and_arch_choose_one():
 
 
 def test_a_head_without_flows_has_no_motion_prior_unless_the_command_line_gives_one():
+    assert resolved().network_scale == 4 and resolved("--head", "frames").network_scale == 1
     assert resolved("--head", "frames").motion_prior == "none"
     with pytest.raises(ValueError, match="corrects the warp head's flows"):
         resolved("--head", "frames", "--motion_prior", "matching")
@@ -114,6 +115,7 @@ def test_every_quality_grid_configuration_is_an_overlay_main_bin_accepts(tmp_pat
         options = quality_grid.budget_options(args) + quality_grid.config_options(args, config, 0)
         run = resolved(*options)
         assert run.recipe == "demo" and run.max_epoch * run.max_steps_per_epoch == args.steps, config
+        assert run.network_scale == (4 if config.endswith("_ns4") else 2 if config.endswith("_ns2") else 1), config
     soft = resolved(*quality_grid.budget_options(args), *quality_grid.config_options(args, "bin_warp_mp_soft_kd_mc4", 0))
     assert (soft.motion_crops, soft.soft_sign_epochs, soft.teacher) == (
         4, 5, str(tmp_path / "runs" / "fp_warp_mp_mc4_s0" / "checkpoint.pth"))

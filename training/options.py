@@ -8,9 +8,10 @@ recipe, ``flavr``, names every option a recipe sets (those of the model, data an
 groups, except the paths of a run's inputs and ``--amp``), so no default hides in the code. The
 command line overrides the recipe; without ``--recipe`` the run takes ``default_recipe`` of its
 ``--dataset`` and ``--arch`` (``python main_bin.py`` alone: ``demo``). The resolved options, the
-recipe's name among them, are written to the experiment's ``args.json`` and every checkpoint. Two
+recipe's name among them, are written to the experiment's ``args.json`` and every checkpoint. Three
 rules stay in the code: a head without flows has no motion prior unless the command line gives one,
-and the soft-sign epochs follow ``training/weight_schedule.py``.
+FLAVR's frames head runs at full scale unless the command line gives a ``--network_scale``, and the
+soft-sign epochs follow ``training/weight_schedule.py``.
 """
 import json
 import os
@@ -63,6 +64,10 @@ def _model_options(parser):
                        "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
                        "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU (a head without flows has "
                        "none unless given here)")
+    group.add_argument("--network_scale", type=int, metavar="S",
+                       help="run the network on the frames downscaled S times and upsample its output (residual or "
+                       "warp head; the motion prior and the warping stay at full resolution): about 1/S^2 of the "
+                       "network's time (1: FLAVR)")
     group.add_argument("--shortcuts", type=true_or_false, metavar="True|False",
                        help="a real-valued, parameter-free shortcut around every binary conv (binary arch; "
                        "off in the recipes: within noise at the demo's budget, and 1.8x the packed engine's time)")
@@ -302,12 +307,14 @@ def _fill_defaults(args):
     """Options not given take the recipe's values (see the module docstring)."""
     args.recipe = args.recipe or default_recipe(args.dataset, args.arch)
     options, requires = read_recipe(args.recipe)
-    motion_prior_given = args.motion_prior is not None
+    motion_prior_given, network_scale_given = args.motion_prior is not None, args.network_scale is not None
     for name, value in options.items():
         if getattr(args, name) is None:
             setattr(args, name, value if name != "num_workers" else min(value, _usable_cpus()))
     if not motion_prior_given and args.head != "warp":  # only the warp head has flows for a prior to correct
         args.motion_prior = "none"
+    if not network_scale_given and args.head == "frames":  # FLAVR's head outputs frames at the network's scale
+        args.network_scale = 1
     for name, what in requires.items():
         _require(getattr(args, name) is not None, f"recipe {args.recipe} needs --{name}: {what}")
     if args.exp_name is None:
@@ -327,7 +334,7 @@ def _require(condition, message):
 
 def _check_values(args):
     for name in ("batch_size", "test_batch_size", "max_epoch", "val_freq", "n_inputs", "n_outputs",
-                 "gate_reduction", "base_channels", "motion_crops"):
+                 "gate_reduction", "base_channels", "motion_crops", "network_scale"):
         _require(getattr(args, name) >= 1, f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_steps_per_epoch", "max_val_batches", "lr_decay_steps", "save_every", "log_every"):
         value = getattr(args, name)
@@ -357,6 +364,8 @@ def _check_values(args):
     _require(args.motion_prior == "none" or args.head == "warp",
              f"--motion_prior {args.motion_prior} corrects the warp head's flows: add --head warp "
              "(or --motion_prior none)")
+    _require(args.network_scale == 1 or args.head != "frames",
+             f"--network_scale {args.network_scale} upsamples the head's output: add --head warp (or residual)")
     _require(not args.shortcuts or args.arch == "binary",
              "--shortcuts True is for the binary arch (full-precision convs need no real shortcut)")
     _require(not (args.resume and args.pretrained),
@@ -379,7 +388,8 @@ def model_config_from(args):
                         batchnorm=args.batchnorm, joinType=args.joinType, upmode=args.upmode,
                         bin_downsample=args.bin_downsample, gate_reduction=args.gate_reduction,
                         base_channels=args.base_channels, head=args.head, shortcuts=args.shortcuts,
-                        activation=args.activation, motion_prior=args.motion_prior)
+                        activation=args.activation, motion_prior=args.motion_prior,
+                        network_scale=args.network_scale)
 
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer; older GPUs emulate bfloat16 (slowly)

@@ -495,8 +495,8 @@ HEAD = ("outconv.1.weight", "outconv.1.bias")
 def initialise_from_pretrained(model, state_dict, path, source_config=None):
     """Copy every tensor of ``state_dict`` (read from ``path``, a model of ``source_config``) that fits
     ``model``; returns the ``TransferReport``; ModelFileError when nothing fits. The output head is
-    not copied between models with different heads (``head``, ``motion_prior``): the same weights
-    mean another thing."""
+    not copied between models with different heads (``head``, ``motion_prior``, ``network_scale``): the
+    same weights mean another thing."""
     if source_config is not None and _head_of(source_config) != _head_of(model.config):
         state_dict = {k: v for k, v in strip_module_prefix(state_dict).items() if k not in HEAD}
     report = transfer_weights(model, state_dict)
@@ -507,7 +507,7 @@ def initialise_from_pretrained(model, state_dict, path, source_config=None):
 
 
 def _head_of(config):
-    return config.get("head", "frames"), config.get("motion_prior", "none")
+    return config.get("head", "frames"), config.get("motion_prior", "none"), config.get("network_scale", 1)
 
 
 def log_set_up(args, runtime, model, transfer, train_loader, val_loader):
