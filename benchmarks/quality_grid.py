@@ -340,7 +340,7 @@ def other_priors(args):
     """The motion priors other than matching that the grid's configurations use ("dis"), whose
     untrained models are baselines too."""
     priors = {option_value(GRID[c][1], "--motion_prior") for c in args.configs if "--motion_prior" in GRID[c][1]}
-    return sorted(priors & {"dis"})
+    return ["dis"] if any(prior.startswith("dis") for prior in priors) else []
 
 
 def validation_baselines(args):
@@ -419,7 +419,7 @@ def noise_estimate(results):
 def gap_table(matching):
     """Per scored gap (in the clips' order, as every run's ``gap_psnr``): clip, frame, scene difference
     and the PSNR (dB) of the average, repeat, minterpolate and matching baselines; ``matching``:
-    ``matching_scores``."""
+    ``matching_scores`` (``main`` adds the ``other_priors``' PSNR)."""
     return [{"clip": gap["clip"], "frame": gap["frame"], "scene_difference": gap["scene_difference"],
              "average": gap["average"], "repeat": gap["repeat"], "minterpolate": gap["minterpolate"],
              "matching": gap["model"]} for gap in matching["gaps"]]
@@ -428,9 +428,9 @@ def gap_table(matching):
 def gains_by_motion(results, gaps, parts=3):
     """The gaps in ``parts`` near-equal parts (fewer if there are fewer gaps) by the average baseline's
     PSNR on them, lowest first (the hardest for blending): per part its gap count, the mean PSNR of
-    the average, minterpolate's and the matching prior's mean gain over the average, and per
-    configuration the mean over
-    seeds of its mean gain over the prior with the half-range over seeds (dB)."""
+    the average, minterpolate's and the matching prior's mean gain over the average, the DIS prior's
+    over the matching prior (where ``gaps`` have its scores), and per configuration the mean over
+    seeds of its mean gain over the matching prior with the half-range over seeds (dB)."""
     parts = min(parts, len(gaps))
     if not parts:
         return []
@@ -446,6 +446,8 @@ def gains_by_motion(results, gaps, parts=3):
         if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
             part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
                                                                for i in chosen)
+        if all("dis" in gaps[i] for i in chosen):  # grids with a DIS configuration
+            part["dis_vs_matching"] = statistics.fmean(gaps[i]["dis"] - gaps[i]["matching"] for i in chosen)
         for name, config in results.items():
             gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i]["matching"] for i in chosen)
                      for run in config["runs"]]
@@ -471,6 +473,8 @@ def motion_markdown(parts, results):
     if all("minterpolate_vs_average" in p for p in parts):
         lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
             f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
+    if all("dis_vs_matching" in p for p in parts):
+        lines.append("| DIS prior alone vs the prior | " + " | ".join(f"{p['dis_vs_matching']:+.3f}" for p in parts) + " |")
     for name in sorted(results, key=lambda n: -results[n]["psnr"]):
         lines.append(f"| `{name}` vs the prior | " + " | ".join(
             f"{p['configs'][name]['vs_matching']:+.3f} ± {p['configs'][name]['halfrange']:.3f}" for p in parts) + " |")
@@ -567,7 +571,10 @@ def main(argv=None):
     matching.pop("gaps")
     baselines = dict(matching["baselines"], matching=matching)
     for prior in other_priors(args):
-        baselines[prior] = {key: value for key, value in matching_scores(clips, prior).items() if key != "gaps"}
+        prior_scores = matching_scores(clips, prior)
+        for gap, prior_gap in zip(gaps, prior_scores.pop("gaps")):
+            gap[prior] = prior_gap["model"]
+        baselines[prior] = prior_scores
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
     by_motion = gains_by_motion(results, gaps)

@@ -9,6 +9,8 @@ model adds it to the head's flows (``prior_flows``), so a new model starts at mo
 blending. Everything here is batched tensor code, the same on the CPU, a GPU and in the packed engine,
 except ``dis_flow`` (``motion_prior="dis"``): OpenCV's DIS optical flow, run on the CPU (frames on a
 GPU are copied there and back), the same function in training, test.py and the packed engine.
+``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
+head's flows (``warp_flows``) in training.
 """
 import math
 
@@ -37,19 +39,25 @@ def backward_warp(image, flow):
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def warp_flows(head, prior=None):
+    """The flows (``B x 4 x H x W`` pixels: to the frame before, then to the frame after) that the warp
+    head's 8 channels ``head`` (``B x 8 x H x W``) and the ``prior``'s flows (optional) warp with."""
+    flows = head[:, 0:4] * FLOW_SCALE
+    return flows if prior is None else flows + prior
+
+
 def warp_blend(head, before, after, t, prior=None):
     """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
     ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
     middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the flows."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
-    flows = head[:, 0:4] * FLOW_SCALE
-    if prior is not None:
-        flows = flows + prior
+    flows = warp_flows(head, prior)
     warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
     return warped + head[:, 5:8]
 
 
-MOTION_PRIORS = ("none", "matching", "aligned", "dis")
+MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned")
+ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -127,10 +135,33 @@ def dis_flow(before, after):
     return torch.stack(halves).to(device=before.device, dtype=before.dtype)
 
 
+REFERENCE_MATCH_ERROR = 0.04  # reference_flows: largest mean absolute RGB difference (in [0, 1]) where a flow holds
+
+
+@torch.no_grad()
+def reference_flows(target, before, after):
+    """What ``--flow_supervision dis`` teaches the warp head's flows: OpenCV's DIS optical flow
+    (``DIS_PRESET``) from the real frame ``target`` to ``before`` and to ``after`` (all ``B x 3 x H x W``
+    in [0, 1]), so ``B x 4 x H x W`` pixels laid out as ``warp_flows``'s, and where each holds
+    (``B x 2 x H x W``, 1 or 0: the frame it warps matches ``target`` within ``REFERENCE_MATCH_ERROR`` per
+    pixel; not where ``target``'s content is occluded in that frame or the flow is wrong). It sees the
+    frame the model has to make: training-time supervision, never a prior."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    flows = []
+    for grey_t, grey_a, grey_b in zip(_grey_uint8(target), _grey_uint8(before), _grey_uint8(after)):
+        to_before, to_after = dis.calc(grey_t, grey_a, None), dis.calc(grey_t, grey_b, None)
+        flows.append(torch.from_numpy(np.concatenate([to_before, to_after], axis=2)).permute(2, 0, 1))
+    flows = torch.stack(flows).to(device=target.device, dtype=torch.float32)
+    target = target.float()
+    holds = [(backward_warp(frame.float(), flow) - target).abs().mean(1, keepdim=True) < REFERENCE_MATCH_ERROR
+             for frame, flow in ((before, flows[:, 0:2]), (after, flows[:, 2:4]))]
+    return flows, torch.cat(holds, dim=1).float()
+
+
 def half_motion(prior, before, after):
     """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
-    ("matching", "aligned": ``matching_flow``; "dis": ``dis_flow``) finds."""
-    return dis_flow(before, after) if prior == "dis" else matching_flow(before, after)
+    ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``) finds."""
+    return dis_flow(before, after) if prior.startswith("dis") else matching_flow(before, after)
 
 
 def prior_flows(half_motion, t):

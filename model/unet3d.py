@@ -20,7 +20,7 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   plain blend, and the network learns a correction to the matched flows. ``"aligned"`` also shows
   the network the two middle frames warped to the middle time by those flows (the outer two as
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
-  OpenCV's DIS optical flow instead (``dis_flow``).
+  OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs.
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 * ``network_scale=s`` (``residual`` and ``warp`` heads) runs the U-Net on the frames downscaled s times
   (antialiased bilinear, sides rounded to multiples of 8) and upsamples its head bilinearly to the
@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.motion_prior import (MOTION_PRIORS, backward_warp, half_motion, linear_blend, output_times, prior_flows,
-                                warp_blend)
+from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, backward_warp, half_motion, linear_blend, output_times, prior_flows,
+                                warp_blend, warp_flows)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
@@ -249,7 +249,8 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR), "matching", "aligned" or "dis" (warp head only, see ``half_motion``).
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis" or "dis_aligned" (warp head only,
+    see ``half_motion``).
     ``network_scale``: the U-Net's input is the frames downscaled this many times (module docstring)."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
@@ -301,10 +302,11 @@ class UNet3D(nn.Module):
             return x + skip
         return x
 
-    def forward(self, frames, motion=None):
+    def forward(self, frames, motion=None, with_flows=False):
         """``frames``: ``n_inputs`` tensors ``B x 3 x H x W`` in [0, 1] -> ``n_outputs`` such frames.
         ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
-        on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``."""
+        on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``.
+        ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``)."""
         x = self._stack(frames)
         motion = self.prior_motion(frames, motion)
         x = self.network_input(x, frames, motion)
@@ -316,7 +318,9 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
         fused = self.lrelu(self.feature_fuse(dx))
-        return self.output_frames(self.full_resolution(self.outconv(fused), frames), frames, mean, motion)
+        out = self.full_resolution(self.outconv(fused), frames)
+        outputs = self.output_frames(out, frames, mean, motion)
+        return (outputs, self.output_flows(out, motion)) if with_flows else outputs
 
     def prior_motion(self, frames, given=None):
         """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
@@ -328,9 +332,9 @@ class UNet3D(nn.Module):
 
     def network_input(self, stacked, frames, motion):
         """What the encoder sees (``B x 3 x T x h x w``): the stacked inputs, or for ``motion_prior``
-        "aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
+        "aligned" and "dis_aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
         ``network_size`` (the frames' size unless ``network_scale`` > 1)."""
-        if self.motion_prior != "aligned":
+        if self.motion_prior not in ALIGNED_PRIORS:
             return self._downscaled(stacked)
         middle = len(frames) // 2
         aligned = list(frames)
@@ -382,6 +386,15 @@ class UNet3D(nn.Module):
                     for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)
         return [c + mean for c in heads]
+
+    def output_flows(self, out, motion=None):
+        """The warp head's flows per output frame (``B x 4 x H x W`` pixels, ``warp_flows``: to the frame
+        before, then after, the prior's included) from its full-resolution ``out``."""
+        if self.head != "warp":
+            raise ValueError(f"the {self.head} head has no flows: only the warp head warps")
+        heads = torch.split(out, HEAD_CHANNELS["warp"], dim=1)
+        return [warp_flows(h, None if motion is None else prior_flows(motion, t))
+                for h, t in zip(heads, output_times(self.n_outputs))]
 
     def _stack(self, frames):
         """Check the inputs and stack them to ``B x 3 x T x H x W``."""

@@ -1,5 +1,5 @@
 """The options of the binary recipe: parameter-free real shortcuts, the residual and warp heads,
-the matching and DIS motion priors, what --pretrained copies between heads, weight decay, distillation, two-stage training and the
+the matching and DIS motion priors, flow supervision, what --pretrained copies between heads, weight decay, distillation, two-stage training and the
 per-step learning-rate schedules (with exact resume), on a tiny Vimeo-90K-layout data set."""
 import math
 import os
@@ -17,7 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
-from model.motion_prior import FLOW_SCALE, backward_warp, dis_flow, linear_blend, matching_flow, warp_blend
+from loss import flow_supervision_loss
+from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, linear_blend, matching_flow, output_times,
+                                prior_flows, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -108,6 +110,65 @@ def test_matching_and_dis_flows_find_a_translation_of_the_scene(find):
     assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
 
 
+def test_reference_flows_point_from_the_real_middle_frame_to_each_input_where_its_content_is():
+    scene = photo_scene()
+    before, middle, after = crop(scene, 40, 40), crop(scene, 43, 38).clone(), crop(scene, 46, 36)
+    middle[..., 20:36, 40:60] = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1)  # in neither input
+    flows, holds = reference_flows(middle, before, after)
+    assert flows.shape == (1, 4, 64, 96) and holds.shape == (1, 2, 64, 96)
+    outside = holds.clone()
+    outside[..., 14:42, 34:66] = 0  # the patch, with DIS's smoothing around it
+    assert outside[INNER].mean() > 0.6 * outside[INNER].numel() / holds[INNER].numel()
+    for k, (x, y) in enumerate([(3, -2), (-3, 2)]):  # middle(p) = before(p + (3, -2)) = after(p - (3, -2))
+        held = outside[:, k:k + 1].expand(1, 2, 64, 96)[INNER] > 0
+        assert (flows[:, 2 * k:2 * k + 2][INNER][held].view(2, -1).median(dim=1).values
+                - torch.tensor([x, y])).abs().max() < 0.4
+    assert holds[..., 24:32, 46:54].sum() == 0  # the patch matches nothing: never supervised
+
+
+def test_flow_supervision_loss_is_the_pixel_distance_where_the_reference_holds():
+    reference = torch.randn(2, 4, 8, 12) * 5
+    holds = torch.ones(2, 2, 8, 12)
+    holds[:, 1, :4] = 0
+    assert flow_supervision_loss([reference], [reference], [holds]).item() < 2e-3
+    off = reference + 1.0
+    off[:, 2:4, :4] += 100.0  # wrong only where the reference does not hold
+    assert flow_supervision_loss([off], [reference], [holds]).item() == pytest.approx(1.0, abs=2e-3)
+    assert flow_supervision_loss([off], [reference], [torch.zeros_like(holds)]).item() == 0
+
+
+@pytest.mark.parametrize("arch", ["binary", "flavr"])
+def test_the_model_returns_the_flows_it_warped_with(arch):
+    scene = photo_scene()
+    inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
+    model = build_model({"arch": arch, "base_channels": 8, "head": "warp", "motion_prior": "dis", "n_outputs": 3,
+                         "network_scale": 2}, log_summary=False).eval()
+    with torch.no_grad():
+        outputs, flows = model(inputs, with_flows=True)
+        assert all(torch.equal(a, b) for a, b in zip(outputs, model(inputs)))
+    motion = dis_flow(inputs[1], inputs[2])
+    for flow, t in zip(flows, output_times(3)):  # a new model: its head adds nothing to the prior's flows
+        assert torch.allclose(flow, prior_flows(motion, t), atol=1e-5)
+    frames_head = build_model({"arch": arch, "base_channels": 8, "head": "frames"}, log_summary=False)
+    with pytest.raises(ValueError, match="no flows"):
+        frames_head(inputs, with_flows=True)
+
+
+def test_flow_supervision_trains_the_warp_head_and_is_recorded(vimeo, tmp_path, capsys):
+    options = ("--head", "warp", "--motion_prior", "dis", "--flow_supervision", "dis", "--flow_weight", "0.1")
+    assert main(tiny(vimeo, tmp_path, "flow", "--max_epoch", "1", *options)) == 0
+    events = EventAccumulator(str(tmp_path / "flow" / "tensorboard"))
+    events.Reload()
+    assert "train/flow" in events.Tags()["scalars"] and events.Scalars("train/flow")[0].value > 0
+    saved = load(tmp_path / "flow" / "checkpoint.pth")
+    assert saved["args"]["flow_supervision"] == "dis" and saved["args"]["flow_weight"] == 0.1
+    capsys.readouterr()
+    assert main(tiny(vimeo, tmp_path, "frames", "--head", "frames", "--flow_supervision", "dis")) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--head warp" in error
+    assert not (tmp_path / "frames").exists()
+
+
 def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp_path):
     scene = (photo_scene()[0].permute(1, 2, 0).numpy() * 255).astype("uint8")[..., ::-1]  # BGR for OpenCV
     path = str(tmp_path / "pan.mp4")
@@ -116,17 +177,18 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
         writer.write(np.ascontiguousarray(scene[40:104, 40 + 3 * k:136 + 3 * k]))
     writer.release()
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
-                           "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis"],
+                           "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis",
+                           "dis_consistency", "dis_reference"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    assert set(rows) == {"average", "matching", "dis"} and "(4 gaps)" in done.stdout
-    assert rows["matching"][0] > rows["average"][0] + 3 and rows["dis"][0] > rows["average"][0] + 3
+    assert set(rows) == {"average", "matching", "dis", "dis_consistency", "dis_reference"} and "(4 gaps)" in done.stdout
+    assert all(rows[name][0] > rows["average"][0] + 3 for name in ("matching", "dis", "dis_consistency", "dis_reference"))
 
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),
-                                         ("binary", "dis")])
+                                         ("binary", "dis"), ("binary", "dis_aligned")])
 def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion

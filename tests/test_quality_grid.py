@@ -133,6 +133,11 @@ def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_th
     assert [p["gaps"] for p in halves] == [1, 1] and [p["average"] for p in halves] == [20.0, 30.0]
     assert "in 2 groups" in quality_grid.motion_markdown(halves, few)
     assert quality_grid.gains_by_motion(results, []) == [] and quality_grid.motion_markdown([], results) == ""
+    with_dis = [dict(gap, dis=gap["matching"] + 0.5) for gap in gaps]  # a grid with a DIS configuration
+    dis_parts = quality_grid.gains_by_motion(results, with_dis)
+    assert [p["dis_vs_matching"] for p in dis_parts] == pytest.approx([0.5, 0.5, 0.5])
+    assert "| DIS prior alone vs the prior | +0.500 | +0.500 | +0.500 |" in \
+        quality_grid.motion_markdown(dis_parts, results)
 
 
 def assert_runs_trained_the_steps_of_the_budget(grid):

@@ -115,7 +115,7 @@ def test_every_quality_grid_configuration_is_an_overlay_main_bin_accepts(tmp_pat
         options = quality_grid.budget_options(args) + quality_grid.config_options(args, config, 0)
         run = resolved(*options)
         assert run.recipe == "demo" and run.max_epoch * run.max_steps_per_epoch == args.steps, config
-        assert run.network_scale == (4 if config.endswith("_ns4") else 2 if config.endswith("_ns2") else 1), config
+        assert run.network_scale == (4 if "_ns4" in config else 2 if "_ns2" in config else 1), config
     soft = resolved(*quality_grid.budget_options(args), *quality_grid.config_options(args, "bin_warp_mp_soft_kd_mc4", 0))
     assert (soft.motion_crops, soft.soft_sign_epochs, soft.teacher) == (
         4, 5, str(tmp_path / "runs" / "fp_warp_mp_mc4_s0" / "checkpoint.pth"))

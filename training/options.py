@@ -33,6 +33,7 @@ NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "teacher", "amp") 
 ROOT_RECIPE = "flavr"
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
+FLOW_SUPERVISION = ("none", "dis")  # --flow_supervision: what teaches the warp head's flows (model.motion_prior.reference_flows)
 
 
 def _model_options(parser):
@@ -132,6 +133,10 @@ def _optimisation_options(parser):
                        "a FLAVR release checkpoint, one of ours, a .bfl): adds --distill_weight * L1(output, "
                        "teacher's output)")
     group.add_argument("--distill_weight", type=float, help="weight of the distillation term")
+    group.add_argument("--flow_supervision", choices=FLOW_SUPERVISION, help="dis: teach the warp head's flows "
+                       "OpenCV's DIS optical flow from each real target frame to the two middle inputs, where it "
+                       "holds (direct supervision on large motion, where the frames' loss gives little)")
+    group.add_argument("--flow_weight", type=float, help="weight of --flow_supervision's term (per pixel of flow)")
     group.add_argument("--stage1_epochs", type=int, metavar="N",
                        help="two-stage training: binary activations with real weights for the first N epochs, "
                        "then binary weights too (binary arch; 0: binary from the start)")
@@ -355,6 +360,9 @@ def _check_values(args):
     _require(args.binary_lr_scale > 0, f"--binary_lr_scale must be positive, got {args.binary_lr_scale}")
     _require(args.binary_lr_scale == 1 or args.arch == "binary", "--binary_lr_scale is for the binary arch")
     _require(args.distill_weight > 0, f"--distill_weight must be positive, got {args.distill_weight}")
+    _require(args.flow_weight > 0, f"--flow_weight must be positive, got {args.flow_weight}")
+    _require(args.flow_supervision == "none" or args.head == "warp",
+             f"--flow_supervision {args.flow_supervision} teaches the warp head's flows: add --head warp")
     _require(0 <= args.stage1_epochs < args.max_epoch,
              f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
     _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")

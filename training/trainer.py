@@ -9,6 +9,7 @@ One step, for the binary arch (XNOR-Net's BinOp; util.py)::
     with binop.binarized():            # forward and backward see alpha * sign(W)
         preds = model(inputs)
         loss = criterion(preds, targets) [+ w * L1(preds, teacher(inputs))]   # --teacher
+                  [+ w * |flows - DIS flows from the targets|]              # --flow_supervision dis
         scaler.scale(loss).backward()  # DDP all-reduces the gradients here
     binop.updateBinaryGradWeight()     # gradients of the latent weights (linear: fine while scaled)
     scaler.unscale_(optimizer); clip   # only with --grad_clip
@@ -48,11 +49,11 @@ from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAIL
 from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_samples
 from dataset.errors import one_line
 from evaluation import evaluate
-from loss import Loss
+from loss import Loss, flow_supervision_loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import half_motion
+from model.motion_prior import half_motion, reference_flows
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -259,16 +260,26 @@ class Trainer:
         return binop.binarized() if binop is not None else contextlib.nullcontext()
 
     def _loss(self, inputs, targets):
-        """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``).
+        """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)
+        and ``flow`` = the head's flows against DIS flow from the real frames (``--flow_supervision``).
         The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
         inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context, self.args.motion_prior)
+        supervise_flows = self.args.flow_supervision != "none"
         with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
-            preds = self.model(inputs, motion=motion)
+            preds = self.model(inputs, motion=motion, with_flows=supervise_flows)
             if self.teacher is not None:
                 with torch.no_grad():
                     taught = self.teacher(inputs, motion=motion)
+        if supervise_flows:
+            preds, flows = preds
         preds = [p.float() for p in preds]
         loss, terms = self.criterion(preds, targets)
+        if supervise_flows:
+            before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
+            references, holds = zip(*(reference_flows(target, before, after) for target in targets))
+            flow = flow_supervision_loss(flows, references, holds)
+            loss = loss + self.args.flow_weight * flow
+            terms["flow"] = flow.detach()
         if self.teacher is not None:
             distill = F.l1_loss(torch.cat(preds), torch.cat([p.float() for p in taught]))
             loss = loss + self.args.distill_weight * distill
