@@ -8,6 +8,7 @@ seconds per restored frame of interpolate.py and of FFmpeg's minterpolate at the
     python benchmarks/bench_interpolate.py --load_model model.bfl
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --threads 2   # 720x550 and 1280x720
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 1 2 4
+    python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 4 --stages
 
 --against_minterpolate: the clip's first frames are scaled to each ``--sizes`` (INTER_AREA, x264 at
 crf 12, no audio), then, in one run per size, timed end to end (decode, interpolate, encode H.264 at
@@ -16,6 +17,8 @@ packed as ``export_packed.py`` writes it: the demo's speed, whatever its weights
 minterpolate (``inference/minterpolate.py``'s settings, decoded and encoded by the same readers and
 writers). Seconds per restored frame: the wall time over the frames created (frames - 1); beside
 them, the part of it the models' motion prior takes (the median over the clip's first frame pairs).
+With --stages, then where one forward of each model goes at each size (``model_stages``: the prior,
+the network's input, the network, the head's upsampling, the warp and blend; milliseconds).
 
 Prints, per variant, output frames per second (the best of --repeats rounds), its share of the
 model-alone speed, and the time each stage was busy as a fraction of the wall time (decode, model,
@@ -27,6 +30,7 @@ what the I/O costs. Without --load_model the model is a random compact binary FL
 import argparse
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -67,10 +71,14 @@ def parse_args(argv=None):
                         "minterpolate at --sizes instead")
     parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(720, 550), (1280, 720)], metavar="WxH",
                         help="frame sizes for --against_minterpolate (default: 720x550 1280x720)")
+    parser.add_argument("--stages", action="store_true", help="--against_minterpolate: also split one forward "
+                        "of each model into its stages (prior, network input, network, head upsampling, warp and blend)")
     parser.add_argument("--network_scales", nargs="+", type=int, metavar="S",
                         help="--against_minterpolate without --load_model: time the demo configuration with each "
                         "--network_scale S side by side (default: the demo's own)")
     args = parser.parse_args(argv)
+    if args.stages and not args.against_minterpolate:
+        parser.error("--stages splits the models' time in the --against_minterpolate comparison: add it")
     if args.network_scales and (args.load_model or not args.against_minterpolate):
         parser.error("--network_scales times random demo models against minterpolate: give --against_minterpolate, "
                      "without --load_model")
@@ -143,6 +151,53 @@ def prior_seconds(clip, prior, pairs=8):
     return sorted(seconds)[len(seconds) // 2]
 
 
+STAGES = (("prior", "prior_motion"), ("net input", "network_input"), ("upsample", "full_resolution"),
+          ("warp+blend", "output_frames"))  # model_stages' columns and the model methods they time
+
+
+def model_stages(path, clip, windows=6):
+    """Median milliseconds of one forward of the model at ``path`` on the windows of 4 frames of ``clip``
+    (cropped to multiples of 8), per stage of ``STAGES`` (each timed around its model method), the
+    network (the rest) and in total; the first two windows are left out (warm-up) when there are more."""
+    model, _ = load_model(path, "cpu")
+    frames = [rgb_to_tensor(rgb, "cpu") for rgb in itertools.islice(VideoReader(clip), windows + 5)]
+    height, width = (side // 8 * 8 for side in frames[0].shape[-2:])
+    frames = [frame[..., :height, :width] for frame in frames]
+    times = {name: [] for name, _ in STAGES}
+
+    def timed(name, method):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            result = method(*args, **kwargs)
+            times[name].append(time.perf_counter() - start)
+            return result
+        return run
+
+    for name, method in STAGES:
+        setattr(model, method, timed(name, getattr(model, method)))
+    totals = []
+    for start in range(len(frames) - 3):
+        begin = time.perf_counter()
+        model(frames[start:start + 4])
+        totals.append(time.perf_counter() - begin)
+    warm_up = 2 if len(totals) > 2 else 0
+    median = {name: statistics.median(values[warm_up:]) * 1000 for name, values in times.items()}
+    median["total"] = statistics.median(totals[warm_up:]) * 1000
+    median["network"] = median["total"] - sum(median[name] for name, _ in STAGES)
+    return median
+
+
+def print_stages(models, clips):
+    """``model_stages`` of every model at every size, a row each."""
+    columns = [name for name, _ in STAGES[:2]] + ["network"] + [name for name, _ in STAGES[2:]] + ["total"]
+    print(f"milliseconds per forward of one window (4 frames cropped to multiples of 8), median:\n"
+          f"{'model':>10s}{'size':>11s}" + "".join(f"{column:>12s}" for column in columns))
+    for name, path in models.items():
+        for size, clip in clips.items():
+            stages = model_stages(path, clip)
+            print(f"{name:>10s}{size:>11s}" + "".join(f"{stages[column]:12.1f}" for column in columns), flush=True)
+
+
 def against_minterpolate(args, workdir):
     """Print seconds per restored frame of interpolate.py (per model) and minterpolate at each of ``args.sizes``."""
     if args.load_model:
@@ -157,10 +212,11 @@ def against_minterpolate(args, workdir):
     priors = sorted({load_model(path, "cpu")[0].motion_prior for path in models.values()} - {"none"})
     print(f"{'size':>10s}" + "".join(f"{name:>12s}" for name in models) + f"{'minterpolate':>14s}"
           + "".join(f"{'ratio ' + name:>14s}" for name in models) + "".join(f"{prior + ' prior':>14s}" for prior in priors))
+    clips = {}
     for width, height in args.sizes:
         size = f"{width}x{height}"
-        clip = scaled_clip(args.input_video or sample_clip_path(), os.path.join(workdir, f"{size}.mp4"),
-                           args.frames, (width, height))
+        clip = clips[size] = scaled_clip(args.input_video or sample_clip_path(), os.path.join(workdir, f"{size}.mp4"),
+                                         args.frames, (width, height))
         ours = [min(end_to_end(path, clip, os.path.join(workdir, "ours.mp4"), False)[1].wall / (args.frames - 1)
                     for _ in range(args.repeats)) for path in models.values()]
         theirs = min(seconds / created for seconds, created in
@@ -169,6 +225,8 @@ def against_minterpolate(args, workdir):
               + "".join(f"{value / theirs:14.2f}" for value in ours)
               + "".join(f"{prior_seconds(clip, prior):14.4f}" for prior in priors),
               flush=True)
+    if args.stages:
+        print_stages(models, clips)
 
 
 def first_frames(source, target, n_frames):

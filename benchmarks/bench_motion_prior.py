@@ -17,6 +17,7 @@ texture). Candidates:
   the flows to time t approximated as Super SloMo does (``--motion_prior dis``);
 * ``dis_consistency``: DIS's flows with occlusion-aware blending: each middle frame weighted by how
   well its forward and backward flows agree where it is sampled (``consistency_blend``);
+* ``dis_forward``: DIS's forward flow alone, half of it as the half motion (half DIS's time);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -98,15 +99,17 @@ def time_blend(frames, half_motion, t=0.5):
     return (1 - t) * before + t * after
 
 
-def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None):
-    """OpenCV DIS flow from ``before`` to ``after`` and back (``1 x 2 x H x W`` px each); ``descent_iterations``
-    overrides the preset's gradient-descent iterations per patch."""
+def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
+                        both=True):
+    """OpenCV DIS flow from ``before`` to ``after`` and back (``1 x 2 x H x W`` px each; only the first
+    unless ``both``); ``descent_iterations`` overrides the preset's gradient-descent iterations per patch."""
     grey = [cv2.cvtColor((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
             for f in (before, after)]
     dis = cv2.DISOpticalFlow_create(preset)
     if descent_iterations is not None:
         dis.setGradientDescentIterations(descent_iterations)
-    return [torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None] for a, b in (grey, grey[::-1])]
+    pairs = (grey, grey[::-1]) if both else (grey,)
+    return [torch.from_numpy(dis.calc(a, b, None)).permute(2, 0, 1)[None] for a, b in pairs]
 
 
 def dis_blend(frames, t=0.5, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None):
@@ -142,6 +145,7 @@ CANDIDATES = {
     "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
     "dis": dis_blend,
     "dis_consistency": consistency_blend,
+    "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),
     "dis_fast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_FAST),
     "dis_ultrafast": lambda frames: dis_blend(frames, preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),

@@ -178,13 +178,14 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
     writer.release()
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
                            "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis",
-                           "dis_consistency", "dis_reference"],
+                           "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    assert set(rows) == {"average", "matching", "dis", "dis_consistency", "dis_reference"} and "(4 gaps)" in done.stdout
-    assert all(rows[name][0] > rows["average"][0] + 3 for name in ("matching", "dis", "dis_consistency", "dis_reference"))
+    candidates = ("matching", "dis", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference")
+    assert set(rows) == {"average", *candidates} and "(4 gaps)" in done.stdout
+    assert all(rows[name][0] > rows["average"][0] + 3 for name in candidates)
 
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),

@@ -173,7 +173,7 @@ def test_outputs_never_replace_the_input_or_an_existing_file(tmp_path):
 def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minterpolate_at_each_size():
     run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
                           "--against_minterpolate", "--frames", "5", "--sizes", "96x64", "64x48", "--threads", "1",
-                          "--network_scales", "1", "2"], capture_output=True, text=True, timeout=300)
+                          "--network_scales", "1", "2", "--stages"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
@@ -187,6 +187,12 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
             low = (float(ours) - 5e-4) / (float(minterpolate) + 5e-4)  # times printed to 3 decimals: +-5e-4
             high = (float(ours) + 5e-4) / max(float(minterpolate) - 5e-4, 1e-9)
             assert low - 0.005 <= float(ratio) <= high + 0.005  # the ratio printed to 2 decimals
+    stages = [line for line in lines if line[0] == "net" and len(line) == 9]  # net 1/S, size, 6 columns
+    assert [(line[1], line[2]) for line in stages] == [("1/1", "96x64"), ("1/1", "64x48"), ("1/2", "96x64"),
+                                                       ("1/2", "64x48")]
+    for *_, prior, net_input, network, upsample, warp, total in stages:
+        parts = [float(v) for v in (prior, net_input, network, upsample, warp)]
+        assert min(float(prior), float(network), float(warp)) > 0 and sum(parts) == pytest.approx(float(total), abs=0.3)
     refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
                               "--network_scales", "2"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--against_minterpolate" in refused.stderr.strip().splitlines()[-1]
