@@ -15,7 +15,10 @@
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
    matching prior (tensor code on the device) and with the DIS prior (OpenCV on the host) and the network
    at half resolution;
-5. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
+5. host flows: the same run with the DIS prior and ``--flow_supervision dis`` (OpenCV on the host, the
+   frames copied there and back every step under autocast): it must finish; its wall time beside the
+   run's says what the host round trip costs a GPU step;
+6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
    disjoint shards, one model on every rank, and the model one process trains with the whole batch.
 
 Each check prints one line (ok / FAILED / skipped, with why) and the training figures a table; the
@@ -142,6 +145,21 @@ def check_training_run(args, scratch):
     return ("ok" if same else "FAILED"), detail, {"amp": amp, "validation_psnr": logged, "test_psnr": evaluated}
 
 
+def check_host_flows(args, scratch):
+    """``check_training_run``'s run with the DIS prior and DIS flow supervision (both OpenCV on the host)."""
+    root, runs = fixture(args, scratch), Path(scratch) / "runs"
+    amp = autocast_mode(args.device)
+    started = time.perf_counter()
+    code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "dis", args.sizes["batch"]),
+                        "--amp", amp, "--motion_prior", "dis", "--flow_supervision", "dis"])
+    seconds = time.perf_counter() - started
+    if code != 0:
+        return "FAILED", f"main_bin.py --motion_prior dis --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
+    steps = args.sizes["steps"] * args.sizes["epochs"]
+    return "ok", f"--amp {amp}, DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
+        {"amp": amp, "seconds": seconds, "steps": steps}
+
+
 PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the priors' device paths differ
     "matching prior": {"motion_prior": "matching"},  # batched tensor code on the device
     "DIS prior, network at 1/2": {"motion_prior": "dis", "network_scale": 2},  # OpenCV on the host, copied back
@@ -215,7 +233,7 @@ def compare_ddp_records(records):
 
 
 CHECKS = {"cuda tests": check_cuda_tests, "training steps": check_training_steps, "run": check_training_run,
-          "packed engine": check_packed_engine, "ddp": check_ddp}
+          "host flows": check_host_flows, "packed engine": check_packed_engine, "ddp": check_ddp}
 
 
 def main(argv=None):

@@ -14,7 +14,8 @@ def test_gpu_check_runs_every_check_at_tiny_sizes_on_the_cpu(tmp_path):
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     checks = json.loads(report.read_text())["checks"]
     assert {name: c["status"] for name, c in checks.items()} == {
-        "cuda tests": "skipped", "training steps": "ok", "run": "ok", "packed engine": "ok", "ddp": "ok"}
+        "cuda tests": "skipped", "training steps": "ok", "run": "ok", "host flows": "ok", "packed engine": "ok",
+        "ddp": "ok"}
     figures = checks["training steps"]["figures"]
     assert figures["binary none"]["saved_mb_per_sample"] < figures["flavr none"]["saved_mb_per_sample"]
     run = checks["run"]["figures"]
