@@ -194,7 +194,7 @@ class PackedFLAVR(nn.Module):
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 
-    _check_frames = UNet3D._check_frames  # binary FLAVR's input checks
+    _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
     prior_motion = UNet3D.prior_motion  # the parameter-free motion prior and what the encoder sees
     network_input = UNet3D.network_input
     network_size, _downscaled, full_resolution = UNet3D.network_size, UNet3D._downscaled, UNet3D.full_resolution
@@ -231,9 +231,9 @@ class PackedFLAVR(nn.Module):
             ops.release_output_blocks()  # the large outputs' recycled blocks, kept only within a forward
 
     def _forward(self, frames, motion):
-        self._check_frames(frames)
+        x = self._stack(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(frames, motion)
+        x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         skips = [self.encoder.stem(x - mean)]
         for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4):

@@ -52,9 +52,8 @@ def warp_blend(head, before, after, t, prior=None):
     middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the flows."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
     flows = warp_flows(head, prior)
-    from_after, from_before = backward_warp(after, flows[:, 2:4]), backward_warp(before, flows[:, 0:2])
-    warped = torch.lerp(from_after, from_before, mask.to(from_after.dtype))  # the mask may be autocast's dtype
-    return warped.add_(head[:, 5:8])  # m * warp(before) + (1 - m) * warp(after) + r, in two passes
+    warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
+    return warped + head[:, 5:8]
 
 
 MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned")

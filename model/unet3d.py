@@ -307,9 +307,9 @@ class UNet3D(nn.Module):
         ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
         on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``.
         ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``)."""
-        self._check_frames(frames)
+        x = self._stack(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(frames, motion)
+        x = self.network_input(x, frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         x0, x1, x2, x3, x4 = self.encoder(x - mean)
         dx = self._join(self.lrelu(self.decoder[0](x4)), x3)
@@ -330,16 +330,17 @@ class UNet3D(nn.Module):
         return given if given is not None else half_motion(self.motion_prior, frames[len(frames) // 2 - 1],
                                                            frames[len(frames) // 2])
 
-    def network_input(self, frames, motion):
-        """What the encoder sees (``B x 3 x T x h x w``): the inputs stacked, or for ``motion_prior``
-        "aligned" and "dis_aligned" with the two middle frames warped to the middle time by ``motion``; at
+    def network_input(self, stacked, frames, motion):
+        """What the encoder sees (``B x 3 x T x h x w``): the stacked inputs, or for ``motion_prior``
+        "aligned" and "dis_aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
         ``network_size`` (the frames' size unless ``network_scale`` > 1)."""
-        if self.motion_prior in ALIGNED_PRIORS:
-            middle = len(frames) // 2
-            frames = list(frames)
-            frames[middle - 1] = backward_warp(frames[middle - 1], -motion)
-            frames[middle] = backward_warp(frames[middle], motion)
-        return torch.stack(self._downscaled(frames), dim=2)
+        if self.motion_prior not in ALIGNED_PRIORS:
+            return self._downscaled(stacked)
+        middle = len(frames) // 2
+        aligned = list(frames)
+        aligned[middle - 1] = backward_warp(frames[middle - 1], -motion)
+        aligned[middle] = backward_warp(frames[middle], motion)
+        return self._downscaled(torch.stack(aligned, dim=2))
 
     def network_size(self, height, width):
         """The U-Net's frame size for frames of ``height`` x ``width``: each side over ``network_scale``,
@@ -348,27 +349,29 @@ class UNet3D(nn.Module):
             return max(FRAME_MULTIPLE, round(length / self.network_scale / FRAME_MULTIPLE) * FRAME_MULTIPLE)
         return side(height), side(width)
 
-    def _downscaled(self, frames):
-        """Frames ``B x 3 x H x W`` -> the same at ``network_size`` (antialiased bilinear), or as they are
-        (each downscaled alone: no full-resolution copy of them all)."""
-        size = self.network_size(*frames[0].shape[-2:])
-        if size == tuple(frames[0].shape[-2:]):
-            return list(frames)
-        return [F.interpolate(frame, size=size, mode="bilinear", align_corners=False, antialias=True)
-                for frame in frames]
+    def _downscaled(self, stacked):
+        """``B x 3 x T x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear), or as it is."""
+        batch, channels, frames, height, width = stacked.shape
+        size = self.network_size(height, width)
+        if size == (height, width):
+            return stacked
+        flat = stacked.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        small = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return small.view(batch, frames, channels, *size).transpose(1, 2)
 
     def full_resolution(self, out, frames):
         """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: upsampled
-        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)
-        (before upsampling, which is linear: the same function, computed at the network's size)."""
+        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)."""
         size = tuple(frames[0].shape[-2:])
         if tuple(out.shape[-2:]) == size:
             return out
-        if self.head == "warp":
-            per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
-            per_frame[0:4:2], per_frame[1:4:2] = size[1] / out.shape[-1], size[0] / out.shape[-2]
-            out = out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
-        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        gain_x, gain_y = size[1] / out.shape[-1], size[0] / out.shape[-2]
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        if self.head != "warp":
+            return out
+        per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
+        per_frame[0:4:2], per_frame[1:4:2] = gain_x, gain_y
+        return out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
 
     def output_frames(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input
@@ -393,14 +396,15 @@ class UNet3D(nn.Module):
         return [warp_flows(h, None if motion is None else prior_flows(motion, t))
                 for h, t in zip(heads, output_times(self.n_outputs))]
 
-    def _check_frames(self, frames):
-        """Refuse inputs the model cannot take: another number of frames, sides not multiples of 8."""
+    def _stack(self, frames):
+        """Check the inputs and stack them to ``B x 3 x T x H x W``."""
         if len(frames) != self.n_inputs:
             raise ValueError(f"the model takes {self.n_inputs} input frames, got {len(frames)}")
         h, w = frames[0].shape[-2:]
         if h % FRAME_MULTIPLE or w % FRAME_MULTIPLE:
             raise ValueError(f"frame size {h}x{w} is not a multiple of {FRAME_MULTIPLE}: pad the frames "
                              "(e.g. myutils.pad_to_multiple) and crop the outputs back")
+        return torch.stack(frames, dim=2)
 
 
 def _check_choice(name, value, choices):

@@ -224,7 +224,7 @@ def test_the_aligned_prior_shows_the_network_the_middle_frames_warped_by_the_mat
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
     model = build_model({"base_channels": 8, "head": "warp", "motion_prior": "aligned"}, log_summary=False)
     motion = model.prior_motion(inputs)
-    seen = model.network_input(inputs, motion)
+    seen = model.network_input(torch.stack(inputs, dim=2), inputs, motion)
     assert torch.equal(seen[:, :, 0], inputs[0]) and torch.equal(seen[:, :, 3], inputs[3])
     before, after = seen[:, :, 1], seen[:, :, 2]  # both now show the scene at the middle time
     assert psnr(before[INNER], after[INNER]) > psnr(inputs[1][INNER], inputs[2][INNER]) + 10
