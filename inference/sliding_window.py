@@ -10,14 +10,22 @@ Scene cuts (with ``scene_threshold``): a gap whose two frames differ by more tha
 (those before the gap's middle the left frame, the rest the right one), and no window reaches
 across a cut: indices are clamped to the shot as they are to the sequence ends.
 
+Models whose motion prior runs on the host (``HOST_PRIORS``: OpenCV's DIS) get it computed ahead, on
+a worker thread, for each gap as soon as its two frames have arrived: the prior of the next windows
+overlaps the network's forward pass of the current ones (OpenCV releases the GIL), with the same
+numbers as the model computing it itself.
+
 Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
 n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
 length of the stream."""
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from model.motion_prior import HOST_PRIORS, half_motion
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
@@ -30,6 +38,7 @@ class _Frame:
     rgb: object     # H x W x 3 uint8 array, yielded unchanged
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
+    motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
 
 
 class SlidingWindowInterpolator:
@@ -37,9 +46,11 @@ class SlidingWindowInterpolator:
     (``model.config["n_outputs"] + 1``). ``batch`` windows go through each forward pass; ``half``
     runs the model under float16 autocast (CUDA only); frames are padded to multiples of 8 with
     ``pad_mode`` and the outputs cropped back. ``scene_threshold`` (None: off) detects scene cuts;
-    ``cuts`` counts those found by the last ``interpolate``."""
+    ``cuts`` counts those found by the last ``interpolate``. ``prior_ahead`` computes a host motion prior
+    ahead on a worker thread (the same frames; False: the model computes it in its forward pass)."""
 
-    def __init__(self, model, device, batch=1, half=False, pad_mode="replicate", scene_threshold=None):
+    def __init__(self, model, device, batch=1, half=False, pad_mode="replicate", scene_threshold=None,
+                 prior_ahead=True):
         if batch < 1:
             raise ValueError(f"batch must be at least 1 window, got {batch}")
         if half and torch.device(device).type != "cuda":
@@ -50,6 +61,7 @@ class SlidingWindowInterpolator:
         self.factor = model.config["n_outputs"] + 1
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
+        self.prior_ahead = prior_ahead and getattr(model, "motion_prior", "none") in HOST_PRIORS
 
     def _is_cut(self, left, right):
         return self.scene_threshold is not None and scene_difference(left, right) > self.scene_threshold
@@ -69,8 +81,11 @@ class SlidingWindowInterpolator:
     def _predict(self, windows):
         """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
         inputs = [torch.cat([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
+        middle = windows[0][self.n_inputs // 2]  # the frame after each window's gap
+        motion = torch.cat([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
+            self.device) if middle.motion_before is not None else None
         with autocast_or_nothing("cuda", torch.float16 if self.half else None):
-            outputs = self.model(inputs)
+            outputs = self.model(inputs) if motion is None else self.model(inputs, motion)
         height, width = windows[0][0].rgb.shape[:2]
         frames = [tensor_to_rgb(out[..., :height, :width]) for out in outputs]  # [output][window]
         return [[frames[o][w] for o in range(len(outputs))] for w in range(len(windows))]
@@ -78,6 +93,15 @@ class SlidingWindowInterpolator:
     def _cut_frames(self, left, right):
         """New frames for a cut: frame k of ``factor`` shows ``left`` before the middle, then ``right``."""
         return [left if 2 * k < self.factor else right for k in range(1, self.factor)]
+
+    def _host_motion(self, before, after):
+        """The model's host prior between two consecutive _Frames (``1 x 2 x H' x W'`` px, on the CPU), from
+        their padded tensors, made again on the CPU from ``rgb`` for another device (the same values)."""
+        def host(frame):
+            if frame.tensor.device.type == "cpu":
+                return frame.tensor
+            return pad_to_multiple([rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
+        return half_motion(self.model.motion_prior, host(before), host(after))
 
     def _to_frame(self, index, rgb):
         padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], FRAME_MULTIPLE, self.pad_mode)
@@ -88,6 +112,10 @@ class SlidingWindowInterpolator:
         frame 0, the ``factor - 1`` new frames after it, frame 1, ..., the last frame.
         InferenceInputError if the stream has fewer than 2 frames."""
         self.max_buffered = self.cuts = 0
+        with ThreadPoolExecutor(1, "motion-prior") if self.prior_ahead else nullcontext() as prior_worker:
+            yield from self._interpolate(frames, prior_worker)
+
+    def _interpolate(self, frames, prior_worker):
         buffer = deque()   # consecutive frames, oldest first
         pending = []       # gaps whose windows wait for the next forward pass
         next_gap = 0
@@ -96,6 +124,8 @@ class SlidingWindowInterpolator:
             frame = self._to_frame(index, rgb)
             frame.cut_before = bool(buffer) and self._is_cut(buffer[-1].rgb, rgb)
             self.cuts += frame.cut_before
+            if prior_worker is not None and buffer and not frame.cut_before:
+                frame.motion_before = prior_worker.submit(self._host_motion, buffer[-1], frame)
             buffer.append(frame)
             self.max_buffered = max(self.max_buffered, len(buffer))
             while next_gap + half_window <= index:

@@ -58,6 +58,7 @@ def warp_blend(head, before, after, t, prior=None):
 
 MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned")
 ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
+HOST_PRIORS = ("dis", "dis_aligned")  # priors computed by OpenCV on the host, whatever the model's device
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -161,7 +162,7 @@ def reference_flows(target, before, after):
 def half_motion(prior, before, after):
     """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
     ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``) finds."""
-    return dis_flow(before, after) if prior.startswith("dis") else matching_flow(before, after)
+    return dis_flow(before, after) if prior in HOST_PRIORS else matching_flow(before, after)
 
 
 def prior_flows(half_motion, t):

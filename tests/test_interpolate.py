@@ -6,6 +6,7 @@ import sys
 import av
 import numpy as np
 import pytest
+import torch
 
 from fixtures import REPO, read_png, run_repo_script, textured_image, write_png, write_random_checkpoint, write_video
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
@@ -121,6 +122,28 @@ def test_engine_streams_a_video_holding_a_bounded_number_of_frames(tmp_path, mod
     _, decoded = read_video(clip)
     for i, image in enumerate(decoded):
         np.testing.assert_array_equal(produced[2 * i], image)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_computing_it(tmp_path, device):
+    texture, other_shot = textured_image((60, 100), seed=1), textured_image((60, 100), seed=2) // 4
+    frames = [np.ascontiguousarray(texture[:, 3 * i:3 * i + 70][:44]) for i in range(6)]
+    frames += [np.ascontiguousarray(other_shot[2 * i:2 * i + 44, :70]) for i in range(4)]  # a scene cut
+    model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
+                                               motion_prior="dis"), device)[0]
+    outputs = {}
+    for ahead in (True, False):
+        engine = SlidingWindowInterpolator(model, device, batch=2, scene_threshold=0.2, prior_ahead=ahead)
+        assert engine.prior_ahead == ahead
+        outputs[ahead] = list(engine.interpolate(frames))
+        assert engine.cuts == 1
+    assert len(outputs[True]) == 2 * len(frames) - 1
+    for ahead_frame, own_frame in zip(outputs[True], outputs[False]):
+        np.testing.assert_array_equal(ahead_frame, own_frame)
+    assert not SlidingWindowInterpolator(load_model(write_random_checkpoint(
+        tmp_path / "matching.pth", arch="binary", base_channels=8, head="warp", motion_prior="matching"),
+        "cpu")[0], "cpu").prior_ahead  # tensor code runs in the model's forward, on its device
 
 
 def test_engine_rejects_a_one_frame_video(tmp_path, model_2x):
