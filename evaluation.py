@@ -108,7 +108,8 @@ def _synchronize(device):
 def evaluate(model, loader, device, criterion=None, binop=None, progress=True, on_prediction=None,
              description="eval"):
     """Run ``model`` over ``loader`` (samples ``(inputs, targets)``, lists of ``B x 3 x H x W``, 8-bit or
-    float) in float32, as ``test.py`` and the packed engine run it.
+    float, or ``(inputs, targets, motion)`` from a loader that computes the model's host prior) in
+    float32, as ``test.py`` and the packed engine run it.
 
     ``binop``: run with binarized weights (restored afterwards). ``on_prediction(batch_index, preds,
     targets)`` sees each batch's clamped predictions, e.g. to save them. Returns an ``EvalResult``.
@@ -118,12 +119,13 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
     result = EvalResult()
     binarized = binop.binarized() if binop is not None else contextlib.nullcontext()
     with binarized:
-        for index, (inputs, targets) in enumerate(progress_bar(loader, desc=description, disable=not progress,
-                                                       leave=False, dynamic_ncols=True)):
+        for index, (inputs, targets, *motion) in enumerate(progress_bar(loader, desc=description,
+                                                                         disable=not progress, leave=False,
+                                                                         dynamic_ncols=True)):
             inputs, targets = frames_to(device, inputs), frames_to(device, targets)
             _synchronize(device)
             start = time.perf_counter()
-            preds = model(inputs)
+            preds = model(inputs, motion[0].to(device)) if motion else model(inputs)
             _synchronize(device)
             result.model_seconds += time.perf_counter() - start
             preds = [p.float() for p in preds]

@@ -5,12 +5,15 @@ how many workers a GPU step of a given speed needs.
     python benchmarks/bench_data.py                                  # fixtures at the real frame sizes
     python benchmarks/bench_data.py --step_seconds 0.3 --batch 32    # a GPU step measured by bench_train.py
     python benchmarks/bench_data.py --vimeo_root input/vimeo_septuplet --gopro_root input/GOPRO   # your copies
+    python benchmarks/bench_data.py --host_prior dis                 # workers also computing the DIS prior
 
 One worker's speed is a single process drawing training samples (``dataset.sample(index, epoch)``: decode,
 256x256 crop, flips, colour jitter, time reversal, 8-bit tensors) as a DataLoader worker does; the
 DataLoader with ``--workers`` workers is timed too (with its shared-memory transfer). A worker needs
 ``batch / (step seconds x samples per second)`` ... rounded up, per training process (each process has
-its own workers). Without roots the frames are ``fixture_data``'s photographs at the real sizes
+its own workers). ``--host_prior dis``: each sample's worker also computes the DIS motion prior between
+its middle inputs (``HostPriorCollate``, what training a model with ``--motion_prior dis`` makes the
+workers do, so that a GPU step does not wait for OpenCV). Without roots the frames are ``fixture_data``'s photographs at the real sizes
 (448x256, 1280x720); your own copies, on your own disks, give your figures.
 """
 import argparse
@@ -27,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixture_data  # noqa: E402
 from cli import run_script  # noqa: E402
-from dataset import get_dataset, get_loader, set_epoch  # noqa: E402
+from dataset import HostPriorCollate, get_dataset, get_loader, set_epoch  # noqa: E402
+from model.motion_prior import HOST_PRIORS  # noqa: E402
 
 LAYOUTS = {"vimeo90K_septuplet": {"n_outputs": 1}, "gopro": {"n_outputs": 7}}
 
@@ -42,28 +46,34 @@ def parse_args(argv=None):
     parser.add_argument("--crop", type=int, default=256, help="training crop (default: 256, FLAVR's)")
     parser.add_argument("--step_seconds", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                         help="GPU step times to feed, seconds (default: 0.25 0.5 1)")
+    parser.add_argument("--host_prior", choices=HOST_PRIORS, help="workers also compute this motion prior")
     return parser.parse_args(argv)
 
 
-def one_worker_rate(dataset, samples):
-    """Samples per second of one process drawing training samples in turn, and frames per sample."""
+def one_worker_rate(dataset, samples, host_prior=None):
+    """Samples per second of one process drawing training samples in turn (and computing ``host_prior``
+    on each, as a batch of one), and frames per sample."""
+    collate = HostPriorCollate(host_prior) if host_prior else None
     times = []
     for i in range(samples):
         start = time.perf_counter()
         inputs, targets = dataset.sample(i % len(dataset), 1)
+        if collate is not None:
+            collate([(inputs, targets)])
         times.append(time.perf_counter() - start)
     return 1.0 / statistics.median(times), len(inputs) + len(targets)
 
 
-def loader_rate(name, root, options, workers, batch, samples):
+def loader_rate(name, root, options, workers, batch, samples, host_prior=None):
     """Samples per second through a DataLoader with ``workers`` workers (after its first batch)."""
     loader = get_loader(name, "train", root, batch_size=batch, num_workers=workers, crop_size=options["crop"],
-                        n_outputs=options["n_outputs"], min_batches=max(2, samples // batch + 1))
+                        n_outputs=options["n_outputs"], min_batches=max(2, samples // batch + 1),
+                        host_prior=host_prior)
     set_epoch(loader, 1)
     batches = iter(loader)
     next(batches)
     start, count = time.perf_counter(), 0
-    for inputs, targets in batches:
+    for inputs, *_ in batches:
         count += inputs[0].shape[0]
         if count >= samples:
             break
@@ -74,8 +84,9 @@ def measure(name, root, args):
     options = {"crop": args.crop, **LAYOUTS[name]}
     dataset = get_dataset(name, "train", root, crop_size=args.crop, n_outputs=options["n_outputs"])
     dataset.frames_as_uint8 = True
-    rate, frames = one_worker_rate(dataset, args.samples)
-    through_loader, element = loader_rate(name, root, options, args.workers, min(args.batch, 8), args.samples)
+    rate, frames = one_worker_rate(dataset, args.samples, args.host_prior)
+    through_loader, element = loader_rate(name, root, options, args.workers, min(args.batch, 8), args.samples,
+                                          args.host_prior)
     batch_bytes = args.batch * frames * 3 * args.crop * args.crop
     return {"rate": rate, "frames": frames, "loader_rate": through_loader, "batch_mb_uint8": batch_bytes / 2 ** 20,
             "batch_mb_float": 4 * batch_bytes / 2 ** 20, "element": element}
@@ -90,7 +101,8 @@ def main(argv=None):
         results = {name: measure(name, root, args) for name, root in roots.items()}
     print("python benchmarks/bench_data.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"{os.cpu_count()} CPUs; crop {args.crop}, batch {args.batch} per training process; frames: "
-          f"{'your data' if args.vimeo_root or args.gopro_root else 'fixtures at the real sizes'}")
+          f"{'your data' if args.vimeo_root or args.gopro_root else 'fixtures at the real sizes'}; "
+          f"motion prior in the workers: {args.host_prior or 'none'}")
     header = " ".join(f"{f'workers for {s:g} s':>17s}" for s in args.step_seconds)
     print(f"{'layout':22s} {'frames/sample':>13s} {'samples/s/worker':>16s} "
           f"{f'loader, {args.workers} workers':>18s} {'batch MB uint8 (float)':>23s} {header}")

@@ -8,20 +8,23 @@ workers' shared memory), which ``frames_to(device, frames)`` turns into float in
 Training loaders sample each epoch in an order that does not depend on the number of processes
 (``ShardedEpochSampler``) and keep their workers between epochs; ``set_epoch`` picks the epoch that
 both the shuffling and the augmentation draw from (the data set's epoch is in shared memory, where
-the workers read it)."""
+the workers read it). With ``host_prior`` a loader's workers also compute the motion prior that runs on
+the host (OpenCV's DIS) for each batch, so a GPU step does not wait for it."""
 import logging
 
 import cv2
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
+
+from model.motion_prior import HOST_PRIORS, half_motion
 
 from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
 from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
-__all__ = ["DATASETS", "SPLITS", "DatasetError", "frames_to", "get_dataset", "get_loader", "set_epoch",
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "HostPriorCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
            "unreadable_samples"]
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,25 @@ def _init_worker(worker_id):
     cv2.setNumThreads(0)
 
 
+class HostPriorCollate:
+    """A DataLoader's collate that also computes a host motion prior (``HOST_PRIORS``), in the worker:
+    batches ``(inputs, targets, motion)``, ``motion`` the half motion ``B x 2 x H x W`` (float32 px)
+    between the middle inputs that the model's own prior finds from ``frames_to``'s float frames (the
+    same 8-bit grey images go to OpenCV, so the same numbers)."""
+
+    def __init__(self, prior):
+        if prior not in HOST_PRIORS:
+            raise ValueError(f"{prior!r} is not a host prior ({', '.join(HOST_PRIORS)})")
+        self.prior = prior
+
+    def __call__(self, samples):
+        inputs, targets = default_collate(samples)
+        middle = len(inputs) // 2
+        before, after = (frame.float().div_(255.0) if frame.dtype == torch.uint8 else frame
+                         for frame in inputs[middle - 1:middle + 1])
+        return inputs, targets, half_motion(self.prior, before, after)
+
+
 def _passes_for(dataset, steps, batch_size, **sampler_options):
     """(``EpochOfPasses`` of ``dataset``, its sampler) with the fewest passes that give every process at
     least ``steps`` batches of ``batch_size`` an epoch."""
@@ -145,7 +167,7 @@ def _passes_for(dataset, steps, batch_size, **sampler_options):
 
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
                distributed=False, seed=0, drop_last=None, min_batches=None, skip_unreadable=False,
-               **dataset_kwargs):
+               host_prior=None, **dataset_kwargs):
     """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``, whose
     batches are 8-bit (``frames_to`` makes them float on a device).
 
@@ -157,7 +179,8 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     becomes several passes over the data (``EpochOfPasses``), shuffled together, so that it has at
     least that many. Workers are kept between epochs. ``skip_unreadable``: a sample whose frames cannot
     be read is replaced by the next readable one and counted (``unreadable_samples``) instead of
-    stopping the run. Call ``set_epoch`` every epoch."""
+    stopping the run. ``host_prior`` (one of ``HOST_PRIORS``, or None): batches are ``(inputs, targets,
+    motion)``, the prior computed by the workers (``HostPriorCollate``). Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     dataset.frames_as_uint8 = True
     dataset.enable_skipping_unreadable(skip_unreadable, num_workers)
@@ -174,7 +197,8 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
         drop_last = split == "train" and len(sampler) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                      worker_init_fn=_init_worker if num_workers > 0 else None)
+                      worker_init_fn=_init_worker if num_workers > 0 else None,
+                      collate_fn=HostPriorCollate(host_prior) if host_prior is not None else None)
 
 
 def unreadable_samples(loader):

@@ -8,7 +8,8 @@ over an image pyramid (``MATCH_LEVELS``, a 3x3 search per level, softmin for sub
 model adds it to the head's flows (``prior_flows``), so a new model starts at motion-compensated
 blending. Everything here is batched tensor code, the same on the CPU, a GPU and in the packed engine,
 except ``dis_flow`` (``motion_prior="dis"``): OpenCV's DIS optical flow, run on the CPU (frames on a
-GPU are copied there and back), the same function in training, test.py and the packed engine.
+GPU are copied there and back; training's data workers and interpolate.py's sliding window compute it
+beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine.
 ``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
 head's flows (``warp_flows``) in training.
 """

@@ -1,6 +1,7 @@
 """Training data that keeps up with a GPU and survives a multi-day run: loaders send 8-bit frames
 through the workers (float on the device, the data set's own values), keep their workers between
-epochs and still draw each epoch's augmentation, Vimeo-90K starts with one folder listing instead of
+epochs and still draw each epoch's augmentation, compute a host motion prior (DIS) in the workers
+with the numbers the model would compute, Vimeo-90K starts with one folder listing instead of
 a check of every file, and ``--skip_unreadable`` replaces a corrupt sample, counted in the log and
 the results, instead of stopping the run."""
 import math
@@ -8,11 +9,15 @@ import os
 import subprocess
 import sys
 
+import cv2
 import pytest
 import torch
 
 from dataset import DatasetError, frames_to, get_dataset, get_loader, set_epoch, unreadable_samples
-from tests.fixtures import REPO, textured_image, write_frame_folder, write_gopro, write_vimeo
+from evaluation import evaluate
+from model import build_model
+from model.motion_prior import half_motion
+from tests.fixtures import REPO, textured_image, write_frame_folder, write_gopro, write_png, write_vimeo
 from training import main
 
 
@@ -47,6 +52,40 @@ def test_workers_kept_between_epochs_draw_each_epochs_augmentation(tmp_path):
             epochs[workers].append(torch.cat([inputs[0] for inputs, _ in loader]))
     assert all(torch.equal(a, b) for a, b in zip(epochs[0], epochs[2]))
     assert not torch.equal(epochs[2][0], epochs[2][1]) and not torch.equal(epochs[2][1], epochs[2][2])
+
+
+def write_panning_clip(folder, n_frames=13, size=(48, 64), step=3):
+    """Frames of a smooth texture moving ``step`` pixels left per frame, as PNGs in ``folder``."""
+    texture = cv2.GaussianBlur(textured_image((size[0], size[1] + step * n_frames), seed=3), (5, 5), 1.5)
+    for i in range(n_frames):
+        write_png(os.path.join(folder, f"{i:06d}.png"), texture[:, step * i:step * i + size[1]].copy())
+
+
+def test_workers_compute_the_dis_prior_the_model_would_compute_from_the_batch(tmp_path):
+    write_panning_clip(str(tmp_path / "clip"))
+    loader = get_loader("custom", "train", tmp_path, batch_size=2, num_workers=1, seed=1, val_fraction=0.0,
+                        crop_size=32, host_prior="dis")
+    set_epoch(loader, 1)
+    batches = 0
+    for inputs, targets, motion in loader:
+        frames = frames_to(torch.device("cpu"), inputs)
+        assert torch.equal(motion, half_motion("dis", frames[1], frames[2]))
+        assert motion.shape == (2, 2, 32, 32) and motion.abs().amax() > 1  # 3 px per frame, flips either way
+        batches += 1
+    assert batches == len(loader) > 1
+    with pytest.raises(ValueError, match="host prior"):
+        get_loader("custom", "train", tmp_path, val_fraction=0.0, crop_size=32, host_prior="matching")
+
+
+def test_evaluation_with_the_workers_prior_scores_as_the_model_computing_its_own(tmp_path):
+    write_panning_clip(str(tmp_path / "clip"), n_frames=27)
+    model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "dis"},
+                        log_summary=False)
+    loaders = [get_loader("custom", "test", tmp_path, batch_size=2, val_fraction=0.5, host_prior=prior)
+               for prior in (None, "dis")]
+    results = [evaluate(model, loader, torch.device("cpu"), progress=False) for loader in loaders]
+    assert results[0].samples == results[1].samples > 0
+    assert results[0].psnr == results[1].psnr
 
 
 def test_vimeo_starts_without_checking_every_file_and_names_a_missing_frame_when_it_is_read(tmp_path):
@@ -94,14 +133,15 @@ def test_a_run_with_skip_unreadable_finishes_and_counts_the_skipped_samples(tmp_
     assert str(broken) in log and "1 unreadable training samples were replaced" in log
 
 
-def test_bench_data_prints_each_layouts_worker_speed_and_the_workers_a_gpu_step_needs(tmp_path):
+def test_bench_data_prints_each_layouts_worker_speed_with_the_dis_prior_and_the_workers_a_gpu_step_needs(tmp_path):
     write_vimeo(tmp_path / "vimeo", n_seqs=4)
     write_gopro(tmp_path / "gopro", n_videos=1, n_frames=33)
     command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_data.py"), "--vimeo_root",
                str(tmp_path / "vimeo"), "--gopro_root", str(tmp_path / "gopro"), "--samples", "4", "--workers", "1",
-               "--batch", "4", "--crop", "32", "--step_seconds", "0.5", "1"]
+               "--batch", "4", "--crop", "32", "--step_seconds", "0.5", "1", "--host_prior", "dis"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+    assert "motion prior in the workers: dis" in run.stdout.splitlines()[1]
     rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[3:]}
     assert rows["vimeo90K_septuplet"][2] == "5" and rows["gopro"][2] == "11"  # frames per sample: 4 + 1, 4 + 7
     for row in rows.values():

@@ -53,7 +53,7 @@ from loss import Loss, flow_supervision_loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import half_motion, reference_flows
+from model.motion_prior import HOST_PRIORS, half_motion, reference_flows
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -259,17 +259,19 @@ class Trainer:
     def _binarized(self, binop):
         return binop.binarized() if binop is not None else contextlib.nullcontext()
 
-    def _loss(self, inputs, targets):
+    def _loss(self, inputs, targets, motion=None):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)
         and ``flow`` = the head's flows against DIS flow from the real frames (``--flow_supervision``).
+        ``motion``: the prior's half motion computed by the loader's workers (None: the model's own).
         The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
-        inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context, self.args.motion_prior)
+        inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context, self.args.motion_prior,
+                                                       motion)
         supervise_flows = self.args.flow_supervision != "none"
         with autocast_or_nothing(self.runtime.device.type, self.autocast_dtype):
             preds = self.model(inputs, motion=motion, with_flows=supervise_flows)
             if self.teacher is not None:
                 with torch.no_grad():
-                    taught = self.teacher(inputs, motion=motion)
+                    taught = self.teacher(inputs, motion=motion if self._teacher_shares_prior() else None)
         if supervise_flows:
             preds, flows = preds
         preds = [p.float() for p in preds]
@@ -286,14 +288,21 @@ class Trainer:
             terms["distill"] = distill.detach()
         return loss, terms
 
-    def train_step(self, inputs, targets, epoch):
-        """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float); returns (loss,
-        {term: value}) as 0-dim tensors on the device, not read (reading them would wait for the GPU)."""
+    def _teacher_shares_prior(self):
+        """Whether the teacher's motion prior is the student's (then it is given the student's motion)."""
+        return getattr(self.teacher, "motion_prior", "none") == self.args.motion_prior
+
+    def train_step(self, inputs, targets, epoch, motion=None):
+        """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float; ``motion``, the host
+        prior's ``B x 2 x H x W`` from the loader, or None); returns (loss, {term: value}) as 0-dim tensors
+        on the device, not read (reading them would wait for the GPU)."""
         inputs, targets = frames_to(self.runtime.device, inputs), frames_to(self.runtime.device, targets)
+        if motion is not None:
+            motion = motion.to(self.runtime.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         binop = self.binop_in(epoch)
         with self._binarized(binop):
-            loss, terms = self._loss(inputs, targets)
+            loss, terms = self._loss(inputs, targets, motion)
             self.scaler.scale(loss).backward()
         if binop is not None:
             binop.updateBinaryGradWeight()
@@ -433,10 +442,10 @@ class Trainer:
         stops the run with one line saying what to do (``--skip_unreadable`` replaces such samples)."""
         run = self.start_epoch(epoch)
         try:
-            for step, (inputs, targets) in enumerate(run.batches, run.start + 1):
+            for step, (inputs, targets, *motion) in enumerate(run.batches, run.start + 1):
                 if self.binop is not None:
                     self.binop.sharpness = self.soft_sign_sharpness(epoch, step, run.steps)
-                loss, terms = self.train_step(inputs, targets, epoch)
+                loss, terms = self.train_step(inputs, targets, epoch, *motion)
                 self.after_step(run, step, inputs[0].shape[0], {"loss": loss, **terms})
                 if not run.losses.pending:
                     run.progress.set_postfix(loss=f"{run.losses.average():.4f}")
@@ -463,13 +472,14 @@ class Trainer:
 
 # ---------------------------------------------------------------- setting up a run
 
-def inside_prior_context(inputs, targets, margin, prior="matching"):
+def inside_prior_context(inputs, targets, margin, prior="matching", motion=None):
     """``--prior_context``: the motion ``prior``'s half motion (``B x 2 x H x W`` px) found on the whole crop
-    read, then the inputs, targets and motion without their ``margin``-pixel border (lists of
-    ``B x 3 x (H - 2 margin) x (W - 2 margin)``); with ``margin`` 0, (inputs, targets, None)."""
+    read (or ``motion``, the loader's), then the inputs, targets and motion without their ``margin``-pixel
+    border (lists of ``B x 3 x (H - 2 margin) x (W - 2 margin)``); with ``margin`` 0, (inputs, targets, motion)."""
     if margin == 0:
-        return inputs, targets, None
-    motion = half_motion(prior, inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
+        return inputs, targets, motion
+    if motion is None:
+        motion = half_motion(prior, inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
     inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
     return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 
@@ -488,7 +498,8 @@ def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
     ``--test_batch_size`` are shared by the processes."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
-                  num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed)
+                  num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed,
+                  host_prior=config.get("motion_prior") if config.get("motion_prior") in HOST_PRIORS else None)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=process_batch(args.batch_size,
                                                                                          runtime.world_size),
                        crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
