@@ -8,8 +8,9 @@ workers' shared memory), which ``frames_to(device, frames)`` turns into float in
 Training loaders sample each epoch in an order that does not depend on the number of processes
 (``ShardedEpochSampler``) and keep their workers between epochs; ``set_epoch`` picks the epoch that
 both the shuffling and the augmentation draw from (the data set's epoch is in shared memory, where
-the workers read it). With ``host_prior`` a loader's workers also compute the motion prior that runs on
-the host (OpenCV's DIS) for each batch, so a GPU step does not wait for it."""
+the workers read it). With ``host_prior`` a loader's collate also computes the motion prior that runs
+on the host (OpenCV's DIS) for each batch, in its workers (in the main process without workers), so a
+GPU step does not wait for it."""
 import logging
 
 import cv2
@@ -24,7 +25,7 @@ from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
-__all__ = ["DATASETS", "SPLITS", "DatasetError", "HostPriorCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
+__all__ = ["DATASETS", "FRAME_CACHE_SOURCES", "SPLITS", "DatasetError", "HostPriorCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
            "unreadable_samples"]
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,14 @@ DATASETS = {
     **demo.BUILDERS,  # demo (carphone held out), demo_holdout_bikes, demo_holdout_bigbuckbunny
     "synthetic": synthetic.build,
 }
+FRAME_CACHE_SOURCES = {  # data sets of frame folders that can be read from a frame cache: their clips' parents
+    "gopro": gopro.clip_parent_folders,
+    "davis": davis.clip_parent_folders,
+}
 
 
 def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_frames="1357",
-                crop_size=None, augment=None, val_fraction=0.1, seed=0, motion_crops=1):
+                crop_size=None, augment=None, val_fraction=0.1, seed=0, motion_crops=1, frame_cache=None):
     """Build data set ``name`` for ``split`` ('train', 'val' or 'test'); DatasetError on bad input.
 
     ``crop_size`` (int or (h, w), multiples of 8): training crop, default 256 (demo 128); at test
@@ -52,12 +57,16 @@ def get_dataset(name, split, data_root=None, *, n_inputs=4, n_outputs=1, input_f
     sizes). ``augment`` defaults to True for 'train' only. ``input_frames`` is Vimeo's choice of
     inputs; ``val_fraction`` the clips the custom set holds out; ``seed`` seeds the augmentation.
     ``motion_crops`` > 1: each augmented crop is the one of that many random crops of its window that
-    the two-frame average restores worst (more motion per training step)."""
+    the two-frame average restores worst (more motion per training step). ``frame_cache``: a folder
+    that ``cache_frames.py`` filled for this data set (``FRAME_CACHE_SOURCES``), read instead of the frames."""
     if name not in DATASETS:
         raise DatasetError(f"unknown data set '{name}': choose one of {', '.join(DATASETS)}")
+    if frame_cache and name not in FRAME_CACHE_SOURCES:
+        raise DatasetError(f"a frame cache is for the data sets {', '.join(FRAME_CACHE_SOURCES)}, not '{name}': "
+                           "leave out --frame_cache")
     options = make_options(split, n_inputs=n_inputs, n_outputs=n_outputs, input_frames=input_frames,
                            crop_size=crop_size, augment=augment, val_fraction=val_fraction, seed=seed,
-                           motion_crops=motion_crops)
+                           motion_crops=motion_crops, frame_cache=frame_cache)
     dataset = DATASETS[name](split, data_root, options)
     dataset.motion_crops = options.motion_crops
     log.info("%s %s: %d samples from %s", name, split, len(dataset), dataset.root)

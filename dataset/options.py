@@ -21,6 +21,7 @@ class DatasetOptions:
     val_fraction: float
     seed: int
     motion_crops: int = 1
+    frame_cache: str = None
 
     @property
     def factor(self):
@@ -51,7 +52,7 @@ def _crop_pair(crop_size):
 
 
 def make_options(split, *, n_inputs, n_outputs, input_frames, crop_size, augment, val_fraction, seed,
-                 motion_crops=1):
+                 motion_crops=1, frame_cache=None):
     """Check the arguments of ``get_dataset`` and bundle them; DatasetError on a bad value."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
@@ -69,7 +70,8 @@ def make_options(split, *, n_inputs, n_outputs, input_frames, crop_size, augment
     return DatasetOptions(split=split, n_inputs=n_inputs, n_outputs=n_outputs, input_frames=str(input_frames),
                           crop_size=_crop_pair(crop_size),
                           augment=(split == "train") if augment is None else bool(augment),
-                          val_fraction=float(val_fraction), seed=seed, motion_crops=motion_crops)
+                          val_fraction=float(val_fraction), seed=seed, motion_crops=motion_crops,
+                          frame_cache=frame_cache)
 
 
 def require_test_split(name, split):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .base import InterpolationDataset
 from .clips import FrameFolderClip
+from .frame_cache import CachedClip
 from .errors import DatasetError, require_dir
 from .image_io import list_subfolders
 
@@ -53,14 +54,16 @@ class ClipSpan:
         return cls(clip, 0, len(clip))
 
 
-def frame_folder_spans(folder, what):
-    """One whole-clip span per subfolder of ``folder``; DatasetError naming an empty one."""
+def frame_folder_spans(folder, what, frame_cache=None):
+    """One whole-clip span per subfolder of ``folder`` (read from its cache in ``frame_cache`` when given,
+    ``frame_cache.py``); DatasetError naming an empty one."""
     names = list_subfolders(require_dir(folder, what))
     if not names:
         raise DatasetError(f"no clip folders in {what}: {folder}")
     spans = []
     for name in names:
-        clip = FrameFolderClip(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        clip = CachedClip(path, frame_cache) if frame_cache else FrameFolderClip(path)
         if len(clip) == 0:
             raise DatasetError(f"no image files in clip folder: {clip.path}")
         spans.append(ClipSpan.whole(clip))

@@ -20,7 +20,6 @@ n_inputs - 1`` input frames at once (``max_buffered`` records the most it held),
 length of the stream."""
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +38,7 @@ class _Frame:
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
     motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
+    host_tensor: object = None    # the padded tensor made on the CPU for a host prior (frames on another device)
 
 
 class SlidingWindowInterpolator:
@@ -100,7 +100,9 @@ class SlidingWindowInterpolator:
         def host(frame):
             if frame.tensor.device.type == "cpu":
                 return frame.tensor
-            return pad_to_multiple([rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
+            if frame.host_tensor is None:  # made once: a frame ends one gap and starts the next
+                frame.host_tensor = pad_to_multiple([rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
+            return frame.host_tensor
         return half_motion(self.model.motion_prior, host(before), host(after))
 
     def _to_frame(self, index, rgb):
@@ -112,8 +114,12 @@ class SlidingWindowInterpolator:
         frame 0, the ``factor - 1`` new frames after it, frame 1, ..., the last frame.
         InferenceInputError if the stream has fewer than 2 frames."""
         self.max_buffered = self.cuts = 0
-        with ThreadPoolExecutor(1, "motion-prior") if self.prior_ahead else nullcontext() as prior_worker:
+        prior_worker = ThreadPoolExecutor(1, "motion-prior") if self.prior_ahead else None
+        try:
             yield from self._interpolate(frames, prior_worker)
+        finally:
+            if prior_worker is not None:  # stopped early: the queued flows are not needed
+                prior_worker.shutdown(wait=True, cancel_futures=True)
 
     def _interpolate(self, frames, prior_worker):
         buffer = deque()   # consecutive frames, oldest first

@@ -18,8 +18,8 @@ from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
-from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, linear_blend, matching_flow, output_times,
-                                prior_flows, reference_flows, warp_blend)
+from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, half_motion, linear_blend, matching_flow,
+                                output_times, prior_flows, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -271,6 +271,8 @@ def test_a_prior_found_with_context_restores_a_small_crop_better_and_the_packed_
     inner, targets, motion = inside_prior_context(inputs, [truth], 16)
     assert [x.shape[-2:] for x in inner + targets] == [(32, 64)] * 5 and motion.shape == (1, 2, 32, 64)
     assert torch.equal(inner[1], inputs[1][..., 16:-16, 16:-16]) and torch.equal(targets[0], truth[..., 16:-16, 16:-16])
+    given = half_motion("matching", inputs[1], inputs[2])  # the whole crop's, as a loader's workers compute it
+    assert torch.equal(inside_prior_context(inputs, [truth], 16, motion=given)[2], motion)
     torch.manual_seed(3)
     model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "matching"},
                         log_summary=False).eval()  # a new model: the matched blend

@@ -1,7 +1,8 @@
 """Training data that keeps up with a GPU and survives a multi-day run: loaders send 8-bit frames
 through the workers (float on the device, the data set's own values), keep their workers between
 epochs and still draw each epoch's augmentation, compute a host motion prior (DIS) in the workers
-with the numbers the model would compute, Vimeo-90K starts with one folder listing instead of
+with the numbers the model would compute, read GoPro from a frame cache (decoded once) with the same
+samples as its PNGs, Vimeo-90K starts with one folder listing instead of
 a check of every file, and ``--skip_unreadable`` replaces a corrupt sample, counted in the log and
 the results, instead of stopping the run."""
 import math
@@ -18,6 +19,8 @@ from evaluation import evaluate
 from model import build_model
 from model.motion_prior import half_motion
 from tests.fixtures import REPO, textured_image, write_frame_folder, write_gopro, write_png, write_vimeo
+from cache_frames import main as cache_frames_main
+from cli import run_script
 from training import main
 
 
@@ -88,6 +91,56 @@ def test_evaluation_with_the_workers_prior_scores_as_the_model_computing_its_own
     assert results[0].psnr == results[1].psnr
 
 
+def test_gopro_from_its_frame_cache_gives_the_samples_of_its_pngs(tmp_path):
+    write_gopro(tmp_path / "gopro", n_videos=2, n_frames=33)
+    for name in ("000005.png", "000020.png"):  # texture, so that crops and flips differ
+        write_png(str(tmp_path / "gopro" / "train" / "video1" / name), textured_image((64, 96), seed=7))
+    cache = tmp_path / "cache"
+    assert cache_frames_main(["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                              str(cache), "--progress", "False"]) == 0
+    assert sorted(os.listdir(cache / "train")) == ["video0.json", "video0.npy", "video1.json", "video1.npy"]
+    for split, epoch in (("train", 1), ("train", 2), ("test", 1)):
+        options = dict(n_outputs=7, crop_size=32)
+        pngs = get_dataset("gopro", split, tmp_path / "gopro", **options)
+        cached = get_dataset("gopro", split, tmp_path / "gopro", frame_cache=str(cache), **options)
+        assert len(cached) == len(pngs) > 1
+        for index in range(len(pngs)):
+            for a, b in zip(sum(pngs.sample(index, epoch), []), sum(cached.sample(index, epoch), [])):
+                assert torch.equal(a, b)
+    written = os.path.getmtime(cache / "train" / "video0.npy")
+    again = subprocess.run([sys.executable, os.path.join(REPO, "cache_frames.py"), "--dataset", "gopro", "--data_root",
+                            str(tmp_path / "gopro"), "--cache_dir", str(cache), "--progress", "False"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 clip caches written, 4 already current" in again.stderr, again.stderr
+    assert os.path.getmtime(cache / "train" / "video0.npy") == written
+    assert main(run_options(tmp_path / "gopro", tmp_path / "runs", "--dataset", "gopro", "--n_outputs", "7",
+                            "--frame_cache", str(cache), "--num_workers", "1")) == 0
+
+
+def test_a_missing_stale_or_misplaced_frame_cache_is_one_clear_line(tmp_path, capsys):
+    write_gopro(tmp_path / "gopro", n_videos=1, n_frames=33)
+    with pytest.raises(DatasetError, match="no frame cache .* cache_frames.py"):
+        get_dataset("gopro", "train", tmp_path / "gopro", frame_cache=str(tmp_path / "cache"))
+    cache_frames_main(["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                       str(tmp_path / "cache"), "--progress", "False"])
+    write_png(str(tmp_path / "gopro" / "train" / "video0" / "000003.png"), textured_image((64, 96)))
+    with pytest.raises(DatasetError, match="no longer matches .* again"):
+        get_dataset("gopro", "train", tmp_path / "gopro", frame_cache=str(tmp_path / "cache"))
+    with pytest.raises(DatasetError, match="gopro, davis, not 'vimeo90K_septuplet'"):
+        get_dataset("vimeo90K_septuplet", "train", tmp_path, frame_cache=str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main(run_options(tmp_path / "gopro", tmp_path / "runs", "--dataset", "gopro", "--n_outputs", "7",
+                            "--frame_cache", str(tmp_path / "cache"))) == 2  # what a run says about the stale clip
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "no longer matches" in error and "cache_frames.py" in error
+    assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                                          str(tmp_path / "gopro")]) == 2
+    assert "a folder of its own" in capsys.readouterr().err
+    assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "nothing"),
+                                          "--cache_dir", str(tmp_path / "cache")]) == 2
+    assert "no GoPro train or test folder" in capsys.readouterr().err
+
+
 def test_vimeo_starts_without_checking_every_file_and_names_a_missing_frame_when_it_is_read(tmp_path):
     write_vimeo(tmp_path, n_seqs=3)
     missing = tmp_path / "sequences" / "00001" / "0003" / "im4.png"
@@ -134,16 +187,21 @@ def test_a_run_with_skip_unreadable_finishes_and_counts_the_skipped_samples(tmp_
 
 
 def test_bench_data_prints_each_layouts_worker_speed_with_the_dis_prior_and_the_workers_a_gpu_step_needs(tmp_path):
+    """Vimeo, GoPro and GoPro read from its frame cache, the DIS prior computed in the workers."""
     write_vimeo(tmp_path / "vimeo", n_seqs=4)
     write_gopro(tmp_path / "gopro", n_videos=1, n_frames=33)
+    cache_frames_main(["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                       str(tmp_path / "cache"), "--progress", "False"])
     command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_data.py"), "--vimeo_root",
-               str(tmp_path / "vimeo"), "--gopro_root", str(tmp_path / "gopro"), "--samples", "4", "--workers", "1",
+               str(tmp_path / "vimeo"), "--gopro_root", str(tmp_path / "gopro"), "--gopro_cache", str(tmp_path / "cache"),
+               "--samples", "4", "--workers", "1",
                "--batch", "4", "--crop", "32", "--step_seconds", "0.5", "1", "--host_prior", "dis"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "motion prior in the workers: dis" in run.stdout.splitlines()[1]
     rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[3:]}
     assert rows["vimeo90K_septuplet"][2] == "5" and rows["gopro"][2] == "11"  # frames per sample: 4 + 1, 4 + 7
+    assert rows["gopro_cached"][2] == "11"
     for row in rows.values():
         rate, workers = float(row[3]), [int(n) for n in row[-2:]]
         assert rate > 0 and workers[0] >= workers[1] >= 1 and workers[1] == math.ceil(4 / (1.0 * rate))

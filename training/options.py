@@ -29,7 +29,7 @@ from training.weight_schedule import check_soft_sign_epochs
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 RECIPE_GROUPS = ("model", "data", "optimisation")  # the option groups whose options a recipe sets
-NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "teacher", "amp")  # a run's inputs; the device's
+NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "frame_cache", "teacher", "amp")  # a run's inputs; the device's
 ROOT_RECIPE = "flavr"
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
@@ -100,6 +100,8 @@ def _data_options(parser):
     group.add_argument("--val_dataset", choices=sorted(DATASETS),
                        help="validate on another data set (unset: --dataset's own 'val' split)")
     group.add_argument("--val_data_root", help="folder of --val_dataset (default: --data_root)")
+    group.add_argument("--frame_cache", help="read GoPro / DAVIS clips from this frame cache, which cache_frames.py "
+                       "writes (decoded once: crops without decoding PNGs; train and validation sets alike)")
     group.add_argument("--num_workers", type=int, help="data loading processes per training process, kept "
                        "between epochs (a recipe's count is capped at the CPU count; benchmarks/bench_data.py says "
                        "how many a GPU needs)")

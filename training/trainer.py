@@ -289,8 +289,10 @@ class Trainer:
         return loss, terms
 
     def _teacher_shares_prior(self):
-        """Whether the teacher's motion prior is the student's (then it is given the student's motion)."""
-        return getattr(self.teacher, "motion_prior", "none") == self.args.motion_prior
+        """Whether the teacher's motion prior finds the student's half motion (the same ``half_motion``:
+        both DIS, or both matching); then it is given the student's motion instead of computing it."""
+        mine, its = self.args.motion_prior, getattr(self.teacher, "motion_prior", "none")
+        return "none" not in (mine, its) and (mine in HOST_PRIORS) == (its in HOST_PRIORS)
 
     def train_step(self, inputs, targets, epoch, motion=None):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float; ``motion``, the host
@@ -496,18 +498,20 @@ def process_batch(batch_size, world_size, option="--batch_size"):
 
 def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
-    ``--test_batch_size`` are shared by the processes."""
+    ``--test_batch_size`` are shared by the processes; ``--frame_cache`` serves ``--dataset``'s splits."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed,
                   host_prior=config.get("motion_prior") if config.get("motion_prior") in HOST_PRIORS else None)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=process_batch(args.batch_size,
                                                                                          runtime.world_size),
                        crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
-                       min_batches=args.max_steps_per_epoch, skip_unreadable=args.skip_unreadable, **common)
+                       min_batches=args.max_steps_per_epoch, skip_unreadable=args.skip_unreadable,
+                       frame_cache=args.frame_cache, **common)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val_batch = max(1, -(-args.test_batch_size // runtime.world_size))
-    val = get_loader(val_dataset, "val", val_root, batch_size=val_batch, **common)
+    val = get_loader(val_dataset, "val", val_root, batch_size=val_batch,
+                     frame_cache=None if args.val_dataset else args.frame_cache, **common)
     return train, val
 
 
