@@ -119,13 +119,14 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
     result = EvalResult()
     binarized = binop.binarized() if binop is not None else contextlib.nullcontext()
     with binarized:
-        for index, (inputs, targets, *motion) in enumerate(progress_bar(loader, desc=description,
-                                                                         disable=not progress, leave=False,
-                                                                         dynamic_ncols=True)):
+        for index, (inputs, targets, *host) in enumerate(progress_bar(loader, desc=description,
+                                                                       disable=not progress, leave=False,
+                                                                       dynamic_ncols=True)):
             inputs, targets = frames_to(device, inputs), frames_to(device, targets)
+            motion = host[0] if host else None
             _synchronize(device)
             start = time.perf_counter()
-            preds = model(inputs, motion[0].to(device)) if motion else model(inputs)
+            preds = model(inputs) if motion is None else model(inputs, motion.to(device))
             _synchronize(device)
             result.model_seconds += time.perf_counter() - start
             preds = [p.float() for p in preds]

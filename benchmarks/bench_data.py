@@ -13,7 +13,7 @@ One worker's speed is a single process drawing training samples (``dataset.sampl
 DataLoader with ``--workers`` workers is timed too (with its shared-memory transfer). A worker needs
 ``batch / (step seconds x samples per second)`` ... rounded up, per training process (each process has
 its own workers). ``--host_prior dis``: each sample's worker also computes the DIS motion prior between
-its middle inputs (``HostPriorCollate``, what training a model with ``--motion_prior dis`` makes the
+its middle inputs (``HostFlowsCollate``, what training a model with ``--motion_prior dis`` makes the
 workers do, so that a GPU step does not wait for OpenCV). The row ``gopro_cached`` reads GoPro from a
 frame cache (``cache_frames.py``: decoded once, crops read from a memory map): built in a scratch folder
 for the fixture, ``--gopro_cache`` for your copy. Without roots the frames are ``fixture_data``'s photographs at the real sizes
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixture_data  # noqa: E402
 from cache_frames import cache_dataset  # noqa: E402
 from cli import run_script  # noqa: E402
-from dataset import HostPriorCollate, get_dataset, get_loader, set_epoch  # noqa: E402
+from dataset import HostFlowsCollate, get_dataset, get_loader, set_epoch  # noqa: E402
 from model.motion_prior import HOST_PRIORS  # noqa: E402
 
 LAYOUTS = {"vimeo90K_septuplet": {"n_outputs": 1}, "gopro": {"n_outputs": 7}}
@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def one_worker_rate(dataset, samples, host_prior=None):
     """Samples per second of one process drawing training samples in turn (and computing ``host_prior``
     on each, as a batch of one), and frames per sample."""
-    collate = HostPriorCollate(host_prior) if host_prior else None
+    collate = HostFlowsCollate(host_prior) if host_prior else None
     times = []
     for i in range(samples):
         start = time.perf_counter()

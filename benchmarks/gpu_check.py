@@ -15,9 +15,9 @@
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
    matching prior (tensor code on the device) and with the DIS prior (OpenCV on the host) and the network
    at half resolution;
-5. host flows: the same run with the DIS prior (computed by the data workers, ``HostPriorCollate``) and
-   ``--flow_supervision dis`` (its reference flows by OpenCV on the host, the frames copied there and back
-   every step under autocast): it must finish; its wall time beside the run's says what DIS costs a GPU step;
+5. host flows: the same run with the DIS prior and ``--flow_supervision dis`` under autocast (OpenCV's flows
+   computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time beside the run's says
+   what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
    disjoint shards, one model on every rank, and the model one process trains with the whole batch.
 
@@ -146,8 +146,8 @@ def check_training_run(args, scratch):
 
 
 def check_host_flows(args, scratch):
-    """``check_training_run``'s run with the DIS prior (in the data workers) and DIS flow supervision (OpenCV
-    on the host in the training step)."""
+    """``check_training_run``'s run with the DIS prior and DIS flow supervision (OpenCV's flows in the data
+    workers)."""
     root, runs = fixture(args, scratch), Path(scratch) / "runs"
     amp = autocast_mode(args.device)
     started = time.perf_counter()

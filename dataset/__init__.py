@@ -8,9 +8,9 @@ workers' shared memory), which ``frames_to(device, frames)`` turns into float in
 Training loaders sample each epoch in an order that does not depend on the number of processes
 (``ShardedEpochSampler``) and keep their workers between epochs; ``set_epoch`` picks the epoch that
 both the shuffling and the augmentation draw from (the data set's epoch is in shared memory, where
-the workers read it). With ``host_prior`` a loader's collate also computes the motion prior that runs
-on the host (OpenCV's DIS) for each batch, in its workers (in the main process without workers), so a
-GPU step does not wait for it."""
+the workers read it). With ``host_prior`` (and ``reference_flows``) a loader's collate also computes
+what OpenCV computes on the host for each batch (the DIS prior, ``--flow_supervision dis``'s reference
+flows), in its workers (in the main process without workers), so a GPU step does not wait for it."""
 import logging
 
 import cv2
@@ -18,14 +18,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler, default_collate
 
-from model.motion_prior import HOST_PRIORS, half_motion
+from model.motion_prior import HOST_PRIORS, half_motion, reference_flows
 
 from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
 from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
-__all__ = ["DATASETS", "FRAME_CACHE_SOURCES", "SPLITS", "DatasetError", "HostPriorCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
+__all__ = ["DATASETS", "FRAME_CACHE_SOURCES", "SPLITS", "DatasetError", "HostFlowsCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
            "unreadable_samples"]
 
 log = logging.getLogger(__name__)
@@ -143,23 +143,29 @@ def _init_worker(worker_id):
     cv2.setNumThreads(0)
 
 
-class HostPriorCollate:
-    """A DataLoader's collate that also computes a host motion prior (``HOST_PRIORS``), in the worker:
-    batches ``(inputs, targets, motion)``, ``motion`` the half motion ``B x 2 x H x W`` (float32 px)
-    between the middle inputs that the model's own prior finds from ``frames_to``'s float frames (the
-    same 8-bit grey images go to OpenCV, so the same numbers)."""
+class HostFlowsCollate:
+    """A DataLoader's collate that also computes OpenCV's flows (in the worker) that training would
+    otherwise compute on the host in its step: batches ``(inputs, targets, motion)``, and with
+    ``reference_flows`` ``(inputs, targets, motion, references)``.
 
-    def __init__(self, prior):
-        if prior not in HOST_PRIORS:
+    ``motion``: the host ``prior``'s (``HOST_PRIORS``) half motion ``B x 2 x H x W`` (float32 px) between
+    the middle inputs, or None without a prior; ``references``: per target, ``reference_flows``'s
+    ``(flows, holds)`` (what ``--flow_supervision dis`` teaches). Both from ``frames_to``'s float frames:
+    the same 8-bit grey images go to OpenCV, so the same numbers as in the step."""
+
+    def __init__(self, prior=None, reference_flows=False):
+        if prior is not None and prior not in HOST_PRIORS:
             raise ValueError(f"{prior!r} is not a host prior ({', '.join(HOST_PRIORS)})")
-        self.prior = prior
+        self.prior, self.reference_flows = prior, reference_flows
 
     def __call__(self, samples):
         inputs, targets = default_collate(samples)
-        middle = len(inputs) // 2
-        before, after = (frame.float().div_(255.0) if frame.dtype == torch.uint8 else frame
-                         for frame in inputs[middle - 1:middle + 1])
-        return inputs, targets, half_motion(self.prior, before, after)
+        before, after = frames_to(torch.device("cpu"), inputs[len(inputs) // 2 - 1:len(inputs) // 2 + 1])
+        motion = half_motion(self.prior, before, after) if self.prior is not None else None
+        if not self.reference_flows:
+            return inputs, targets, motion
+        references = [reference_flows(target, before, after) for target in frames_to(torch.device("cpu"), targets)]
+        return inputs, targets, motion, references
 
 
 def _passes_for(dataset, steps, batch_size, **sampler_options):
@@ -176,7 +182,7 @@ def _passes_for(dataset, steps, batch_size, **sampler_options):
 
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
                distributed=False, seed=0, drop_last=None, min_batches=None, skip_unreadable=False,
-               host_prior=None, **dataset_kwargs):
+               host_prior=None, reference_flows=False, **dataset_kwargs):
     """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``, whose
     batches are 8-bit (``frames_to`` makes them float on a device).
 
@@ -188,8 +194,9 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     becomes several passes over the data (``EpochOfPasses``), shuffled together, so that it has at
     least that many. Workers are kept between epochs. ``skip_unreadable``: a sample whose frames cannot
     be read is replaced by the next readable one and counted (``unreadable_samples``) instead of
-    stopping the run. ``host_prior`` (one of ``HOST_PRIORS``, or None): batches are ``(inputs, targets,
-    motion)``, the prior computed by the workers (``HostPriorCollate``). Call ``set_epoch`` every epoch."""
+    stopping the run. ``host_prior`` (one of ``HOST_PRIORS``, or None) and ``reference_flows``: batches
+    also hold the motion prior and the reference flows of ``--flow_supervision dis``, computed by the
+    workers (``HostFlowsCollate``). Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     dataset.frames_as_uint8 = True
     dataset.enable_skipping_unreadable(skip_unreadable, num_workers)
@@ -207,7 +214,8 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
                       worker_init_fn=_init_worker if num_workers > 0 else None,
-                      collate_fn=HostPriorCollate(host_prior) if host_prior is not None else None)
+                      collate_fn=HostFlowsCollate(host_prior, reference_flows)
+                      if host_prior is not None or reference_flows else None)
 
 
 def unreadable_samples(loader):

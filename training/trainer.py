@@ -259,10 +259,11 @@ class Trainer:
     def _binarized(self, binop):
         return binop.binarized() if binop is not None else contextlib.nullcontext()
 
-    def _loss(self, inputs, targets, motion=None):
+    def _loss(self, inputs, targets, motion=None, references=None):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)
         and ``flow`` = the head's flows against DIS flow from the real frames (``--flow_supervision``).
-        ``motion``: the prior's half motion computed by the loader's workers (None: the model's own).
+        ``motion``, ``references``: the prior's half motion and those reference flows, computed by the
+        loader's workers (None: computed here).
         The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
         inputs, targets, motion = inside_prior_context(inputs, targets, self.args.prior_context, self.args.motion_prior,
                                                        motion)
@@ -277,8 +278,10 @@ class Trainer:
         preds = [p.float() for p in preds]
         loss, terms = self.criterion(preds, targets)
         if supervise_flows:
-            before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
-            references, holds = zip(*(reference_flows(target, before, after) for target in targets))
+            if references is None:
+                before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
+                references = [reference_flows(target, before, after) for target in targets]
+            references, holds = zip(*references)
             flow = flow_supervision_loss(flows, references, holds)
             loss = loss + self.args.flow_weight * flow
             terms["flow"] = flow.detach()
@@ -294,17 +297,21 @@ class Trainer:
         mine, its = self.args.motion_prior, getattr(self.teacher, "motion_prior", "none")
         return "none" not in (mine, its) and (mine in HOST_PRIORS) == (its in HOST_PRIORS)
 
-    def train_step(self, inputs, targets, epoch, motion=None):
+    def train_step(self, inputs, targets, epoch, motion=None, references=None):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float; ``motion``, the host
-        prior's ``B x 2 x H x W`` from the loader, or None); returns (loss, {term: value}) as 0-dim tensors
-        on the device, not read (reading them would wait for the GPU)."""
-        inputs, targets = frames_to(self.runtime.device, inputs), frames_to(self.runtime.device, targets)
+        prior's ``B x 2 x H x W``, and ``references``, per target the reference flows and where they hold,
+        from the loader's workers, or None); returns (loss, {term: value}) as 0-dim tensors on the device,
+        not read (reading them would wait for the GPU)."""
+        device = self.runtime.device
+        inputs, targets = frames_to(device, inputs), frames_to(device, targets)
         if motion is not None:
-            motion = motion.to(self.runtime.device, non_blocking=True)
+            motion = motion.to(device, non_blocking=True)
+        if references is not None:
+            references = [tuple(t.to(device, non_blocking=True) for t in pair) for pair in references]
         self.optimizer.zero_grad(set_to_none=True)
         binop = self.binop_in(epoch)
         with self._binarized(binop):
-            loss, terms = self._loss(inputs, targets, motion)
+            loss, terms = self._loss(inputs, targets, motion, references)
             self.scaler.scale(loss).backward()
         if binop is not None:
             binop.updateBinaryGradWeight()
@@ -444,10 +451,10 @@ class Trainer:
         stops the run with one line saying what to do (``--skip_unreadable`` replaces such samples)."""
         run = self.start_epoch(epoch)
         try:
-            for step, (inputs, targets, *motion) in enumerate(run.batches, run.start + 1):
+            for step, (inputs, targets, *host) in enumerate(run.batches, run.start + 1):
                 if self.binop is not None:
                     self.binop.sharpness = self.soft_sign_sharpness(epoch, step, run.steps)
-                loss, terms = self.train_step(inputs, targets, epoch, *motion)
+                loss, terms = self.train_step(inputs, targets, epoch, *host)
                 self.after_step(run, step, inputs[0].shape[0], {"loss": loss, **terms})
                 if not run.losses.pending:
                     run.progress.set_postfix(loss=f"{run.losses.average():.4f}")
@@ -498,7 +505,8 @@ def process_batch(batch_size, world_size, option="--batch_size"):
 
 def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
-    ``--test_batch_size`` are shared by the processes; ``--frame_cache`` serves ``--dataset``'s splits."""
+    ``--test_batch_size`` are shared by the processes; ``--frame_cache`` serves ``--dataset``'s splits. The
+    workers compute a DIS prior and (without ``--prior_context``) ``--flow_supervision dis``'s reference flows."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed,
                   host_prior=config.get("motion_prior") if config.get("motion_prior") in HOST_PRIORS else None)
@@ -506,7 +514,8 @@ def build_loaders(args, config, runtime):
                                                                                          runtime.world_size),
                        crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
                        min_batches=args.max_steps_per_epoch, skip_unreadable=args.skip_unreadable,
-                       frame_cache=args.frame_cache, **common)
+                       frame_cache=args.frame_cache, **common,
+                       reference_flows=args.flow_supervision == "dis" and not args.prior_context)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val_batch = max(1, -(-args.test_batch_size // runtime.world_size))
