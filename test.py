@@ -66,6 +66,7 @@ def parse_args(argv=None):
     parser.add_argument("--test_batch_size", type=int, default=1, help="samples per batch (video: windows "
                         "per forward pass)")
     parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--frame_cache", help="gopro, davis: read the clips from this frame cache (cache_frames.py)")
     parser.add_argument("--scene_threshold", type=scene_threshold, default=DEFAULT_SCENE_THRESHOLD,
                         help="video: gaps whose kept frames differ by more than this (mean absolute luma "
                         "difference in [0, 1]) are scene cuts, not scored; none: score every gap "
@@ -118,7 +119,7 @@ def run_dataset(args, model, description, device):
     loader = get_loader(args.dataset, "test", args.data_root, batch_size=args.test_batch_size,
                         num_workers=args.num_workers, shuffle=False, n_inputs=model.config["n_inputs"],
                         n_outputs=model.config["n_outputs"], input_frames=args.input_frames,
-                        crop_size=args.crop_size)
+                        crop_size=args.crop_size, frame_cache=args.frame_cache)
     on_prediction = prediction_saver(loader, args.save_images) if args.save_images else None
     result = evaluate(PaddedModel(model, args.pad_mode), loader, device, on_prediction=on_prediction,
                       description=args.dataset)

@@ -1,13 +1,16 @@
-"""test.py on a tiny Vimeo-90K septuplet fixture: its PSNR is the one computed here from the model."""
+"""test.py on tiny Vimeo-90K septuplet and GoPro fixtures: its PSNR is the one computed here from the model,
+and the same when GoPro is read from its frame cache."""
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from fixtures import read_png, run_repo_script, write_random_checkpoint, write_vimeo
+from fixtures import REPO, read_png, run_repo_script, write_gopro, write_random_checkpoint, write_vimeo
 from model_loader import load_model
 from myutils import ssim_batch
 
@@ -83,3 +86,21 @@ def test_existing_results_json_is_not_overwritten(tmp_path, binary_checkpoint):
                           "--load_from", binary_checkpoint, "--results_json", str(results))
     assert run.returncode == 2 and "--overwrite" in run.stderr
     assert results.read_text() == "mine"
+
+
+def test_gopro_scores_the_same_from_its_frame_cache(tmp_path):
+    root, cache = str(tmp_path / "gopro"), str(tmp_path / "cache")
+    write_gopro(root, n_videos=2, n_frames=33)
+    checkpoint = write_random_checkpoint(tmp_path / "binary_8x.pth", arch="binary", base_channels=8, n_outputs=7)
+    cached = subprocess.run([sys.executable, os.path.join(REPO, "cache_frames.py"), "--dataset", "gopro",
+                             "--data_root", root, "--cache_dir", cache], capture_output=True, text=True, timeout=120)
+    assert cached.returncode == 0, cached.stderr
+    results = []
+    for extra in ([], ["--frame_cache", cache]):
+        path = tmp_path / f"results{len(results)}.json"
+        run = run_test_script("--dataset", "gopro", "--data_root", root, "--load_from", checkpoint,
+                              "--results_json", str(path), *extra)
+        assert run.returncode == 0, run.stderr
+        results.append(json.loads(path.read_text()))
+    assert results[0]["frames"] == results[1]["frames"] == 2 * 2 * 7  # 2 clips x 2 windows x 7 new frames
+    assert results[0]["psnr"] == results[1]["psnr"] and results[0]["ssim"] == results[1]["ssim"]
