@@ -11,13 +11,14 @@ Scene cuts (with ``scene_threshold``): a gap whose two frames differ by more tha
 across a cut: indices are clamped to the shot as they are to the sequence ends.
 
 Models whose motion prior runs on the host (``HOST_PRIORS``: OpenCV's DIS) get it computed ahead, on
-a worker thread, for each gap as soon as its two frames have arrived: the prior of the next windows
+worker threads, for each gap as soon as its two frames have arrived: the prior of the next windows
 overlaps the network's forward pass of the current ones (OpenCV releases the GIL), with the same
 numbers as the model computing it itself.
 
 Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
 n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
 length of the stream."""
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,10 +48,11 @@ class SlidingWindowInterpolator:
     runs the model under float16 autocast (CUDA only); frames are padded to multiples of 8 with
     ``pad_mode`` and the outputs cropped back. ``scene_threshold`` (None: off) detects scene cuts;
     ``cuts`` counts those found by the last ``interpolate``. ``prior_ahead`` computes a host motion prior
-    ahead on a worker thread (the same frames; False: the model computes it in its forward pass)."""
+    ahead on ``prior_workers`` threads (the same frames; False: the model computes it in its forward pass);
+    default one on the CPU, whose cores the network uses, and up to ``batch`` gaps at once beside a GPU."""
 
     def __init__(self, model, device, batch=1, half=False, pad_mode="replicate", scene_threshold=None,
-                 prior_ahead=True):
+                 prior_ahead=True, prior_workers=None):
         if batch < 1:
             raise ValueError(f"batch must be at least 1 window, got {batch}")
         if half and torch.device(device).type != "cuda":
@@ -62,6 +64,9 @@ class SlidingWindowInterpolator:
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
         self.prior_ahead = prior_ahead and getattr(model, "motion_prior", "none") in HOST_PRIORS
+        if prior_workers is None:
+            prior_workers = 1 if self.device.type == "cpu" else max(1, min(batch, os.cpu_count() or 1))
+        self.prior_workers = prior_workers
 
     def _is_cut(self, left, right):
         return self.scene_threshold is not None and scene_difference(left, right) > self.scene_threshold
@@ -114,7 +119,7 @@ class SlidingWindowInterpolator:
         frame 0, the ``factor - 1`` new frames after it, frame 1, ..., the last frame.
         InferenceInputError if the stream has fewer than 2 frames."""
         self.max_buffered = self.cuts = 0
-        prior_worker = ThreadPoolExecutor(1, "motion-prior") if self.prior_ahead else None
+        prior_worker = ThreadPoolExecutor(self.prior_workers, "motion-prior") if self.prior_ahead else None
         try:
             yield from self._interpolate(frames, prior_worker)
         finally:

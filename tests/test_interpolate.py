@@ -133,14 +133,16 @@ def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_comp
     model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
                                                motion_prior="dis"), device)[0]
     outputs = {}
-    for ahead in (True, False):
-        engine = SlidingWindowInterpolator(model, device, batch=2, scene_threshold=0.2, prior_ahead=ahead)
+    for ahead, workers in ((True, 1), (True, 3), (False, None)):
+        engine = SlidingWindowInterpolator(model, device, batch=3, scene_threshold=0.2, prior_ahead=ahead,
+                                           prior_workers=workers)
         assert engine.prior_ahead == ahead
-        outputs[ahead] = list(engine.interpolate(frames))
+        outputs[workers] = list(engine.interpolate(frames))
         assert engine.cuts == 1
-    assert len(outputs[True]) == 2 * len(frames) - 1
-    for ahead_frame, own_frame in zip(outputs[True], outputs[False]):
-        np.testing.assert_array_equal(ahead_frame, own_frame)
+    assert len(outputs[1]) == 2 * len(frames) - 1
+    for one_worker, three_workers, own_frame in zip(outputs[1], outputs[3], outputs[None]):
+        np.testing.assert_array_equal(one_worker, own_frame)
+        np.testing.assert_array_equal(three_workers, own_frame)
     assert not SlidingWindowInterpolator(load_model(write_random_checkpoint(
         tmp_path / "matching.pth", arch="binary", base_channels=8, head="warp", motion_prior="matching"),
         "cpu")[0], "cpu").prior_ahead  # tensor code runs in the model's forward, on its device
