@@ -92,6 +92,8 @@ def check_outputs(args):
     if args.dataset == VIDEO and args.save_images:
         raise InferenceInputError("--save_images is not available with --dataset video: see the frames with "
                                   "interpolate.py --output_frames")
+    if args.dataset == VIDEO and args.frame_cache:
+        raise InferenceInputError("--frame_cache is for gopro and davis, not --dataset video: leave it out")
     if args.max_frames is not None and args.max_frames < 2:
         raise InferenceInputError(f"--max_frames must be at least 2, got {args.max_frames}")
     if args.results_json:

@@ -11,13 +11,14 @@ own rows, and the page cache serves them after the first epoch. A clip whose cac
 whose frames no longer match the manifest, is a DatasetError at start that says how to rebuild."""
 import json
 import os
+import tempfile
 
 import numpy as np
 
 from .errors import DatasetError
 from .image_io import list_images, read_rgb
 
-REBUILD = "python cache_frames.py --dataset DATASET --data_root ROOT --cache_dir {cache_dir}"
+REBUILD = "python cache_frames.py --dataset <gopro|davis> --data_root <the data set's folder> --cache_dir {cache_dir}"
 
 
 def cache_paths(cache_dir, clip_folder):
@@ -46,6 +47,24 @@ def cache_is_current(clip_folder, cache_dir):
         return json.load(handle).get("frames") == frames_manifest(list_images(clip_folder))
 
 
+def _write_atomically(path, write):
+    """``write(handle)`` into a temporary file beside ``path`` (binary), then rename it to ``path``; on any
+    error the temporary file is removed and ``path`` is left as it was. Plain writes, not a memory map:
+    a full disk is an OSError (one line), not a bus error."""
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".",
+                                             suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as any file this user writes (mkstemp's is private)
+        os.replace(temporary, path)
+    except BaseException:
+        os.remove(temporary)
+        raise
+
+
 def write_clip_cache(clip_folder, cache_dir):
     """Decode every frame of ``clip_folder`` into its cache (array first, then manifest, each written to a
     temporary file and renamed: an interrupted run leaves no cache that looks complete). Returns the
@@ -57,24 +76,21 @@ def write_clip_cache(clip_folder, cache_dir):
     array_path, manifest_path = cache_paths(cache_dir, clip_folder)
     os.makedirs(os.path.dirname(array_path), exist_ok=True)
     first = read_rgb(frame_paths[0])
-    temporary = array_path + ".partial.npy"
-    frames = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(frame_paths), *first.shape))
-    try:
+
+    def write_frames(handle):
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": (len(frame_paths), *first.shape)}
+        np.lib.format.write_array_header_1_0(handle, header)
         for index, path in enumerate(frame_paths):
             frame = first if index == 0 else read_rgb(path)
             if frame.shape != first.shape:
                 raise DatasetError(f"{path} is {frame.shape[1]}x{frame.shape[0]}, the clip's first frame "
                                    f"{first.shape[1]}x{first.shape[0]}: a cached clip needs one frame size")
-            frames[index] = frame
-        frames.flush()
-        del frames
-        os.replace(temporary, array_path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    with open(manifest_path + ".partial", "w", encoding="utf-8") as handle:
-        json.dump({"source": os.path.abspath(clip_folder), "shape": list(first.shape), "frames": manifest}, handle)
-    os.replace(manifest_path + ".partial", manifest_path)
+            handle.write(np.ascontiguousarray(frame).tobytes())
+
+    _write_atomically(array_path, write_frames)
+    record = {"source": os.path.abspath(clip_folder), "shape": list(first.shape), "frames": manifest}
+    _write_atomically(manifest_path, lambda handle: handle.write(json.dumps(record).encode("utf-8")))
     return array_path
 
 
@@ -106,5 +122,9 @@ class CachedClip:
     def read(self, indices):
         """Frames ``indices`` as ``H x W x 3`` uint8 RGB arrays (read-only views of the cache)."""
         if self._frames is None:
-            self._frames = np.load(self.array_path, mmap_mode="r")
+            frames = np.load(self.array_path, mmap_mode="r")
+            if len(frames) != self.n_frames:
+                raise DatasetError(f"the frame cache {self.array_path} changed while this run used it: one "
+                                   "cache_frames.py at a time, and not into the cache of a running job")
+            self._frames = frames
         return [self._frames[i] for i in indices]

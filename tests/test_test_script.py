@@ -104,3 +104,9 @@ def test_gopro_scores_the_same_from_its_frame_cache(tmp_path):
         results.append(json.loads(path.read_text()))
     assert results[0]["frames"] == results[1]["frames"] == 2 * 2 * 7  # 2 clips x 2 windows x 7 new frames
     assert results[0]["psnr"] == results[1]["psnr"] and results[0]["ssim"] == results[1]["ssim"]
+
+
+def test_a_frame_cache_with_real_videos_is_one_clear_line(tmp_path):
+    run = run_test_script("--dataset", "video", "--data_root", str(tmp_path), "--frame_cache", str(tmp_path))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "--frame_cache is for gopro and davis" in run.stderr

@@ -7,6 +7,7 @@ a check of every file, and ``--skip_unreadable`` replaces a corrupt sample, coun
 the results, instead of stopping the run."""
 import math
 import os
+import pickle
 import subprocess
 import sys
 
@@ -76,7 +77,8 @@ def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_comput
         assert motion.shape == (2, 2, 32, 32) and motion.abs().amax() > 1  # 3 px per frame, flips either way
         for (flows, holds), truth in zip(references, truths):
             expected = reference_flows(truth, frames[1], frames[2])
-            assert torch.equal(flows, expected[0]) and torch.equal(holds, expected[1]) and holds.mean() > 0.5
+            assert torch.equal(flows, expected[0]) and torch.equal(holds.float(), expected[1])
+            assert holds.dtype == torch.bool and holds.float().mean() > 0.5
         batches += 1
     assert batches == len(loader) > 1
     inputs, targets, motion, references = next(iter(get_loader(
@@ -129,7 +131,8 @@ def test_a_missing_stale_or_misplaced_frame_cache_is_one_clear_line(tmp_path, ca
         get_dataset("gopro", "train", tmp_path / "gopro", frame_cache=str(tmp_path / "cache"))
     cache_frames_main(["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
                        str(tmp_path / "cache"), "--progress", "False"])
-    write_png(str(tmp_path / "gopro" / "train" / "video0" / "000003.png"), textured_image((64, 96)))
+    running = get_dataset("gopro", "train", tmp_path / "gopro", frame_cache=str(tmp_path / "cache"))
+    write_png(str(tmp_path / "gopro" / "train" / "video0" / "000033.png"), textured_image((64, 96)))
     with pytest.raises(DatasetError, match="no longer matches .* again"):
         get_dataset("gopro", "train", tmp_path / "gopro", frame_cache=str(tmp_path / "cache"))
     with pytest.raises(DatasetError, match="gopro, davis, not 'vimeo90K_septuplet'"):
@@ -139,6 +142,11 @@ def test_a_missing_stale_or_misplaced_frame_cache_is_one_clear_line(tmp_path, ca
                             "--frame_cache", str(tmp_path / "cache"))) == 2  # what a run says about the stale clip
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "no longer matches" in error and "cache_frames.py" in error
+    cache_frames_main(["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                       str(tmp_path / "cache"), "--progress", "False"])  # rewritten under the running data set
+    worker_clip = pickle.loads(pickle.dumps(running.spans[0].clip))  # as a spawned worker receives it
+    with pytest.raises(DatasetError, match="changed while this run used it"):
+        worker_clip.read([0])
     assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
                                           str(tmp_path / "gopro")]) == 2
     assert "a folder of its own" in capsys.readouterr().err

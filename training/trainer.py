@@ -307,7 +307,8 @@ class Trainer:
         if motion is not None:
             motion = motion.to(device, non_blocking=True)
         if references is not None:
-            references = [tuple(t.to(device, non_blocking=True) for t in pair) for pair in references]
+            references = [(flows.to(device, non_blocking=True), holds.to(device, non_blocking=True).float())
+                          for flows, holds in references]
         self.optimizer.zero_grad(set_to_none=True)
         binop = self.binop_in(epoch)
         with self._binarized(binop):
@@ -519,8 +520,9 @@ def build_loaders(args, config, runtime):
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val_batch = max(1, -(-args.test_batch_size // runtime.world_size))
+    same_data = val_dataset == args.dataset and val_root == args.data_root
     val = get_loader(val_dataset, "val", val_root, batch_size=val_batch,
-                     frame_cache=None if args.val_dataset else args.frame_cache, **common)
+                     frame_cache=args.frame_cache if same_data else None, **common)
     return train, val
 
 
