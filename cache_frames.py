@@ -56,7 +56,7 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logging()
     written, kept = cache_dataset(args.dataset, args.data_root, args.cache_dir, args.progress)
-    log.info("%s: %d clip caches written, %d already current, in %s; train with --frame_cache %s",
+    log.info("%s: %d clip caches written, %d already current, in %s; give main_bin.py or test.py --frame_cache %s",
              args.dataset, written, kept, args.cache_dir, args.cache_dir)
     return 0
 
