@@ -40,8 +40,10 @@ def clip_folders(dataset, data_root):
 
 def cache_dataset(dataset, data_root, cache_dir, progress=True):
     """Write the cache of every clip of ``dataset`` whose cache is missing or stale; returns (written, kept)."""
-    if os.path.realpath(cache_dir) == os.path.realpath(data_root):
-        raise ValueError(f"--cache_dir {cache_dir} is the data set's own folder: give the cache a folder of its own")
+    cache, data = os.path.realpath(cache_dir), os.path.realpath(data_root)
+    if os.path.commonpath([cache, data]) == data:  # inside it, a cache would be listed as clips
+        raise ValueError(f"--cache_dir {cache_dir} is inside the data set's folder {data_root}: give the cache a "
+                         "folder of its own")
     written = kept = 0
     for folder in progress_bar(clip_folders(dataset, data_root), desc="cache clips", disable=not progress):
         if cache_is_current(folder, cache_dir):

@@ -25,8 +25,8 @@ from .base import EpochOfPasses
 from .errors import DatasetError
 from .options import SPLITS, make_options
 
-__all__ = ["DATASETS", "FRAME_CACHE_SOURCES", "SPLITS", "DatasetError", "HostFlowsCollate", "frames_to", "get_dataset", "get_loader", "set_epoch",
-           "unreadable_samples"]
+__all__ = ["DATASETS", "FRAME_CACHE_SOURCES", "SPLITS", "DatasetError", "HostFlowsCollate", "frames_to",
+           "get_dataset", "get_loader", "set_epoch", "unreadable_samples"]
 
 log = logging.getLogger(__name__)
 

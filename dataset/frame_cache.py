@@ -38,13 +38,19 @@ def frames_manifest(frame_paths):
     return manifest
 
 
-def cache_is_current(clip_folder, cache_dir):
-    """Whether ``clip_folder`` has a cache in ``cache_dir`` made from its frames as they are now."""
+def cached_frames(clip_folder, cache_dir):
+    """The manifest's frames of ``clip_folder``'s cache in ``cache_dir`` (``frames_manifest``'s rows), or
+    None without a complete cache (array and manifest)."""
     array_path, manifest_path = cache_paths(cache_dir, clip_folder)
     if not (os.path.isfile(array_path) and os.path.isfile(manifest_path)):
-        return False
+        return None
     with open(manifest_path, encoding="utf-8") as handle:
-        return json.load(handle).get("frames") == frames_manifest(list_images(clip_folder))
+        return json.load(handle).get("frames")
+
+
+def cache_is_current(clip_folder, cache_dir):
+    """Whether ``clip_folder`` has a cache in ``cache_dir`` made from its frames as they are now."""
+    return cached_frames(clip_folder, cache_dir) == frames_manifest(list_images(clip_folder))
 
 
 def _write_atomically(path, write):
@@ -102,15 +108,15 @@ class CachedClip:
     def __init__(self, folder, cache_dir, name=None):
         self.name = name or os.path.basename(os.path.normpath(folder))
         self.path = folder
-        self.array_path, manifest_path = cache_paths(cache_dir, folder)
-        if not os.path.isfile(self.array_path) or not os.path.isfile(manifest_path):
+        self.array_path = cache_paths(cache_dir, folder)[0]
+        frames = cached_frames(folder, cache_dir)
+        if frames is None:
             raise DatasetError(f"no frame cache for {folder} in {cache_dir}: build it with "
                                f"{REBUILD.format(cache_dir=cache_dir)}, or leave out --frame_cache")
-        if not cache_is_current(folder, cache_dir):
+        if frames != frames_manifest(list_images(folder)):
             raise DatasetError(f"the frame cache {self.array_path} no longer matches the frames of {folder} "
                                f"(changed since it was written): run {REBUILD.format(cache_dir=cache_dir)} again")
-        with open(manifest_path, encoding="utf-8") as handle:
-            self.n_frames = len(json.load(handle)["frames"])
+        self.n_frames = len(frames)
         self._frames = None
 
     def __len__(self):

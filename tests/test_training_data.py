@@ -150,6 +150,9 @@ def test_a_missing_stale_or_misplaced_frame_cache_is_one_clear_line(tmp_path, ca
     assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
                                           str(tmp_path / "gopro")]) == 2
     assert "a folder of its own" in capsys.readouterr().err
+    assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "gopro"), "--cache_dir",
+                                          str(tmp_path / "gopro" / "cache")]) == 2  # inside it: listed as clips
+    assert "inside the data set's folder" in capsys.readouterr().err
     assert run_script(cache_frames_main, ["--dataset", "gopro", "--data_root", str(tmp_path / "nothing"),
                                           "--cache_dir", str(tmp_path / "cache")]) == 2
     assert "no GoPro train or test folder" in capsys.readouterr().err
