@@ -9,6 +9,7 @@ seconds per restored frame of interpolate.py and of FFmpeg's minterpolate at the
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --threads 2   # 720x550 and 1280x720
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 1 2 4
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 4 --stages
+    python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --motion_priors dis dis_fused
 
 --against_minterpolate: the clip's first frames are scaled to each ``--sizes`` (INTER_AREA, x264 at
 crf 12, no audio), then, in one run per size, timed end to end (decode, interpolate, encode H.264 at
@@ -51,7 +52,7 @@ from inference.frame_io import rgb_to_tensor  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
-from model.motion_prior import half_motion  # noqa: E402
+from model.motion_prior import MOTION_PRIORS, half_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
@@ -76,11 +77,17 @@ def parse_args(argv=None):
     parser.add_argument("--network_scales", nargs="+", type=int, metavar="S",
                         help="--against_minterpolate without --load_model: time the demo configuration with each "
                         "--network_scale S side by side (default: the demo's own)")
+    parser.add_argument("--motion_priors", nargs="+", choices=MOTION_PRIORS, metavar="PRIOR",
+                        help="--against_minterpolate without --load_model: time the demo configuration with each "
+                        "--motion_prior side by side (with each of --network_scales; default: the demo's own)")
     args = parser.parse_args(argv)
     if args.stages and not args.against_minterpolate:
         parser.error("--stages splits the models' time in the --against_minterpolate comparison: add it")
     if args.network_scales and (args.load_model or not args.against_minterpolate):
         parser.error("--network_scales times random demo models against minterpolate: give --against_minterpolate, "
+                     "without --load_model")
+    if args.motion_priors and (args.load_model or not args.against_minterpolate):
+        parser.error("--motion_priors times random demo models against minterpolate: give --against_minterpolate, "
                      "without --load_model")
     if args.network_scales and min(args.network_scales) < 1:
         parser.error(f"--network_scales must be 1 or more, got {args.network_scales}")
@@ -97,10 +104,11 @@ def packed_model(path):
     return path
 
 
-def demo_model(path, network_scale=None):
+def demo_model(path, network_scale=None, motion_prior=None):
     """Write a random binary model of the demo's configuration (``python main_bin.py``, with
-    ``--network_scale`` when given), packed, to ``path``."""
+    ``--network_scale`` and ``--motion_prior`` when given), packed, to ``path``."""
     flags = [] if network_scale is None else ["--network_scale", str(network_scale)]
+    flags += [] if motion_prior is None else ["--motion_prior", motion_prior]
     options = resolve_options(build_parser("bench_interpolate", "").parse_args(flags))
     torch.manual_seed(0)
     model = build_model(model_config_from(options), log_summary=False).eval()
@@ -203,15 +211,19 @@ def against_minterpolate(args, workdir):
     if args.load_model:
         models = {"model": args.load_model}
     else:
-        scales = args.network_scales or [None]
-        models = {("demo" if scale is None else f"net 1/{scale}"): demo_model(os.path.join(workdir, f"demo{scale}.bfl"), scale)
-                  for scale in scales}
+        models = {}
+        for prior in args.motion_priors or [None]:
+            for scale in args.network_scales or [None]:
+                name = " ".join(([] if prior is None else [prior]) + ([] if scale is None else [f"net 1/{scale}"]))
+                models[name or "demo"] = demo_model(os.path.join(workdir, f"demo{prior}{scale}.bfl"), scale, prior)
     print(f"{machine()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
           f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}, 2x; model "
           f"{args.load_model or 'random, the demo configuration, packed'}; seconds per restored frame", flush=True)
     priors = sorted({load_model(path, "cpu")[0].motion_prior for path in models.values()} - {"none"})
-    print(f"{'size':>10s}" + "".join(f"{name:>12s}" for name in models) + f"{'minterpolate':>14s}"
-          + "".join(f"{'ratio ' + name:>14s}" for name in models) + "".join(f"{prior + ' prior':>14s}" for prior in priors))
+    column = max([12] + [len(name) + 2 for name in models])  # a model's column's width, its ratio's: 6 more
+    print(f"{'size':>10s}" + "".join(f"{name:>{column}s}" for name in models) + f"{'minterpolate':>14s}"
+          + "".join(f"{'ratio ' + name:>{column + 6}s}" for name in models)
+          + "".join(f"{prior + ' prior':>{len(prior) + 8}s}" for prior in priors))
     clips = {}
     for width, height in args.sizes:
         size = f"{width}x{height}"
@@ -221,9 +233,9 @@ def against_minterpolate(args, workdir):
                     for _ in range(args.repeats)) for path in models.values()]
         theirs = min(seconds / created for seconds, created in
                      (minterpolate_end_to_end(clip, os.path.join(workdir, "mi.mp4")) for _ in range(args.repeats)))
-        print(f"{size:>10s}" + "".join(f"{value:12.3f}" for value in ours) + f"{theirs:14.3f}"
-              + "".join(f"{value / theirs:14.2f}" for value in ours)
-              + "".join(f"{prior_seconds(clip, prior):14.4f}" for prior in priors),
+        print(f"{size:>10s}" + "".join(f"{value:{column}.3f}" for value in ours) + f"{theirs:14.3f}"
+              + "".join(f"{value / theirs:{column + 6}.2f}" for value in ours)
+              + "".join(f"{prior_seconds(clip, prior):{len(prior) + 8}.4f}" for prior in priors),
               flush=True)
     if args.stages:
         print_stages(models, clips)

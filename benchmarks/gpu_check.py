@@ -146,16 +146,16 @@ def check_training_run(args, scratch):
 
 
 def check_host_flows(args, scratch):
-    """``check_training_run``'s run with the DIS prior and DIS flow supervision (OpenCV's flows in the data
-    workers)."""
+    """``check_training_run``'s run with the demo's fused DIS prior and DIS flow supervision (OpenCV's flows in
+    the data workers)."""
     root, runs = fixture(args, scratch), Path(scratch) / "runs"
     amp = autocast_mode(args.device)
     started = time.perf_counter()
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "dis", args.sizes["batch"]),
-                        "--amp", amp, "--motion_prior", "dis", "--flow_supervision", "dis"])
+                        "--amp", amp, "--motion_prior", "dis_fused", "--flow_supervision", "dis"])
     seconds = time.perf_counter() - started
     if code != 0:
-        return "FAILED", f"main_bin.py --motion_prior dis --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
+        return "FAILED", f"main_bin.py --motion_prior dis_fused --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
     steps = args.sizes["steps"] * args.sizes["epochs"]
     return "ok", f"--amp {amp}, DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
         {"amp": amp, "seconds": seconds, "steps": steps}
@@ -163,7 +163,7 @@ def check_host_flows(args, scratch):
 
 PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the priors' device paths differ
     "matching prior": {"motion_prior": "matching"},  # batched tensor code on the device
-    "DIS prior, network at 1/2": {"motion_prior": "dis", "network_scale": 2},  # OpenCV on the host, copied back
+    "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused", "network_scale": 2},  # OpenCV on the host
 }
 
 

@@ -310,7 +310,7 @@ class Repeat(Average):
 
 
 class Matching(Average):
-    """A motion prior alone (``prior``: "matching" or "dis"): the two middle frames warped by its half
+    """A motion prior alone (``prior``: "matching", "dis" or "dis_fused"): the two middle frames warped by its half
     motion and averaged, which is what an untrained ``--motion_prior <prior>`` model outputs (its head
     starts at zero)."""
 
@@ -337,10 +337,10 @@ class Minterpolated(Average):
 
 
 def other_priors(args):
-    """The motion priors other than matching that the grid's configurations use ("dis"), whose
-    untrained models are baselines too."""
+    """The motion priors other than matching whose flows the grid's configurations use ("dis",
+    "dis_fused"), whose untrained models are baselines too."""
     priors = {option_value(GRID[c][1], "--motion_prior") for c in args.configs if "--motion_prior" in GRID[c][1]}
-    return ["dis"] if any(prior.startswith("dis") for prior in priors) else []
+    return sorted({"dis" if prior == "dis_aligned" else prior for prior in priors if prior.startswith("dis")})
 
 
 def validation_baselines(args):
@@ -446,8 +446,9 @@ def gains_by_motion(results, gaps, parts=3):
         if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
             part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
                                                                for i in chosen)
-        if all("dis" in gaps[i] for i in chosen):  # grids with a DIS configuration
-            part["dis_vs_matching"] = statistics.fmean(gaps[i]["dis"] - gaps[i]["matching"] for i in chosen)
+        for prior in ("dis", "dis_fused"):
+            if all(prior in gaps[i] for i in chosen):  # grids with a configuration of that prior
+                part[f"{prior}_vs_matching"] = statistics.fmean(gaps[i][prior] - gaps[i]["matching"] for i in chosen)
         for name, config in results.items():
             gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i]["matching"] for i in chosen)
                      for run in config["runs"]]
@@ -473,8 +474,10 @@ def motion_markdown(parts, results):
     if all("minterpolate_vs_average" in p for p in parts):
         lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
             f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
-    if all("dis_vs_matching" in p for p in parts):
-        lines.append("| DIS prior alone vs the prior | " + " | ".join(f"{p['dis_vs_matching']:+.3f}" for p in parts) + " |")
+    for prior, what in (("dis", "DIS prior"), ("dis_fused", "fused DIS prior")):
+        if all(f"{prior}_vs_matching" in p for p in parts):
+            lines.append(f"| {what} alone vs the prior | " + " | ".join(
+                f"{p[prior + '_vs_matching']:+.3f}" for p in parts) + " |")
     for name in sorted(results, key=lambda n: -results[n]["psnr"]):
         lines.append(f"| `{name}` vs the prior | " + " | ".join(
             f"{p['configs'][name]['vs_matching']:+.3f} ± {p['configs'][name]['halfrange']:.3f}" for p in parts) + " |")
@@ -500,7 +503,7 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
                     f"{baselines['minterpolate']['seconds_per_frame']:.3f} s/frame)")
     for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame"),
                        ("minterpolate", minterpolate), ("matching", "matching prior alone, untrained"),
-                       ("dis", "DIS prior alone, untrained")):
+                       ("dis", "DIS prior alone, untrained"), ("dis_fused", "fused DIS prior alone, untrained")):
         if name not in baselines:
             continue
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "

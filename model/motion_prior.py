@@ -9,10 +9,13 @@ model adds it to the head's flows (``prior_flows``), so a new model starts at mo
 blending. Everything here is batched tensor code, the same on the CPU, a GPU and in the packed engine,
 except ``dis_flow`` (``motion_prior="dis"``): OpenCV's DIS optical flow, run on the CPU (frames on a
 GPU are copied there and back; training's data workers and interpolate.py's sliding window compute it
-beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine.
+beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine, and
+``dis_fused_flow`` (``"dis_fused"``), which takes per pixel DIS's forward or backward half motion,
+whichever aligns the frames (``fuse_dis_flows``).
 ``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
 head's flows (``warp_flows``) in training.
 """
+import functools
 import math
 
 import cv2
@@ -57,9 +60,11 @@ def warp_blend(head, before, after, t, prior=None):
     return warped + head[:, 5:8]
 
 
-MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned")
+MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused")
 ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
-HOST_PRIORS = ("dis", "dis_aligned")  # priors computed by OpenCV on the host, whatever the model's device
+HOST_PRIORS = ("dis", "dis_aligned", "dis_fused")  # priors computed by OpenCV on the host, whatever the model's device
+HALF_MOTION_OF = {"matching": "matching", "aligned": "matching", "dis": "dis", "dis_aligned": "dis",
+                  "dis_fused": "dis_fused"}  # the half motion (half_motion) each prior finds
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -76,16 +81,21 @@ def _shifted(image, dx, dy):
     return padded[..., r + dy:r + dy + height, r + dx:r + dx + width]
 
 
+def _box_mean(costs, window):
+    """Each channel of ``costs`` (``B x K x h x w``) averaged over a ``window`` box around each pixel
+    (separably, borders replicated)."""
+    half = window // 2
+    costs = F.pad(costs, (half, half, half, half), mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)
+
+
 def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
     """Sub-pixel shift ``k`` (``B x 2 x h x w``, x then y, pixels) at which ``a(p - k)`` matches ``b(p + k)``
     for ``a``, ``b`` ``B x 1 x h x w``: the softmin-weighted mean of the integer shifts in
     ``[-radius, radius]^2``, each scored by its absolute difference averaged over a ``window`` box."""
     shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     costs = torch.cat([(_shifted(a, -dx, -dy) - _shifted(b, dx, dy)).abs() for dx, dy in shifts], dim=1)
-    half = window // 2
-    costs = F.pad(costs, (half, half, half, half), mode="replicate")
-    costs = F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)  # box, separably
-    weights = torch.softmax(costs / -temperature, dim=1)
+    weights = torch.softmax(_box_mean(costs, window) / -temperature, dim=1)
     steps = torch.arange(-radius, radius + 1, dtype=a.dtype, device=a.device)  # made on the device: no upload
     offsets = torch.stack([steps.repeat(len(steps)), steps.repeat_interleave(len(steps))]).reshape(1, 2, -1, 1, 1)
     return (weights.unsqueeze(1) * offsets).sum(dim=2)
@@ -123,6 +133,12 @@ def _grey_uint8(frames):
     return [cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb]
 
 
+def _dis_both_ways(grey_a, grey_b, dis):
+    """OpenCV's DIS optical flow (``H x W x 2`` float32 px) of two ``H x W`` uint8 grey frames, forward
+    ``F`` (from ``grey_a``) and backward ``G`` (from ``grey_b``)."""
+    return dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+
+
 @torch.no_grad()
 def dis_flow(before, after):
     """The DIS motion prior: half the motion ``v`` (``B x 2 x H x W``, pixels; as ``matching_flow``) from
@@ -132,8 +148,50 @@ def dis_flow(before, after):
     dis = cv2.DISOpticalFlow_create(DIS_PRESET)
     halves = []
     for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
-        forward, backward = dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+        forward, backward = _dis_both_ways(grey_a, grey_b, dis)
         halves.append(torch.from_numpy((forward - backward) / 4).permute(2, 0, 1))
+    return torch.stack(halves).to(device=before.device, dtype=before.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(height, width):
+    """The (x, y) coordinates of each pixel, ``height x width x 2`` float32, read-only."""
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)), axis=-1)
+    grid.setflags(write=False)
+    return grid
+
+
+def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
+    """The fused half motion ``v = a * F / 2 - (1 - a) * G / 2`` (``H x W x 2`` float32 px) from DIS's forward
+    and backward flows ``F``, ``G`` (``H x W x 2`` px) between grey frames ``grey_a``, ``grey_b`` (``H x W``
+    uint8): per pixel, ``a = sigmoid((cost(-G / 2) - cost(F / 2)) / temperature)``, where ``cost(h)`` is the
+    mean absolute difference (in [0, 1]) of ``grey_a(p - h)`` and ``grey_b(p + h)`` over a ``window`` box,
+    as ``symmetric_matching`` scores a shift. Where the two agree, ``a = 1/2``: ``dis_flow``'s prior."""
+    grid = _pixel_grid(*grey_a.shape)
+    a, b = (grey.astype(np.float32) * np.float32(1 / 255) for grey in (grey_a, grey_b))
+
+    def error(flow, sign):  # |a(p - h) - b(p + h)| for the half motion h = sign * flow / 2 (bilinear, borders replicated)
+        at_a, at_b = cv2.scaleAdd(flow, -0.5 * sign, grid), cv2.scaleAdd(flow, 0.5 * sign, grid)
+        return cv2.absdiff(*(cv2.remap(image, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                             for image, at in ((a, at_a), (b, at_b))))
+
+    margin = cv2.blur(cv2.subtract(error(backward, -1), error(forward, 1)), (window, window),
+                      borderType=cv2.BORDER_REPLICATE)  # cost(-G / 2) - cost(F / 2)
+    share = torch.sigmoid(torch.from_numpy(margin) * (1 / temperature)).unsqueeze(-1)
+    return torch.lerp(torch.from_numpy(backward) * -0.5, torch.from_numpy(forward) * 0.5, share).numpy()
+
+
+@torch.no_grad()
+def dis_fused_flow(before, after):
+    """The fused DIS prior (``motion_prior="dis_fused"``): per pixel, DIS's forward or backward half motion,
+    whichever aligns the middle frames better, or their mean where both do (``fuse_dis_flows``). Where the
+    two disagree (a moving object's edge, large motion that one direction lost), their mean, ``dis_flow``'s
+    prior, aligns neither. ``B x 2 x H x W`` px, computed on the CPU whatever the frames' device."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    halves = []
+    for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
+        fused = fuse_dis_flows(grey_a, grey_b, *_dis_both_ways(grey_a, grey_b, dis))
+        halves.append(torch.from_numpy(fused).permute(2, 0, 1))
     return torch.stack(halves).to(device=before.device, dtype=before.dtype)
 
 
@@ -162,8 +220,10 @@ def reference_flows(target, before, after):
 
 def half_motion(prior, before, after):
     """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
-    ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``) finds."""
-    return dis_flow(before, after) if prior in HOST_PRIORS else matching_flow(before, after)
+    ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``; "dis_fused":
+    ``dis_fused_flow``) finds."""
+    find = {"matching": matching_flow, "dis": dis_flow, "dis_fused": dis_fused_flow}[HALF_MOTION_OF[prior]]
+    return find(before, after)
 
 
 def prior_flows(half_motion, t):

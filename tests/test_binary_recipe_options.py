@@ -18,7 +18,7 @@ from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
-from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, half_motion, linear_blend, matching_flow,
+from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, dis_fused_flow, fuse_dis_flows, half_motion, linear_blend, matching_flow,
                                 output_times, prior_flows, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
@@ -99,7 +99,7 @@ def psnr(a, b):
 INNER = (..., slice(12, -12), slice(12, -12))  # away from the borders, where content leaves the frame
 
 
-@pytest.mark.parametrize("find", [matching_flow, dis_flow])
+@pytest.mark.parametrize("find", [matching_flow, dis_flow, dis_fused_flow])
 def test_matching_and_dis_flows_find_a_translation_of_the_scene(find):
     scene = photo_scene()
     before, middle, after = crop(scene, 40, 40), crop(scene, 43, 38), crop(scene, 46, 36)  # moves (-6, 4) px
@@ -108,6 +108,27 @@ def test_matching_and_dis_flows_find_a_translation_of_the_scene(find):
     assert abs(motion[INNER][:, 1].median().item() - 2) < 0.4
     matched = (backward_warp(before, -motion) + backward_warp(after, motion)) / 2
     assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
+
+
+def test_the_fused_dis_prior_takes_the_flow_that_aligns_the_frames_where_forward_and_backward_disagree():
+    scene = photo_scene()
+    before, after = crop(scene, 40, 40), crop(scene, 46, 36)  # before(p - v) = after(p + v): v = (-3, 2)
+    grey = [cv2.cvtColor((frame[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+            for frame in (before, after)]
+    truth = np.broadcast_to(np.float32([-3, 2]), (64, 96, 2))
+    top = np.zeros((64, 96, 1), np.float32)
+    top[:32] = 1
+    forward = 2 * truth * top                            # F / 2 = v above, no motion below (a flow that lost it)
+    backward = -2 * (truth * (1 - top) - 2 * truth * top)  # -G / 2 = v below, twice v the wrong way above
+    mean = (forward - backward) / 4                      # dis_flow's prior: right nowhere
+    fused = fuse_dis_flows(*grey, forward, backward)
+    assert fused.shape == (64, 96, 2) and fused.dtype == np.float32
+    for rows in (slice(12, 24), slice(40, 52)):  # away from the edge between the halves and the borders
+        error = np.abs(fused[rows, 12:-12] - truth[rows, 12:-12])
+        assert error.mean() < 0.01 and error.max() < 0.25  # soft where the scene is flat
+        assert np.abs(mean[rows, 12:-12] - truth[rows, 12:-12]).min() >= 1
+    agreeing = fuse_dis_flows(*grey, 2 * truth, -2 * truth)  # both flows right: their common half motion
+    assert np.abs(agreeing - truth).max() < 1e-5
 
 
 def test_reference_flows_point_from_the_real_middle_frame_to_each_input_where_its_content_is():
@@ -176,20 +197,27 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
     for k in range(13):  # the scene pans 3 px a frame
         writer.write(np.ascontiguousarray(scene[40:104, 40 + 3 * k:136 + 3 * k]))
     writer.release()
-    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
-                           "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis",
-                           "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"],
-                          capture_output=True, text=True, timeout=300)
+    (tmp_path / "runs" / "fused").mkdir(parents=True)
+    new_model = write_random_checkpoint(tmp_path / "runs" / "fused" / "checkpoint.pth", arch="binary", base_channels=8,
+                                        head="warp", motion_prior="dis_fused", network_scale=4)  # starts at its prior
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
+               "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis", "dis_fused",
+               "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
+    done = subprocess.run(command + ["--models", new_model], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    candidates = ("matching", "dis", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference")
+    candidates = ("matching", "dis", "dis_fused", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference", "fused")
     assert set(rows) == {"average", *candidates} and "(4 gaps)" in done.stdout
     assert all(rows[name][0] > rows["average"][0] + 3 for name in candidates)
+    assert abs(rows["fused"][0] - rows["dis_fused"][0]) < 0.05  # a new model outputs its prior's blend
+    missing = subprocess.run(command + ["--models", str(tmp_path / "none.pth")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "none.pth" in missing.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),
-                                         ("binary", "dis"), ("binary", "dis_aligned")])
+                                         ("binary", "dis"), ("binary", "dis_aligned"), ("binary", "dis_fused")])
 def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion
@@ -341,6 +369,16 @@ def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, cap
     assert load(tmp_path / "kd" / "model_best.pth")["epoch"] == 2  # stage 1 (real weights) is never kept
     wrong = write_random_checkpoint(tmp_path / "teacher4x.pth", arch="flavr", base_channels=8, n_outputs=3)
     assert main(tiny(vimeo, tmp_path, "kd4x", "--teacher", wrong)) == 2
+
+
+@pytest.mark.parametrize("student, teacher, shared", [("dis", "dis_aligned", True), ("dis_fused", "dis", False),
+                                                      ("dis_fused", "dis_fused", True), ("matching", "aligned", True),
+                                                      ("matching", "dis", False), ("dis", "none", False)])
+def test_a_teacher_is_handed_the_students_motion_only_when_its_prior_finds_the_same_half_motion(student, teacher, shared):
+    trainer = Trainer.__new__(Trainer)
+    trainer.args = type("Args", (), {"motion_prior": student})()
+    trainer.teacher = type("Teacher", (), {"motion_prior": teacher})()
+    assert trainer._teacher_shares_prior() is shared
 
 
 def test_soft_sign_epochs_harden_the_weights_and_only_the_binary_epochs_are_kept(vimeo, tmp_path, caplog):

@@ -131,7 +131,7 @@ def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_comp
     frames = [np.ascontiguousarray(texture[:, 3 * i:3 * i + 70][:44]) for i in range(6)]
     frames += [np.ascontiguousarray(other_shot[2 * i:2 * i + 44, :70]) for i in range(4)]  # a scene cut
     model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
-                                               motion_prior="dis"), device)[0]
+                                               motion_prior="dis_fused"), device)[0]
     outputs = {}
     for ahead, workers in ((True, 1), (True, 3), (False, None)):
         engine = SlidingWindowInterpolator(model, device, batch=3, scene_threshold=0.2, prior_ahead=ahead,
@@ -203,7 +203,7 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
     assert header == ["size", "net", "1/1", "net", "1/2", "minterpolate", "ratio", "net", "1/1", "ratio", "net", "1/2",
-                      "dis", "prior"]
+                      "dis_fused", "prior"]  # the demo's prior
     rows = [line for line in lines if line[0] in ("96x64", "64x48")]
     assert [row[0] for row in rows] == ["96x64", "64x48"]
     for _, full, half, minterpolate, full_ratio, half_ratio, prior in rows:
@@ -221,3 +221,16 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
                               "--network_scales", "2"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--against_minterpolate" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_bench_interpolate_times_the_demo_with_each_motion_prior_side_by_side():
+    run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
+                          "--against_minterpolate", "--frames", "5", "--sizes", "64x48", "--threads", "1",
+                          "--motion_priors", "dis", "dis_fused"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line.split() for line in run.stdout.splitlines() if line.split()]
+    header = next(line for line in lines if line[0] == "size")
+    assert header == ["size", "dis", "dis_fused", "minterpolate", "ratio", "dis", "ratio", "dis_fused", "dis", "prior",
+                      "dis_fused", "prior"]
+    row = next(line for line in lines if line[0] == "64x48")
+    assert len(row) == 8 and min(float(value) for value in row[1:]) > 0

@@ -95,6 +95,7 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"head": "warp", "motion_prior": "dis", "n_outputs": 3},      # corrections to OpenCV's DIS flows
     {"head": "warp", "motion_prior": "dis", "network_scale": 2},  # the network on frames downscaled 2x
     {"head": "warp", "motion_prior": "dis_aligned", "network_scale": 4},  # ... seeing DIS-aligned frames
+    {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4},    # DIS's flows fused per pixel
     {"head": "residual", "network_scale": 4},            # ... 4x, its corrections upsampled
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
     {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},

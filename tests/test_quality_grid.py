@@ -138,6 +138,10 @@ def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_th
     assert [p["dis_vs_matching"] for p in dis_parts] == pytest.approx([0.5, 0.5, 0.5])
     assert "| DIS prior alone vs the prior | +0.500 | +0.500 | +0.500 |" in \
         quality_grid.motion_markdown(dis_parts, results)
+    both = [dict(gap, dis_fused=gap["dis"] + 0.25) for gap in with_dis]  # and one of the fused DIS prior
+    table = quality_grid.motion_markdown(quality_grid.gains_by_motion(results, both), results)
+    assert "| DIS prior alone vs the prior | +0.500 |" in table
+    assert "| fused DIS prior alone vs the prior | +0.750 | +0.750 | +0.750 |" in table
 
 
 def assert_runs_trained_the_steps_of_the_budget(grid):
@@ -148,6 +152,18 @@ def assert_runs_trained_the_steps_of_the_budget(grid):
     quality_grid.check_steps(quality_grid.parse_args(["--steps", "2"]), "fp_warp_s0", folder)
     with pytest.raises(quality_grid.RunFailed, match="fp_warp_s0 trained 2 steps, not the grid's 4"):
         quality_grid.check_steps(quality_grid.parse_args(["--steps", "4"]), "fp_warp_s0", folder)
+
+
+def test_the_grid_scores_the_untrained_prior_of_every_dis_configuration_as_a_baseline():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    grid = type("Args", (), {})
+    grid.configs = ["bin_warp_mp_soft"]
+    assert quality_grid.other_priors(grid) == []
+    grid.configs = ["bin_warp_mp_soft", "bin_warp_disal_soft_ns4"]  # DIS-aligned: the DIS prior's flows
+    assert quality_grid.other_priors(grid) == ["dis"]
+    grid.configs = ["bin_warp_disf_soft_ns4", "fp_warp_dis_ns4"]
+    assert quality_grid.other_priors(grid) == ["dis", "dis_fused"]
 
 
 def test_motion_crop_configurations_are_distilled_from_the_teacher_trained_on_motion_crops(tmp_path):

@@ -65,15 +65,16 @@ def write_panning_clip(folder, n_frames=13, size=(48, 64), step=3):
         write_png(os.path.join(folder, f"{i:06d}.png"), texture[:, step * i:step * i + size[1]].copy())
 
 
-def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_compute_from_the_batch(tmp_path):
+@pytest.mark.parametrize("prior", ["dis", "dis_fused"])
+def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_compute_from_the_batch(tmp_path, prior):
     write_panning_clip(str(tmp_path / "clip"))
     loader = get_loader("custom", "train", tmp_path, batch_size=2, num_workers=1, seed=1, val_fraction=0.0,
-                        crop_size=32, host_prior="dis", reference_flows=True)
+                        crop_size=32, host_prior=prior, reference_flows=True)
     set_epoch(loader, 1)
     batches = 0
     for inputs, targets, motion, references in loader:
         frames, truths = frames_to(torch.device("cpu"), inputs), frames_to(torch.device("cpu"), targets)
-        assert torch.equal(motion, half_motion("dis", frames[1], frames[2]))
+        assert torch.equal(motion, half_motion(prior, frames[1], frames[2]))
         assert motion.shape == (2, 2, 32, 32) and motion.abs().amax() > 1  # 3 px per frame, flips either way
         for (flows, holds), truth in zip(references, truths):
             expected = reference_flows(truth, frames[1], frames[2])

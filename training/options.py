@@ -63,7 +63,8 @@ def _model_options(parser):
                        help="matching: add parameter-free block-matched flows (between the two middle frames) to "
                        "the warp head's flows, so the network learns a correction to them and a new model starts "
                        "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
-                       "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU (a head without flows has "
+                       "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU; dis_fused: DIS's "
+                       "forward or backward flow per pixel, whichever aligns the frames (a head without flows has "
                        "none unless given here)")
     group.add_argument("--network_scale", type=int, metavar="S",
                        help="run the network on the frames downscaled S times and upsample its output (residual or "

@@ -53,7 +53,7 @@ from loss import Loss, flow_supervision_loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import HOST_PRIORS, half_motion, reference_flows
+from model.motion_prior import HALF_MOTION_OF, HOST_PRIORS, half_motion, reference_flows
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -293,9 +293,9 @@ class Trainer:
 
     def _teacher_shares_prior(self):
         """Whether the teacher's motion prior finds the student's half motion (the same ``half_motion``:
-        both DIS, or both matching); then it is given the student's motion instead of computing it."""
+        ``HALF_MOTION_OF``); then it is given the student's motion instead of computing it."""
         mine, its = self.args.motion_prior, getattr(self.teacher, "motion_prior", "none")
-        return "none" not in (mine, its) and (mine in HOST_PRIORS) == (its in HOST_PRIORS)
+        return "none" not in (mine, its) and HALF_MOTION_OF[mine] == HALF_MOTION_OF[its]
 
     def train_step(self, inputs, targets, epoch, motion=None, references=None):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float; ``motion``, the host
