@@ -18,9 +18,9 @@ texture). Candidates:
 * ``dis_consistency``: DIS's flows with occlusion-aware blending: each middle frame weighted by how
   well its forward and backward flows agree where it is sampled (``consistency_blend``);
 * ``dis_forward``: DIS's forward flow alone, half of it as the half motion (half DIS's time);
-* ``dis_fused``: DIS's flows fused per pixel (``--motion_prior dis_fused``, ``dis_fused_flow``): of
-  the forward flow's half motion, the backward flow's and their mean, the one that aligns the middle
-  frames best over a 9x9 box (softmin);
+* ``dis_fused``: DIS's flows fused per pixel (``--motion_prior dis_fused``, ``dis_fused_flow``): the
+  forward flow's half motion or the backward flow's, whichever aligns the middle frames better over a 9x9
+  box (softly: their mean where both do);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -82,8 +82,13 @@ def parse_args(argv=None):
                         help="also score these 2x models (any file test.py loads; binary ones on the packed engine) "
                         "on the same gaps, each named after its run folder")
     args = parser.parse_args(argv)
+    names = [model_name(path) for path in args.models]
+    clashes = sorted({name for name in names if names.count(name) > 1 or name in known})
+    if clashes:
+        parser.error(f"--models: two rows would be named {', '.join(clashes)} (a model is named after its run "
+                     "folder or file, a candidate after itself): rename or move the file")
     try:
-        args.models = {model_name(path): trained_model(path) for path in args.models}
+        args.models = {name: trained_model(path) for name, path in zip(names, args.models)}
     except ValueError as error:  # ModelFileError too: a missing or unreadable file
         parser.error(str(error))
     return args

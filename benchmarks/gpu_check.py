@@ -13,9 +13,9 @@
    evaluated as ``test.py`` does, must give the PSNR its validation logged (validation runs the exact
    float32 model);
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
-   matching prior (tensor code on the device) and with the DIS prior (OpenCV on the host) and the network
-   at half resolution;
-5. host flows: the same run with the DIS prior and ``--flow_supervision dis`` under autocast (OpenCV's flows
+   matching prior (tensor code on the device), and with the DIS and the fused DIS priors (OpenCV on the host)
+   and the network at half resolution;
+5. host flows: the same run with the demo's fused DIS prior and ``--flow_supervision dis`` under autocast (OpenCV's flows
    computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time beside the run's says
    what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
@@ -157,13 +157,14 @@ def check_host_flows(args, scratch):
     if code != 0:
         return "FAILED", f"main_bin.py --motion_prior dis_fused --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
     steps = args.sizes["steps"] * args.sizes["epochs"]
-    return "ok", f"--amp {amp}, DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
+    return "ok", f"--amp {amp}, fused DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
         {"amp": amp, "seconds": seconds, "steps": steps}
 
 
 PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the priors' device paths differ
     "matching prior": {"motion_prior": "matching"},  # batched tensor code on the device
-    "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused", "network_scale": 2},  # OpenCV on the host
+    "DIS prior, network at 1/2": {"motion_prior": "dis", "network_scale": 2},  # OpenCV on the host, copied back
+    "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused", "network_scale": 2},
 }
 
 

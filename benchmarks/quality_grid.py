@@ -428,8 +428,8 @@ def gap_table(matching):
 def gains_by_motion(results, gaps, parts=3):
     """The gaps in ``parts`` near-equal parts (fewer if there are fewer gaps) by the average baseline's
     PSNR on them, lowest first (the hardest for blending): per part its gap count, the mean PSNR of
-    the average, minterpolate's and the matching prior's mean gain over the average, the DIS prior's
-    over the matching prior (where ``gaps`` have its scores), and per configuration the mean over
+    the average, minterpolate's and the matching prior's mean gain over the average, the DIS and fused
+    DIS priors' over the matching prior (where ``gaps`` have their scores), and per configuration the mean over
     seeds of its mean gain over the matching prior with the half-range over seeds (dB)."""
     parts = min(parts, len(gaps))
     if not parts:

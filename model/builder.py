@@ -27,7 +27,7 @@ DEFAULT_CONFIG = {
     "head": "frames",          # frames (FLAVR) | residual (blend + correction) | warp (flows, mask, correction)
     "shortcuts": False,        # real-valued shortcut around every binary conv (binary arch only)
     "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
-    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned | dis
+    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned | dis | dis_aligned | dis_fused
     "network_scale": 1,        # the U-Net runs on frames downscaled this many times, its head upsampled (warp/residual head)
 }
 

@@ -165,8 +165,8 @@ def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, tempe
     """The fused half motion ``v = a * F / 2 - (1 - a) * G / 2`` (``H x W x 2`` float32 px) from DIS's forward
     and backward flows ``F``, ``G`` (``H x W x 2`` px) between grey frames ``grey_a``, ``grey_b`` (``H x W``
     uint8): per pixel, ``a = sigmoid((cost(-G / 2) - cost(F / 2)) / temperature)``, where ``cost(h)`` is the
-    mean absolute difference (in [0, 1]) of ``grey_a(p - h)`` and ``grey_b(p + h)`` over a ``window`` box,
-    as ``symmetric_matching`` scores a shift. Where the two agree, ``a = 1/2``: ``dis_flow``'s prior."""
+    mean absolute difference (in [0, 1]) of ``grey_a(p - h)`` and ``grey_b(p + h)`` (OpenCV's bilinear
+    ``remap``, positions to 1/32 px) over a ``window`` box, as ``symmetric_matching`` scores a shift. Where the two agree, ``a = 1/2``: ``dis_flow``'s prior."""
     grid = _pixel_grid(*grey_a.shape)
     a, b = (grey.astype(np.float32) * np.float32(1 / 255) for grey in (grey_a, grey_b))
 
@@ -222,6 +222,8 @@ def half_motion(prior, before, after):
     """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
     ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``; "dis_fused":
     ``dis_fused_flow``) finds."""
+    if prior not in HALF_MOTION_OF:
+        raise ValueError(f"motion prior {prior!r} finds no motion: one of {', '.join(HALF_MOTION_OF)}")
     find = {"matching": matching_flow, "dis": dis_flow, "dis_fused": dis_fused_flow}[HALF_MOTION_OF[prior]]
     return find(before, after)
 

@@ -20,7 +20,8 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   plain blend, and the network learns a correction to the matched flows. ``"aligned"`` also shows
   the network the two middle frames warped to the middle time by those flows (the outer two as
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
-  OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs.
+  OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs;
+  ``"dis_fused"`` takes per pixel DIS's forward or backward flow, whichever aligns the frames (``dis_fused_flow``).
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 * ``network_scale=s`` (``residual`` and ``warp`` heads) runs the U-Net on the frames downscaled s times
   (antialiased bilinear, sides rounded to multiples of 8) and upsamples its head bilinearly to the
@@ -249,7 +250,7 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis" or "dis_aligned" (warp head only,
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned" or "dis_fused" (warp head only,
     see ``half_motion``).
     ``network_scale``: the U-Net's input is the frames downscaled this many times (module docstring)."""
 

@@ -127,8 +127,20 @@ def test_the_fused_dis_prior_takes_the_flow_that_aligns_the_frames_where_forward
         error = np.abs(fused[rows, 12:-12] - truth[rows, 12:-12])
         assert error.mean() < 0.01 and error.max() < 0.25  # soft where the scene is flat
         assert np.abs(mean[rows, 12:-12] - truth[rows, 12:-12]).min() >= 1
-    agreeing = fuse_dis_flows(*grey, 2 * truth, -2 * truth)  # both flows right: their common half motion
-    assert np.abs(agreeing - truth).max() < 1e-5
+    flat = np.full((64, 96), 128, np.uint8)  # every motion aligns a flat scene: the two flows weigh the same
+    assert np.allclose(fuse_dis_flows(flat, flat, forward, backward), mean, atol=1e-5)
+
+
+def test_the_dis_fused_prior_runs_the_fusion_in_the_model():
+    scene = photo_scene()
+    inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
+    model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "dis_fused"},
+                        log_summary=False)
+    motion = model.prior_motion(inputs)
+    assert torch.equal(motion, dis_fused_flow(inputs[1], inputs[2]))
+    assert not torch.equal(motion, dis_flow(inputs[1], inputs[2]))  # DIS's two flows differ somewhere
+    with pytest.raises(ValueError, match="finds no motion"):
+        half_motion("none", inputs[1], inputs[2])
 
 
 def test_reference_flows_point_from_the_real_middle_frame_to_each_input_where_its_content_is():
@@ -214,6 +226,8 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
     missing = subprocess.run(command + ["--models", str(tmp_path / "none.pth")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "none.pth" in missing.stderr.strip().splitlines()[-1]
+    twice = subprocess.run(command + ["--models", new_model, new_model], capture_output=True, text=True, timeout=120)
+    assert twice.returncode == 2 and "named fused" in twice.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),

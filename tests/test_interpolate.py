@@ -124,14 +124,15 @@ def test_engine_streams_a_video_holding_a_bounded_number_of_frames(tmp_path, mod
         np.testing.assert_array_equal(produced[2 * i], image)
 
 
+@pytest.mark.parametrize("prior", ["dis", "dis_fused"])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device")])])
-def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_computing_it(tmp_path, device):
+def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_computing_it(tmp_path, device, prior):
     texture, other_shot = textured_image((60, 100), seed=1), textured_image((60, 100), seed=2) // 4
     frames = [np.ascontiguousarray(texture[:, 3 * i:3 * i + 70][:44]) for i in range(6)]
     frames += [np.ascontiguousarray(other_shot[2 * i:2 * i + 44, :70]) for i in range(4)]  # a scene cut
     model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
-                                               motion_prior="dis_fused"), device)[0]
+                                               motion_prior=prior), device)[0]
     outputs = {}
     for ahead, workers in ((True, 1), (True, 3), (False, None)):
         engine = SlidingWindowInterpolator(model, device, batch=3, scene_threshold=0.2, prior_ahead=ahead,
