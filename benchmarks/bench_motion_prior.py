@@ -60,6 +60,7 @@ from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: 
 from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, matching_flow, prior_flows,  # noqa: E402
                                 reference_flows)
 from model_loader import load_model  # noqa: E402
+from myutils import PaddedModel  # noqa: E402
 from rife_peer import rife_directory  # noqa: E402
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  # training clips of the demo, then held out
@@ -101,16 +102,12 @@ def model_name(path):
 
 
 def trained_model(path):
-    """A 2x model as a candidate: ``frames -> middle frame``, frames padded to multiples of 8 (replicated)."""
+    """A 2x model as a candidate: ``frames -> middle frame``, frames padded to multiples of 8 (``PaddedModel``)."""
     model, _ = load_model(path, "cpu", engine="auto")
     if model.config.get("n_outputs", 1) != 1:
         raise ValueError(f"{path} makes {model.config['n_outputs']} frames per gap: give a 2x model")
-
-    def restore(frames):
-        height, width = frames[0].shape[-2:]
-        padded = [F.pad(frame, (0, -width % 8, 0, -height % 8), mode="replicate") for frame in frames]
-        return model(padded)[0][..., :height, :width]
-    return restore
+    padded = PaddedModel(model)
+    return lambda frames: padded(frames)[0]
 
 
 def _box(x, window=OCCLUSION_WINDOW):

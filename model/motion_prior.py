@@ -81,21 +81,16 @@ def _shifted(image, dx, dy):
     return padded[..., r + dy:r + dy + height, r + dx:r + dx + width]
 
 
-def _box_mean(costs, window):
-    """Each channel of ``costs`` (``B x K x h x w``) averaged over a ``window`` box around each pixel
-    (separably, borders replicated)."""
-    half = window // 2
-    costs = F.pad(costs, (half, half, half, half), mode="replicate")
-    return F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)
-
-
 def symmetric_matching(a, b, radius=MATCH_RADIUS, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
     """Sub-pixel shift ``k`` (``B x 2 x h x w``, x then y, pixels) at which ``a(p - k)`` matches ``b(p + k)``
     for ``a``, ``b`` ``B x 1 x h x w``: the softmin-weighted mean of the integer shifts in
     ``[-radius, radius]^2``, each scored by its absolute difference averaged over a ``window`` box."""
     shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     costs = torch.cat([(_shifted(a, -dx, -dy) - _shifted(b, dx, dy)).abs() for dx, dy in shifts], dim=1)
-    weights = torch.softmax(_box_mean(costs, window) / -temperature, dim=1)
+    half = window // 2
+    costs = F.pad(costs, (half, half, half, half), mode="replicate")
+    costs = F.avg_pool2d(F.avg_pool2d(costs, (1, window), stride=1), (window, 1), stride=1)  # box, separably
+    weights = torch.softmax(costs / -temperature, dim=1)
     steps = torch.arange(-radius, radius + 1, dtype=a.dtype, device=a.device)  # made on the device: no upload
     offsets = torch.stack([steps.repeat(len(steps)), steps.repeat_interleave(len(steps))]).reshape(1, 2, -1, 1, 1)
     return (weights.unsqueeze(1) * offsets).sum(dim=2)
@@ -133,10 +128,16 @@ def _grey_uint8(frames):
     return [cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb]
 
 
-def _dis_both_ways(grey_a, grey_b, dis):
-    """OpenCV's DIS optical flow (``H x W x 2`` float32 px) of two ``H x W`` uint8 grey frames, forward
-    ``F`` (from ``grey_a``) and backward ``G`` (from ``grey_b``)."""
-    return dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+def _dis_half_motions(before, after, combine):
+    """``combine(grey_a, grey_b, F, G)`` (``H x W x 2`` float32 px) of each pair of the middle frames
+    (``B x 3 x H x W`` in [0, 1]): their 8-bit grey images and OpenCV's DIS optical flow (``DIS_PRESET``)
+    forward ``F`` (from ``before``) and backward ``G`` (from ``after``); ``B x 2 x H x W`` on their device."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    halves = []
+    for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
+        forward, backward = dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+        halves.append(torch.from_numpy(combine(grey_a, grey_b, forward, backward)).permute(2, 0, 1))
+    return torch.stack(halves).to(device=before.device, dtype=before.dtype)
 
 
 @torch.no_grad()
@@ -145,12 +146,7 @@ def dis_flow(before, after):
     OpenCV's DIS optical flow (``DIS_PRESET``) of the 8-bit grey frames, forward ``F`` (from ``before``)
     and backward ``G`` (from ``after``): ``v = (F - G) / 4``, so that the flows to the middle time are
     the ones Super SloMo approximates from ``F`` and ``G`` (-v to ``before``, +v to ``after``)."""
-    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
-    halves = []
-    for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
-        forward, backward = _dis_both_ways(grey_a, grey_b, dis)
-        halves.append(torch.from_numpy((forward - backward) / 4).permute(2, 0, 1))
-    return torch.stack(halves).to(device=before.device, dtype=before.dtype)
+    return _dis_half_motions(before, after, lambda grey_a, grey_b, forward, backward: (forward - backward) / 4)
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,7 +162,8 @@ def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, tempe
     and backward flows ``F``, ``G`` (``H x W x 2`` px) between grey frames ``grey_a``, ``grey_b`` (``H x W``
     uint8): per pixel, ``a = sigmoid((cost(-G / 2) - cost(F / 2)) / temperature)``, where ``cost(h)`` is the
     mean absolute difference (in [0, 1]) of ``grey_a(p - h)`` and ``grey_b(p + h)`` (OpenCV's bilinear
-    ``remap``, positions to 1/32 px) over a ``window`` box, as ``symmetric_matching`` scores a shift. Where the two agree, ``a = 1/2``: ``dis_flow``'s prior."""
+    ``remap``, positions to 1/32 px) over a ``window`` box, as ``symmetric_matching`` scores a shift. Where
+    the two flows align the frames equally, ``a = 1/2``: ``dis_flow``'s prior."""
     grid = _pixel_grid(*grey_a.shape)
     a, b = (grey.astype(np.float32) * np.float32(1 / 255) for grey in (grey_a, grey_b))
 
@@ -187,12 +184,7 @@ def dis_fused_flow(before, after):
     whichever aligns the middle frames better, or their mean where both do (``fuse_dis_flows``). Where the
     two disagree (a moving object's edge, large motion that one direction lost), their mean, ``dis_flow``'s
     prior, aligns neither. ``B x 2 x H x W`` px, computed on the CPU whatever the frames' device."""
-    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
-    halves = []
-    for grey_a, grey_b in zip(_grey_uint8(before), _grey_uint8(after)):
-        fused = fuse_dis_flows(grey_a, grey_b, *_dis_both_ways(grey_a, grey_b, dis))
-        halves.append(torch.from_numpy(fused).permute(2, 0, 1))
-    return torch.stack(halves).to(device=before.device, dtype=before.dtype)
+    return _dis_half_motions(before, after, fuse_dis_flows)
 
 
 REFERENCE_MATCH_ERROR = 0.04  # reference_flows: largest mean absolute RGB difference (in [0, 1]) where a flow holds
