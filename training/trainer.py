@@ -10,6 +10,7 @@ One step, for the binary arch (XNOR-Net's BinOp; util.py)::
         preds = model(inputs)
         loss = criterion(preds, targets) [+ w * L1(preds, teacher(inputs))]   # --teacher
                   [+ w * |flows - DIS flows from the targets|]              # --flow_supervision dis
+                  [+ w * |flows - RIFE's flows from the inputs|]            # --flow_supervision rife
         scaler.scale(loss).backward()  # DDP all-reduces the gradients here
     binop.updateBinaryGradWeight()     # gradients of the latent weights (linear: fine while scaled)
     scaler.unscale_(optimizer); clip   # only with --grad_clip
@@ -53,7 +54,7 @@ from loss import Loss, flow_supervision_loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import HALF_MOTION_OF, HOST_PRIORS, half_motion, reference_flows
+from model.motion_prior import HALF_MOTION_OF, HOST_PRIORS, half_motion, reference_flows, where_flows_hold
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -61,6 +62,7 @@ from training.distributed import shutdown, single_process_runtime, torchrun_runt
 from training.experiment import (Experiment, ExperimentWriteError, SampleRecorder, check_experiment_folder,
                                  experiment_folder, resume_checkpoint_path)
 from training.options import build_parser, model_config_from, resolve_amp, resolve_options
+from training.rife_teacher import RifeFlows, rife_directory
 from training.state import (best_model_checkpoint, capture_rng_state, check_resumable, restore_rng_state,
                             seed_everything, training_checkpoint)
 from training.weight_schedule import WeightSchedule, soft_sign_epochs
@@ -180,18 +182,20 @@ class EpochRun:
 
 class Trainer:
     """Trains ``model`` (on ``runtime.device``) on ``loaders`` (training, validation) with Adam, the
-    ``--lr_schedule`` over ``total_steps``, optional AMP and distillation from ``teacher`` (a frozen
-    model in eval mode, or None), and writes the experiment's artefacts through ``experiment`` (and
+    ``--lr_schedule`` over ``total_steps``, optional AMP, distillation from ``teacher`` (a frozen
+    model in eval mode, or None) and ``--flow_supervision rife`` from ``flow_teacher`` (a ``RifeFlows``, or
+    None), and writes the experiment's artefacts through ``experiment`` (and
     the debugging record through ``recorder``, a ``SampleRecorder``, when given). ``--batch_size`` is
     the batch of all processes together; each loads ``batch_size / world_size`` of it."""
 
-    def __init__(self, args, runtime, model, loaders, experiment, recorder=None, total_steps=1, teacher=None):
+    def __init__(self, args, runtime, model, loaders, experiment, recorder=None, total_steps=1, teacher=None,
+                 flow_teacher=None):
         self.args, self.runtime, self.experiment, self.recorder = args, runtime, experiment, recorder
         self.train_loader, self.val_loader = loaders
         self.raw_model = model.to(runtime.device).train()
         self.model = runtime.wrap(self.raw_model)
         self.binop = BinOp(self.model) if model.config["arch"] == "binary" else None
-        self.teacher = teacher
+        self.teacher, self.flow_teacher = teacher, flow_teacher
         self.criterion = Loss(args.loss)
         self.optimizer = make_optimizer(self.raw_model, args)
         self.scheduler, self.total_steps = make_scheduler(self.optimizer, args, total_steps), total_steps
@@ -261,7 +265,8 @@ class Trainer:
 
     def _loss(self, inputs, targets, motion=None, references=None):
         """The training loss and its terms, plus ``distill`` = L1 to the teacher's frames (``--teacher``)
-        and ``flow`` = the head's flows against DIS flow from the real frames (``--flow_supervision``).
+        and ``flow`` = the head's flows against DIS flow from the real frames or RIFE's flows from the
+        inputs (``--flow_supervision``, where they hold).
         ``motion``, ``references``: the prior's half motion and those reference flows, computed by the
         loader's workers (None: computed here).
         The models run under ``--amp``'s autocast; the losses are computed in float32 whatever it is."""
@@ -279,8 +284,7 @@ class Trainer:
         loss, terms = self.criterion(preds, targets)
         if supervise_flows:
             if references is None:
-                before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
-                references = [reference_flows(target, before, after) for target in targets]
+                references = self._reference_flows(inputs, targets)
             references, holds = zip(*references)
             flow = flow_supervision_loss(flows, references, holds)
             loss = loss + self.args.flow_weight * flow
@@ -290,6 +294,15 @@ class Trainer:
             loss = loss + self.args.distill_weight * distill
             terms["distill"] = distill.detach()
         return loss, terms
+
+    def _reference_flows(self, inputs, targets):
+        """Per target, the flows ``--flow_supervision`` teaches (``B x 4 x H x W`` px) and where they hold
+        (``B x 2 x H x W``): DIS flow from the target (``reference_flows``), or RIFE's from the inputs."""
+        before, after = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2]
+        if self.flow_teacher is None:
+            return [reference_flows(target, before, after) for target in targets]
+        flows = self.flow_teacher(before, after)  # the middle time: --flow_supervision rife is 2x only
+        return [(flows, where_flows_hold(flows, targets[0], before, after))]
 
     def _teacher_shares_prior(self):
         """Whether the teacher's motion prior finds the student's half motion (the same ``half_motion``:
@@ -591,6 +604,16 @@ def load_teacher(args, config, device):
     return teacher
 
 
+def load_flow_teacher(args, device):
+    """``--flow_supervision rife``'s ``RifeFlows`` on ``device``, or None; ``RifeUnavailable`` (a
+    ValueError) where RIFE cannot be found or loaded."""
+    if args.flow_supervision != "rife":
+        return None
+    directory = rife_directory(args.rife_dir)
+    log.info("teaching the warp head RIFE HD v3.6's flows (%s), weight %g", directory, args.flow_weight)
+    return RifeFlows(directory, device)
+
+
 def build_trainer(args, runtime):
     """Check the inputs, build the model, loaders, teacher and experiment folder, and return the
     ``Trainer`` (restored when resuming) of the run ``args`` (resolved options) describe."""
@@ -604,14 +627,14 @@ def build_trainer(args, runtime):
     if pretrained is not None:
         transfer = initialise_from_pretrained(model, state_dict_of(pretrained, args.pretrained), args.pretrained,
                                               checkpoint_config(pretrained))
-    teacher = load_teacher(args, config, runtime.device)
+    teacher, flow_teacher = load_teacher(args, config, runtime.device), load_flow_teacher(args, runtime.device)
     loaders = build_loaders(args, config, runtime)
     total_steps = args.lr_decay_steps or args.max_epoch * len(FirstBatches(loaders[0], args.max_steps_per_epoch))
     recorder = SampleRecorder(args.debug_record, runtime.rank) if args.debug_record else None
     experiment = Experiment(folder, enabled=runtime.is_main).open(
         args, resumed_epoch=resume["epoch"] if resume else None)
     log_set_up(args, runtime, model, transfer, *loaders)
-    trainer = Trainer(args, runtime, model, loaders, experiment, recorder, total_steps, teacher)
+    trainer = Trainer(args, runtime, model, loaders, experiment, recorder, total_steps, teacher, flow_teacher)
     if resume is not None:
         trainer.restore(resume, resume_path)
     return trainer
