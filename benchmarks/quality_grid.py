@@ -49,7 +49,7 @@ from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
 from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
-from model.motion_prior import backward_warp, half_motion  # noqa: E402
+from model.motion_prior import HALF_MOTION_OF, backward_warp, half_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
 
@@ -340,7 +340,7 @@ def other_priors(args):
     """The motion priors other than matching whose flows the grid's configurations use ("dis",
     "dis_fused"), whose untrained models are baselines too."""
     priors = {option_value(GRID[c][1], "--motion_prior") for c in args.configs if "--motion_prior" in GRID[c][1]}
-    return sorted({"dis" if prior == "dis_aligned" else prior for prior in priors if prior.startswith("dis")})
+    return sorted({HALF_MOTION_OF[prior] for prior in priors if HALF_MOTION_OF.get(prior, "matching") != "matching"})
 
 
 def validation_baselines(args):
