@@ -70,7 +70,7 @@ def main(argv=None):
     check_result_paths(sequences, args.output_dir, args.overwrite)
     if args.results_json:
         check_output_file(args.results_json, overwrite=args.overwrite)
-    device = select_device(args.cuda)
+    device = select_device(args.cuda, args.load_from, args.engine)
     model, _ = load_model(args.load_from, device, n_outputs=1, engine=args.engine)
     scores, written = evaluate_middlebury(PaddedModel(model, args.pad_mode), sequences, device, args.output_dir)
     if written:

@@ -4,7 +4,8 @@ stderr with an exit code instead of a traceback.
 
 Exit codes: 0 done; 2 bad input (options, data, model files: the message says what to do);
 3 training diverged (NaN/inf; the last good checkpoint is kept); 4 the experiment folder could
-not be written (full disk, permissions; the previous checkpoint is kept); 130 interrupted.
+not be written (full disk, permissions; the previous checkpoint is kept); 5 the GPU ran out of memory;
+130 interrupted.
 """
 import argparse
 import logging
@@ -15,9 +16,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from model.files import ENGINES
+from model.files import ENGINES, is_packed_file
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_OUT_OF_MEMORY, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 PLAIN_PROGRESS_LINES, PLAIN_PROGRESS_SECONDS = 10, 10.0  # plain progress: a line per 10% of the work, 10 s apart
 TORCH_FLOOR = (2, 4)  # requirements.txt's torch>=: autocast's device-generic API (get_autocast_dtype, ...)
 BAD_INPUT_ERRORS = (ValueError, OSError)  # DatasetError, ModelFileError, InferenceInputError are ValueErrors
@@ -45,24 +46,46 @@ def true_or_false(value):
 def add_cuda_argument(parser):
     """``--cuda True|False`` (a bare ``--cuda`` means True); default None: CUDA when available."""
     parser.add_argument("--cuda", type=true_or_false, nargs="?", const=True, default=None, metavar="True|False",
-                        help="True: GPU, False: CPU (default: GPU when available)")
+                        help="True: GPU, False: CPU (default: GPU when available, the CPU for a packed model)")
 
 
 def add_engine_argument(parser):
     """``--engine auto|packed|simulated``: how a binary checkpoint runs (``model_loader.load_model``)."""
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="binary checkpoints: packed (the bit-packed XNOR engine, converted on load: the "
-                        "same outputs within 1e-4, several times faster; CPU only) or simulated (float "
-                        "convolutions of +-1 values); auto: packed on the CPU, simulated on a GPU (default)")
+                        "same outputs within 1e-4, several times faster; CPU only: without --cuda a packed model "
+                        "runs on the CPU) or simulated (float convolutions of +-1 values); auto: packed "
+                        "on the CPU, simulated on a GPU (default)")
 
 
-def select_device(cuda=None):
-    """``cuda=None``: CUDA when present; True: CUDA or a ValueError; False: CPU."""
+def select_device(cuda=None, model_path=None, engine=None):
+    """``cuda=None``: CUDA when present; True: CUDA or a ValueError; False: CPU. A model that runs on the
+    packed engine (``model_path`` a ``.bfl`` file, or ``engine="packed"``), which is CPU-only, gets the
+    CPU when ``cuda`` is None and a ValueError when it is True. On CUDA, float32 stays float32
+    (``exact_float32_on_cuda``)."""
+    packed = engine == "packed" or (model_path is not None and is_packed_file(model_path))
+    if packed and cuda and engine == "packed":
+        raise ValueError("--engine packed runs on the CPU only (the bit-packed XNOR engine): use --cuda False, "
+                         "or --engine auto (simulated on the GPU)")
+    if packed and cuda:
+        raise ValueError(f"{model_path} is a packed model, which runs on the CPU only (the bit-packed XNOR "
+                         "engine): use --cuda False, or the checkpoint (.pth) it was exported from on the GPU")
     if cuda is None:
-        cuda = torch.cuda.is_available()
+        cuda = torch.cuda.is_available() and not packed
     if cuda and not torch.cuda.is_available():
         raise ValueError("--cuda True but no CUDA device is available: use --cuda False")
+    if cuda:
+        exact_float32_on_cuda()
     return torch.device("cuda" if cuda else "cpu")
+
+
+def exact_float32_on_cuda():
+    """Float32 convolutions and matrix products on CUDA in float32, not TF32 (PyTorch's default for
+    cuDNN convolutions on Ampere and newer GPUs rounds their inputs to 10-bit mantissas, which flips
+    signs of a binary model's activations at their thresholds: outputs would differ from the CPU's and
+    the packed engine's). Mixed precision (``--amp``, ``--half``) is the fast path on a GPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def setup_logging():
@@ -88,13 +111,18 @@ def check_torch_version(version=torch.__version__):
 
 
 def run_script(main, argv=None):
-    """Call ``main(argv)``; bad input (an old PyTorch included) becomes one line on stderr and exit code 2."""
+    """Call ``main(argv)``; bad input (an old PyTorch included) becomes one line on stderr and exit code 2,
+    a GPU out of memory one line and exit code 5."""
     try:
         check_torch_version()
         main(argv)
     except BAD_INPUT_ERRORS as error:
         report_error(error)
         return EXIT_BAD_INPUT
+    except torch.cuda.OutOfMemoryError as error:
+        report_error(f"the GPU ran out of memory ({str(error).splitlines()[0]}): use a smaller batch or crop, "
+                     "--amp (training) or --half (inference), or --cuda False")
+        return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

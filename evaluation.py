@@ -111,6 +111,7 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
     float, or ``(inputs, targets, motion)`` from a loader that computes the model's host prior) in
     float32, as ``test.py`` and the packed engine run it.
 
+    On CUDA the first batch also runs once untimed before it is timed (``model_seconds``).
     ``binop``: run with binarized weights (restored afterwards). ``on_prediction(batch_index, preds,
     targets)`` sees each batch's clamped predictions, e.g. to save them. Returns an ``EvalResult``.
     """
@@ -124,9 +125,12 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
                                                                        dynamic_ncols=True)):
             inputs, targets = frames_to(device, inputs), frames_to(device, targets)
             motion = host[0] if host else None
+            run = (lambda: model(inputs)) if motion is None else (lambda: model(inputs, motion.to(device)))
+            if index == 0 and device.type == "cuda":
+                run()  # untimed: CUDA's lazy loading and cuDNN's start-up are not the model's time
             _synchronize(device)
             start = time.perf_counter()
-            preds = model(inputs) if motion is None else model(inputs, motion.to(device))
+            preds = run()
             _synchronize(device)
             result.model_seconds += time.perf_counter() - start
             preds = [p.float() for p in preds]

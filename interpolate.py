@@ -152,7 +152,7 @@ def main(argv=None):
     """Run the script; returns the pipeline's StageTimes."""
     args = parse_args(argv)
     setup_logging()
-    device = select_device(args.cuda)
+    device = select_device(args.cuda, args.load_model, args.engine)  # the demo checkpoint (no --load_model) is a .pth
     check_numbers(args, device)
     input_path = args.input_video or sample_clip_path()
     source = open_frame_source(input_path, is_folder=True if args.is_folder else None, fps=args.input_fps)

@@ -44,6 +44,9 @@ def load_model(path, device="cpu", n_outputs=None, engine=None):
         if engine == "simulated":
             raise ModelFileError(f"{path} is a packed model, which runs on the packed engine only: "
                                  "use --engine auto or packed, or load the checkpoint it was exported from")
+        if torch.device(device).type != "cpu":
+            raise ModelFileError(f"{path} is a packed model, which runs on the CPU only: load it with --cuda False, "
+                                 "or the checkpoint it was exported from on the GPU")
         from engine import load_packed  # imported here: the engine builds its extension on first use
         model, description = load_packed(path, device)
     else:

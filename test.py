@@ -121,7 +121,7 @@ def run_dataset(args, model, description, device):
     loader = get_loader(args.dataset, "test", args.data_root, batch_size=args.test_batch_size,
                         num_workers=args.num_workers, shuffle=False, n_inputs=model.config["n_inputs"],
                         n_outputs=model.config["n_outputs"], input_frames=args.input_frames,
-                        crop_size=args.crop_size, frame_cache=args.frame_cache)
+                        crop_size=args.crop_size, frame_cache=args.frame_cache, pin_memory=device.type == "cuda")
     on_prediction = prediction_saver(loader, args.save_images) if args.save_images else None
     result = evaluate(PaddedModel(model, args.pad_mode), loader, device, on_prediction=on_prediction,
                       description=args.dataset)
@@ -181,7 +181,7 @@ def main(argv=None):
     setup_logging()
     check_outputs(args)
     paths = video_clips(args.data_root) if args.dataset == VIDEO else None  # checked before the model loads
-    device = select_device(args.cuda)
+    device = select_device(args.cuda, args.load_from, args.engine)
     model, description = load_model(args.load_from, device, n_outputs=args.n_outputs, engine=args.engine)
     if args.dataset == VIDEO:
         run_videos(args, model, description, device, paths)

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import bench_train  # noqa: E402
 import fixture_data  # noqa: E402
+from cli import exact_float32_on_cuda  # noqa: E402
 from engine import pack_binary_model  # noqa: E402
 from model import build_model  # noqa: E402
 from training.options import choose_amp  # noqa: E402
@@ -171,6 +172,8 @@ PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the p
 @torch.no_grad()
 def check_packed_engine(args, scratch):
     device = torch.device(args.device)
+    if device.type == "cuda":
+        exact_float32_on_cuda()  # as the scripts run a model on a GPU: no TF32 in the simulated model's convolutions
     size = args.sizes["size"]
     differences = {}
     for name, layout in PACKED_LAYOUTS.items():
@@ -182,9 +185,9 @@ def check_packed_engine(args, scratch):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
         torch.nn.init.normal_(model.outconv[1].weight, std=0.01)  # a head that moves the flows: they are checked too
+        model.to(device)  # before binarizing: BinOp's binarized weights are plain attributes, which .to() leaves
         BinOp(model).binarization()
         packed = pack_binary_model(model).to(device)
-        model.to(device)
         frames = [torch.rand(1, 3, size, size + 16, device=device) for _ in range(4)]
         differences[name] = max(float((a - b).abs().max()) for a, b in zip(packed(frames), model(frames)))
     worst = max(differences.values())

@@ -151,13 +151,15 @@ class HostFlowsCollate:
     ``motion``: the host ``prior``'s (``HOST_PRIORS``) half motion ``B x 2 x H x W`` (float32 px) between
     the middle inputs, or None without a prior; ``references``: per target, ``reference_flows``'s
     ``(flows, holds)`` (what ``--flow_supervision dis`` teaches; ``holds`` as bool, 18 bytes a pixel a
-    target in all: GoPro 8x at 256x256, 8 MB a sample through shared memory). Both from ``frames_to``'s float frames:
-    the same 8-bit grey images go to OpenCV, so the same numbers as in the step."""
+    target in all: GoPro 8x at 256x256, 8 MB a sample through shared memory), of the frames without a
+    ``reference_margin``-pixel border (``--prior_context``: the prior sees the whole crop, the network and
+    its flows the inner one). Both from ``frames_to``'s float frames: the same 8-bit grey images go to
+    OpenCV, so the same numbers as in the step."""
 
-    def __init__(self, prior=None, reference_flows=False):
+    def __init__(self, prior=None, reference_flows=False, reference_margin=0):
         if prior is not None and prior not in HOST_PRIORS:
             raise ValueError(f"{prior!r} is not a host prior ({', '.join(HOST_PRIORS)})")
-        self.prior, self.reference_flows = prior, reference_flows
+        self.prior, self.reference_flows, self.reference_margin = prior, reference_flows, reference_margin
 
     def __call__(self, samples):
         inputs, targets = default_collate(samples)
@@ -165,7 +167,10 @@ class HostFlowsCollate:
         motion = half_motion(self.prior, before, after) if self.prior is not None else None
         if not self.reference_flows:
             return inputs, targets, motion
-        references = [reference_flows(target, before, after) for target in frames_to(torch.device("cpu"), targets)]
+        margin = self.reference_margin
+        inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin)) if margin else (Ellipsis,)
+        references = [reference_flows(target[inner], before[inner], after[inner])
+                      for target in frames_to(torch.device("cpu"), targets)]
         return inputs, targets, motion, [(flows, holds.bool()) for flows, holds in references]  # masks as bytes
 
 
@@ -183,7 +188,7 @@ def _passes_for(dataset, steps, batch_size, **sampler_options):
 
 def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuffle=None,
                distributed=False, seed=0, drop_last=None, min_batches=None, skip_unreadable=False,
-               host_prior=None, reference_flows=False, **dataset_kwargs):
+               host_prior=None, reference_flows=False, reference_margin=0, pin_memory=False, **dataset_kwargs):
     """A DataLoader over ``get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)``, whose
     batches are 8-bit (``frames_to`` makes them float on a device).
 
@@ -196,8 +201,9 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     least that many. Workers are kept between epochs. ``skip_unreadable``: a sample whose frames cannot
     be read is replaced by the next readable one and counted (``unreadable_samples``) instead of
     stopping the run. ``host_prior`` (one of ``HOST_PRIORS``, or None) and ``reference_flows``: batches
-    also hold the motion prior and the reference flows of ``--flow_supervision dis``, computed by the
-    workers (``HostFlowsCollate``). Call ``set_epoch`` every epoch."""
+    also hold the motion prior and the reference flows of ``--flow_supervision dis`` (inside a
+    ``reference_margin``), computed by the workers (``HostFlowsCollate``). ``pin_memory``: page-locked batches, for a model on a GPU. Call
+    ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     dataset.frames_as_uint8 = True
     dataset.enable_skipping_unreadable(skip_unreadable, num_workers)
@@ -213,9 +219,9 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     if drop_last is None:
         drop_last = split == "train" and len(sampler) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                      drop_last=drop_last, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                       worker_init_fn=_init_worker if num_workers > 0 else None,
-                      collate_fn=HostFlowsCollate(host_prior, reference_flows)
+                      collate_fn=HostFlowsCollate(host_prior, reference_flows, reference_margin)
                       if host_prior is not None or reference_flows else None)
 
 

@@ -187,8 +187,10 @@ def test_the_model_returns_the_flows_it_warped_with(arch):
         frames_head(inputs, with_flows=True)
 
 
-def test_flow_supervision_trains_the_warp_head_and_is_recorded(vimeo, tmp_path, capsys):
-    options = ("--head", "warp", "--motion_prior", "dis", "--flow_supervision", "dis", "--flow_weight", "0.1")
+@pytest.mark.parametrize("context", ["0", "8"])  # with --prior_context the workers compute the inner crop's references
+def test_flow_supervision_trains_the_warp_head_and_is_recorded(vimeo, tmp_path, capsys, context):
+    options = ("--head", "warp", "--motion_prior", "dis", "--flow_supervision", "dis", "--flow_weight", "0.1",
+               "--prior_context", context)
     assert main(tiny(vimeo, tmp_path, "flow", "--max_epoch", "1", *options)) == 0
     events = EventAccumulator(str(tmp_path / "flow" / "tensorboard"))
     events.Reload()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import EXIT_OUT_OF_MEMORY, run_script
 from fixtures import REPO, read_png, run_repo_script, textured_image, write_png, write_random_checkpoint, write_video
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
 from inference.frame_io import InferenceInputError
@@ -235,3 +236,13 @@ def test_bench_interpolate_times_the_demo_with_each_motion_prior_side_by_side():
                       "dis_fused", "prior"]
     row = next(line for line in lines if line[0] == "64x48")
     assert len(row) == 8 and min(float(value) for value in row[1:]) > 0
+
+
+def test_a_gpu_out_of_memory_is_one_line_and_exit_code_5(capsys):
+    def main(argv):  # what a CUDA allocation raises when the batch does not fit
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nSee the documentation")
+
+    assert run_script(main, []) == EXIT_OUT_OF_MEMORY == 5
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.)" in error and "--half" in error

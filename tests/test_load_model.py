@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from cli import select_device
 from engine import PackedFLAVR, read_packed, write_packed
 from export_packed import export
 from fixtures import run_repo_script, write_video
@@ -71,6 +72,35 @@ def test_an_engine_that_cannot_run_the_model_is_a_clear_error(tmp_path):
     export(str(binary), str(packed_file))
     with pytest.raises(ModelFileError, match="binary.bfl is a packed model, which runs on the packed engine only"):
         load_model(str(packed_file), "cpu", engine="simulated")
+
+
+def test_a_packed_model_runs_on_the_cpu_and_asking_for_cuda_is_one_line(tmp_path):
+    """The packed engine is CPU-only: without --cuda a .bfl (or --engine packed) gets the CPU even where a
+    GPU is present; --cuda True is refused in one line by the scripts, a GPU device by the loader."""
+    binary, packed_file = tmp_path / "binary.pth", tmp_path / "binary.bfl"
+    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "base_channels": 8}, log_summary=False)), str(binary))
+    export(str(binary), str(packed_file))
+    assert select_device(None, str(packed_file)) == torch.device("cpu")
+    assert select_device(None, str(binary), "packed") == torch.device("cpu")
+    with pytest.raises(ValueError, match="binary.bfl is a packed model, which runs on the CPU only"):
+        select_device(True, str(packed_file))
+    with pytest.raises(ValueError, match="--engine packed runs on the CPU only"):
+        select_device(True, str(binary), "packed")
+    with pytest.raises(ModelFileError, match="binary.bfl is a packed model, which runs on the CPU only"):
+        load_model(str(packed_file), "cuda")
+    clip = write_video(str(tmp_path / "clip.mp4"), n_frames=4)
+    for script, options in (("interpolate.py", ["--load_model", str(packed_file), "--input_video", clip]),
+                            ("test.py", ["--load_from", str(packed_file), "--dataset", "video", "--data_root", clip])):
+        run = run_repo_script(script, *options, "--cuda", "True")
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert "runs on the CPU only" in run.stderr and "--cuda False" in run.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_chosen_for_a_model_computes_float32_in_float32(tmp_path):
+    assert select_device(None, str(tmp_path / "model.pth")) == torch.device("cuda")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_a_factor_that_contradicts_the_request_is_a_clear_error(tmp_path):

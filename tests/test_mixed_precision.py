@@ -14,7 +14,7 @@ from myutils import psnr_batch, ssim_batch
 from tests.fixtures import run_repo_script, write_vimeo
 from training import main
 from training.options import choose_amp
-from training.trainer import Trainer, build_parser, resolve_options
+from training.trainer import Trainer, build_parser, load_optimizer_state, resolve_options
 from training.distributed import single_process_runtime
 from util import BinOp
 
@@ -142,3 +142,21 @@ def test_a_training_step_under_the_gpus_autocast_keeps_float32_losses_and_the_fl
     mixed = step_gradients(trainer_of(arch, amp, cuda=True), frames[:4], frames[4:])
     assert mixed[0].dtype == torch.float32 and abs(float(mixed[0] - reference[0])) < 0.01 * float(reference[0])
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in mixed[1].values())
+
+
+def test_a_run_saved_by_an_unfused_optimizer_resumes_fused_with_fp16_gradient_scaling():
+    """A checkpoint of a CPU run (Adam's ``fused=None``) resumed where the optimizer is fused (CUDA): the
+    saved groups must not unfuse it, or GradScaler's step, which hands a fused optimizer its scale, fails."""
+    saved = torch.nn.Parameter(torch.randn(4))
+    unfused = torch.optim.Adam([saved], lr=1e-3)
+    saved.grad = torch.randn(4)
+    unfused.step()
+    weight = torch.nn.Parameter(torch.randn(4))
+    fused = torch.optim.Adam([weight], lr=1e-3, fused=True)
+    load_optimizer_state(fused, unfused.state_dict())
+    assert fused.param_groups[0]["fused"] is True
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    scaler.scale((weight ** 2).sum()).backward()
+    before = weight.detach().clone()
+    scaler.step(fused)
+    assert not torch.equal(weight, before) and int(fused.state[weight]["step"]) == 2

@@ -14,7 +14,7 @@ import torch
 
 import export_packed
 from engine import PackedFileError, load_packed, pack_binary_model, packed_format
-from cli import run_script
+from cli import exact_float32_on_cuda, run_script
 from model import build_model
 from model.binconv import BINARY_LAYERS
 from model.unet3d import RPReLU
@@ -237,6 +237,7 @@ def test_a_missing_packed_file_is_a_clear_error(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_packed_model_runs_on_cuda(packed_file):
+    exact_float32_on_cuda()  # as the scripts do on a GPU: TF32 convolutions would flip signs
     cpu, _ = load_packed(str(packed_file))
     cuda, _ = load_packed(str(packed_file), "cuda")
     inputs = frames(32, 48)

@@ -89,6 +89,21 @@ def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_comput
         get_loader("custom", "train", tmp_path, val_fraction=0.0, crop_size=32, host_prior="matching")
 
 
+def test_with_prior_context_the_workers_compute_the_reference_flows_of_the_inner_crop(tmp_path):
+    """``--prior_context 8 --flow_supervision dis``: the step sees the crop without its 8 px border, and
+    the workers compute the reference flows of that inner crop (not the step, waiting for the GPU)."""
+    write_panning_clip(str(tmp_path / "clip"))
+    inputs, targets, motion, references = next(iter(get_loader(
+        "custom", "train", tmp_path, batch_size=2, seed=1, val_fraction=0.0, crop_size=32, host_prior="dis",
+        reference_flows=True, reference_margin=8)))
+    frames, truths = frames_to(torch.device("cpu"), inputs), frames_to(torch.device("cpu"), targets)
+    assert motion.shape == (2, 2, 32, 32)  # the prior sees the whole crop
+    (flows, holds), = references
+    inner = (Ellipsis, slice(8, -8), slice(8, -8))
+    expected = reference_flows(truths[0][inner], frames[1][inner], frames[2][inner])
+    assert flows.shape == (2, 4, 16, 16) and torch.equal(flows, expected[0]) and torch.equal(holds.float(), expected[1])
+
+
 def test_evaluation_with_the_workers_prior_scores_as_the_model_computing_its_own(tmp_path):
     write_panning_clip(str(tmp_path / "clip"), n_frames=27)
     model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "dis"},

@@ -31,8 +31,8 @@ everything is stored as tensors, lists, dicts, strings and numbers (``torch.load
 ``--debug_record DIR``: every process writes the sample ids of its steps and its final weights.
 
 Exit codes (``cli.py``): 0 done; 2 bad input; 3 the loss became NaN/inf (the last good checkpoint
-is kept); 4 the experiment folder could not be written (the previous checkpoint is kept); 130
-interrupted.
+is kept); 4 the experiment folder could not be written (the previous checkpoint is kept); 5 the GPU
+ran out of memory (the last checkpoint is kept); 130 interrupted.
 """
 import contextlib
 import itertools
@@ -46,7 +46,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_WRITE_FAILED, check_torch_version, progress_bar
+from cli import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED, check_torch_version,
+                 progress_bar)
 from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_samples
 from dataset.errors import one_line
 from evaluation import evaluate
@@ -101,6 +102,15 @@ def make_optimizer(model, args):
     fused = {"fused": True} if all(p.is_cuda for p in model.parameters()) else {}
     return optimizer([{"params": groups[k], **settings[k]} for k in groups if groups[k]],
                      lr=args.lr, betas=(args.beta1, args.beta2), **fused)
+
+
+def load_optimizer_state(optimizer, state):
+    """``optimizer.load_state_dict(state)``, keeping this run's kernel choice: the saved parameter groups
+    carry the saving run's ``fused`` / ``foreach`` (a CPU run's ``fused=None``), which on a GPU would leave
+    a fused optimizer unfused and make GradScaler's fp16 step fail."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = optimizer.defaults.get("fused"), optimizer.defaults.get("foreach")
 
 
 def make_scheduler(optimizer, args, total_steps):
@@ -213,7 +223,7 @@ class Trainer:
         with any number of processes (``check_resumable`` has checked the batch of a mid-epoch one)."""
         self.last_checkpoint = path
         self.raw_model.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler.is_enabled() and checkpoint["scaler"]:
             self.scaler.load_state_dict(checkpoint["scaler"])
@@ -520,16 +530,17 @@ def process_batch(batch_size, world_size, option="--batch_size"):
 def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
     ``--test_batch_size`` are shared by the processes; ``--frame_cache`` serves ``--dataset``'s splits. The
-    workers compute a DIS prior and (without ``--prior_context``) ``--flow_supervision dis``'s reference flows."""
+    workers compute a DIS prior and ``--flow_supervision dis``'s reference flows (of the crop inside ``--prior_context``)."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed,
+                  pin_memory=runtime.device.type == "cuda",
                   host_prior=config.get("motion_prior") if config.get("motion_prior") in HOST_PRIORS else None)
     train = get_loader(args.dataset, "train", args.data_root, batch_size=process_batch(args.batch_size,
                                                                                          runtime.world_size),
                        crop_size=args.crop_size + 2 * args.prior_context, motion_crops=args.motion_crops,
                        min_batches=args.max_steps_per_epoch, skip_unreadable=args.skip_unreadable,
                        frame_cache=args.frame_cache, **common,
-                       reference_flows=args.flow_supervision == "dis" and not args.prior_context)
+                       reference_flows=args.flow_supervision == "dis", reference_margin=args.prior_context)
     val_dataset = args.val_dataset or args.dataset
     val_root = args.val_data_root if args.val_dataset else args.data_root
     val_batch = max(1, -(-args.test_batch_size // runtime.world_size))
@@ -697,6 +708,12 @@ def main(argv=None, distributed=False, prog=None):
     except ExperimentWriteError as error:
         _report(error, runtime)
         return EXIT_WRITE_FAILED
+    except torch.cuda.OutOfMemoryError as error:
+        kept = (f"continue from {trainer.last_checkpoint} with --resume" if trainer is not None and trainer.last_checkpoint
+                else "no checkpoint was written yet")
+        _report(f"the GPU ran out of memory ({str(error).splitlines()[0]}): use a smaller --batch_size or "
+                f"--crop_size, or --amp; {kept}", runtime)
+        return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         _report(f"interrupted; continue with --resume (the last checkpoint is in "
                 f"{args.checkpoint_dir}/{args.exp_name}/)", runtime)
