@@ -155,13 +155,16 @@ def measure(model_name, amp, batch, args):
     return {"saved_mb_per_sample": per_sample, "peak_mb": peak, "step_s": statistics.median(times) if times else None}
 
 
-def run_child(model_name, amp, batch, args):
-    """``measure`` in a fresh process (so that its peak memory is its own)."""
+def run_child(model_name, amp, batch, args, timeout=None):
+    """``measure`` in a fresh process (so that its peak memory is its own), stopped after ``timeout`` s."""
     command = [sys.executable, __file__, "--child", json.dumps([model_name, amp, batch]), "--device", args.device,
                "--threads", str(args.threads), "--width", str(args.width), "--size", str(args.size),
                "--batch", str(args.batch), "--n_outputs", str(args.n_outputs), "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--amp", amp] + (["--time_cpu_autocast"] if args.time_cpu_autocast else [])
-    process = subprocess.run(command, capture_output=True, text=True)
+    try:
+        process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"error: {model_name} ({amp}) took more than {timeout:.0f} s")
     if process.returncode != 0:
         raise SystemExit(f"error: {model_name} ({amp}) failed:\n{process.stderr[-3000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])

@@ -4,6 +4,10 @@
     python benchmarks/gpu_check.py --json gpu_check.json   # also write the figures
     python benchmarks/gpu_check.py --device cpu --smoke    # the same checks at tiny sizes on the CPU
 
+It needs requirements.txt's packages (PyAV included) and says in one line which are missing. Its JSON is
+rewritten after every check, and the checks share a deadline (``--budget``, 540 s): a check that would
+start after it is skipped, and every subprocess is stopped at it, so a hang costs that check alone.
+
 1. cuda tests: the test suite's tests that need a CUDA device (``pytest -m cuda``);
 2. training steps: full-precision FLAVR, binary FLAVR in FLAVR's layout and the default binary model
    at 256x256 (width 64, batch 8) in float32 and in the GPU's autocast (bf16 where native, else fp16):
@@ -19,13 +23,16 @@
    computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time beside the run's says
    what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
-   disjoint shards, one model on every rank, and the model one process trains with the whole batch.
+   disjoint shards, one model on every rank, and after one step the model one process trains with the
+   whole batch (float32; later steps would amplify the different order of the sums).
 
 Each check prints one line (ok / FAILED / skipped, with why) and the training figures a table; the
 exit code is the number of failed checks. ``--smoke`` makes everything tiny (32x32, width 8, a few
 steps) so that the script runs inside the CPU test suite and does not rot between GPU sessions.
 """
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import subprocess
@@ -38,6 +45,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+NEEDED = {"av": "av", "cv2": "opencv-python-headless", "skimage": "scikit-image", "tensorboard": "tensorboard",
+          "tqdm": "tqdm"}  # import name: package (requirements.txt) that the checks and the scripts they run import
+MISSING = [package for name, package in NEEDED.items() if importlib.util.find_spec(name) is None]
+if MISSING:
+    sys.exit(f"gpu_check.py: error: {', '.join(MISSING)} not installed: pip install -r requirements.txt")
 import bench_train  # noqa: E402
 import fixture_data  # noqa: E402
 from cli import exact_float32_on_cuda  # noqa: E402
@@ -46,17 +58,22 @@ from model import build_model  # noqa: E402
 from training.options import choose_amp  # noqa: E402
 from util import BinOp  # noqa: E402
 
-FULL = {"size": 256, "width": 64, "batch": 8, "steps": 30, "fixture": fixture_data.VIMEO_SIZE, "workers": 4,
-        "epochs": 2}
-SMOKE = {"size": 32, "width": 8, "batch": 2, "steps": 2, "fixture": (64, 96), "workers": 2, "epochs": 1}
+FULL = {"size": 256, "width": 64, "batch": 8, "steps": 30, "timed_steps": 10, "fixture": fixture_data.VIMEO_SIZE,
+        "workers": 4, "epochs": 2}
+SMOKE = {"size": 32, "width": 8, "batch": 2, "steps": 2, "timed_steps": 2, "fixture": (64, 96), "workers": 2,
+         "epochs": 1}
+LIMITS = {"pytest": 240, "child": 150, "script": 200}  # seconds a subprocess may take, within the deadline
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the CPU test suite runs this)")
-    parser.add_argument("--json", metavar="PATH", help="write every check's outcome and figures as JSON")
+    parser.add_argument("--json", metavar="PATH", help="write every check's outcome and figures as JSON "
+                        "(rewritten after each check)")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for all the checks (default 540)")
     args = parser.parse_args(argv)
+    args.deadline = time.monotonic() + args.budget
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "gpu_check.py: error: no CUDA device: run it on a GPU machine, or --device cpu --smoke\n")
     args.sizes = SMOKE if args.smoke else FULL
@@ -70,31 +87,46 @@ def autocast_mode(device):
     return choose_amp(None, "cuda", torch.cuda.get_device_capability())
 
 
-def run(command, cwd=REPO, timeout=600):
-    """A subprocess's (exit code, stdout + stderr)."""
-    process = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+def seconds_left(args, limit):
+    """``limit`` seconds, or fewer where the checks' deadline comes first (at least 1)."""
+    return max(1.0, min(limit, args.deadline - time.monotonic()))
+
+
+def run(command, args, limit):
+    """A subprocess's (exit code, stdout + stderr); stopped after ``seconds_left(args, limit)`` (exit code 124).
+    It imports this repository first, then what the caller's PYTHONPATH holds."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    timeout = seconds_left(args, limit)
+    try:
+        process = subprocess.run([str(c) for c in command], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                                 env=dict(os.environ, PYTHONPATH=path))
+    except subprocess.TimeoutExpired as expired:
+        output = expired.output.decode(errors="replace") if isinstance(expired.output, bytes) else expired.output or ""
+        return 124, f"{output}\nstopped after {timeout:.0f} s"
     return process.returncode, process.stdout + process.stderr
 
 
 def check_cuda_tests(args, scratch):
     if args.device != "cuda":
         return "skipped", "no CUDA device (the CUDA tests skip themselves on the CPU)", {}
-    code, output = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"])
+    code, output = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"], args,
+                       LIMITS["pytest"])
     summary = output.strip().splitlines()[-1] if output.strip() else ""
-    return ("ok" if code == 0 else "FAILED"), summary, {}
+    ran = code == 0 and "passed" in summary and "skipped" not in summary  # on a GPU none may skip itself
+    return ("ok" if ran else "FAILED"), summary if code != 124 else output.strip()[-1500:], {}
 
 
 def check_training_steps(args, scratch):
     sizes = args.sizes
     options = bench_train.parse_args(["--device", args.device, "--width", str(sizes["width"]), "--size",
                                       str(sizes["size"]), "--batch", str(sizes["batch"]), "--steps",
-                                      str(sizes["steps"]), "--warmup", "0" if args.smoke else "2",
+                                      str(sizes["timed_steps"]), "--warmup", "0" if args.smoke else "2",
                                       "--time_cpu_autocast"])
     figures = {}
     for amp in ("none", autocast_mode(args.device)):
         for name in bench_train.MODELS:  # --smoke: in this process (its peak memory is then not the model's)
-            measure = bench_train.measure if args.smoke else bench_train.run_child
+            measure = bench_train.measure if args.smoke else functools.partial(
+                bench_train.run_child, timeout=seconds_left(args, LIMITS["child"]))
             measured = measure(name, amp, sizes["batch"], options)
             measured["samples_per_s"] = sizes["batch"] / measured["step_s"]
             figures[f"{name} {amp}"] = measured
@@ -129,7 +161,7 @@ def check_training_run(args, scratch):
     root, runs = fixture(args, scratch), Path(scratch) / "runs"
     amp = autocast_mode(args.device)
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "run", args.sizes["batch"]),
-                        "--amp", amp, "--save_every", args.sizes["steps"] // 2])
+                        "--amp", amp, "--save_every", args.sizes["steps"] // 2], args, LIMITS["script"])
     if code != 0:
         return "FAILED", f"main_bin.py exited with {code}: {output.strip()[-1500:]}", {}
     last = (runs / "run" / "results.txt").read_text().strip().splitlines()[-1].split()
@@ -137,7 +169,8 @@ def check_training_run(args, scratch):
     report = Path(scratch) / "test.json"
     code, output = run([sys.executable, "test.py", "--dataset", "vimeo90K_septuplet", "--data_root", root,
                         "--load_from", runs / "run" / "checkpoint.pth", "--engine", "simulated", "--cuda",
-                        args.device == "cuda", "--test_batch_size", 4, "--results_json", report])
+                        args.device == "cuda", "--test_batch_size", 4, "--results_json", report], args,
+                       LIMITS["script"])
     if code != 0:
         return "FAILED", f"test.py exited with {code}: {output.strip()[-1500:]}", {}
     evaluated = json.loads(report.read_text())["psnr"]
@@ -153,7 +186,8 @@ def check_host_flows(args, scratch):
     amp = autocast_mode(args.device)
     started = time.perf_counter()
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "dis", args.sizes["batch"]),
-                        "--amp", amp, "--motion_prior", "dis_fused", "--flow_supervision", "dis"])
+                        "--amp", amp, "--motion_prior", "dis_fused", "--flow_supervision", "dis"], args,
+                       LIMITS["script"])
     seconds = time.perf_counter() - started
     if code != 0:
         return "FAILED", f"main_bin.py --motion_prior dis_fused --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
@@ -202,13 +236,16 @@ def check_ddp(args, scratch):
     root, runs = fixture(args, scratch), Path(scratch) / "ddp_runs"
     batch = 2 * args.sizes["batch"]
     records = {name: Path(scratch) / f"record_{name}" for name in ("one", "two")}
-    exact = ["--amp", "none", "--debug_record"]  # float32: the two runs differ only by the order of sums
+    # float32, one step: the two runs differ only by the order of sums, which later steps would amplify (a
+    # latent weight near 0 takes another sign, and then its layer's outputs differ)
+    exact = ["--amp", "none", "--max_steps_per_epoch", 1, "--max_epoch", 1, "--debug_record"]
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "one", batch),
-                        *exact, records["one"]])
+                        *exact, records["one"]], args, LIMITS["script"])
     if code != 0:
         return "FAILED", f"one process exited with {code}: {output.strip()[-1500:]}", {}
     code, output = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "main_bin_ddp.py", *training_options(args, root, runs, "two", batch), *exact, records["two"]])
+                        "main_bin_ddp.py", *training_options(args, root, runs, "two", batch), *exact, records["two"]],
+                       args, LIMITS["script"])
     if code != 0:
         return "FAILED", f"torchrun exited with {code}: {output.strip()[-1500:]}", {}
     return compare_ddp_records(records)
@@ -237,6 +274,14 @@ def compare_ddp_records(records):
                                                            "fraction_apart": apart}
 
 
+def write_json(path, report):
+    """``report`` as JSON at ``path``, replaced whole (a temporary file, then a rename)."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(report, handle, indent=1)
+    os.replace(temporary, path)
+
+
 CHECKS = {"cuda tests": check_cuda_tests, "training steps": check_training_steps, "run": check_training_run,
           "host flows": check_host_flows, "packed engine": check_packed_engine, "ddp": check_ddp}
 
@@ -249,17 +294,19 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         for name, check in CHECKS.items():
             started = time.perf_counter()
-            try:
-                status, detail, figures = check(args, scratch)
-            except Exception as error:  # a check that crashes is a failed check; the others still run
-                status, detail, figures = "FAILED", f"{type(error).__name__}: {error}", {}
+            if time.monotonic() >= args.deadline:
+                status, detail, figures = "skipped", f"out of time (--budget {args.budget:.0f} s spent)", {}
+            else:
+                try:
+                    status, detail, figures = check(args, scratch)
+                except (Exception, SystemExit) as error:  # a check that crashes fails; the others still run
+                    status, detail, figures = "FAILED", f"{type(error).__name__}: {error}", {}
             seconds = time.perf_counter() - started
             outcomes[name] = {"status": status, "detail": detail, "figures": figures, "seconds": seconds}
             print(f"{name} ({seconds:.0f} s): {status}{': ' if detail else ''}{detail}", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": device, "torch": torch.__version__, "smoke": args.smoke, "checks": outcomes},
-                      handle, indent=1)
+            if args.json:
+                write_json(args.json, {"device": device, "torch": torch.__version__, "smoke": args.smoke,
+                                       "checks": outcomes})
     failed = [name for name, outcome in outcomes.items() if outcome["status"] == "FAILED"]
     print(f"{len(failed)} check(s) failed" + (f": {', '.join(failed)}" if failed else ""))
     return len(failed)
