@@ -160,7 +160,7 @@ def test_binary_model_learns_a_fixed_batch():
     frames = [torch.rand(2, 3, 16, 16) for _ in range(4)]
     target = (frames[1] + frames[2]) / 2
     losses = []
-    for _ in range(200):
+    for _ in range(120):  # 0.28 of the first loss after 120 steps here, 0.22 after 200
         with binop.binarized():
             loss = (model(frames)[0] - target).abs().mean()
             optimizer.zero_grad()
