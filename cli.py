@@ -64,12 +64,12 @@ def select_device(cuda=None, model_path=None, engine=None):
     CPU when ``cuda`` is None and a ValueError when it is True. On CUDA, float32 stays float32
     (``exact_float32_on_cuda``)."""
     packed = engine == "packed" or (model_path is not None and is_packed_file(model_path))
-    if packed and cuda and engine == "packed":
-        raise ValueError("--engine packed runs on the CPU only (the bit-packed XNOR engine): use --cuda False, "
-                         "or --engine auto (simulated on the GPU)")
-    if packed and cuda:
+    if packed and cuda and model_path is not None and is_packed_file(model_path):
         raise ValueError(f"{model_path} is a packed model, which runs on the CPU only (the bit-packed XNOR "
                          "engine): use --cuda False, or the checkpoint (.pth) it was exported from on the GPU")
+    if packed and cuda:
+        raise ValueError("--engine packed runs on the CPU only (the bit-packed XNOR engine): use --cuda False, "
+                         "or --engine auto (simulated on the GPU)")
     if cuda is None:
         cuda = torch.cuda.is_available() and not packed
     if cuda and not torch.cuda.is_available():
@@ -120,13 +120,19 @@ def run_script(main, argv=None):
         report_error(error)
         return EXIT_BAD_INPUT
     except torch.cuda.OutOfMemoryError as error:
-        report_error(f"the GPU ran out of memory ({str(error).splitlines()[0]}): use a smaller batch or crop, "
-                     "--amp (training) or --half (inference), or --cuda False")
+        report_error(f"the GPU ran out of memory ({first_sentences(error)}): process fewer frames at once "
+                     "(--batch, --test_batch_size), use --half (interpolate.py), or --cuda False")
         return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def first_sentences(error, count=2):
+    """The first ``count`` sentences of ``error``'s first line (CUDA's out-of-memory message runs on)."""
+    line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ". ".join(line.split(". ")[:count]).rstrip(".")
 
 
 def progress_bar(iterable=None, *, disable=False, file=None, **options):

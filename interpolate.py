@@ -25,7 +25,7 @@ from inference.remux import StreamCopier
 from inference.scenes import DEFAULT_SCENE_THRESHOLD
 from inference.timeline import OutputTimeline
 from inference.writers import DEFAULT_CRF, MAX_CRF, X264_PRESETS, default_output_path
-from model.files import DEMO_CHECKPOINT
+from model.files import DEMO_CHECKPOINT, is_packed_file
 from model_loader import load_model
 from myutils import PAD_MODES
 
@@ -145,7 +145,9 @@ def check_numbers(args, device):
     if args.batch < 1:
         raise InferenceInputError(f"--batch must be at least 1, got {args.batch}")
     if args.half and device.type != "cuda":
-        raise InferenceInputError("--half needs CUDA: drop it or run on a GPU")
+        instead = ("use the checkpoint (.pth) the packed model was exported from on a GPU"
+                   if args.load_model is not None and is_packed_file(args.load_model) else "run on a GPU")
+        raise InferenceInputError(f"--half needs CUDA: drop it, or {instead}")
 
 
 def main(argv=None):

@@ -35,6 +35,7 @@ import functools
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 NEEDED = {"av": "av", "cv2": "opencv-python-headless", "skimage": "scikit-image", "tensorboard": "tensorboard",
-          "tqdm": "tqdm"}  # import name: package (requirements.txt) that the checks and the scripts they run import
+          "tqdm": "tqdm", "pytest": "pytest"}  # import name: package that the checks and the scripts they run import
 MISSING = [package for name, package in NEEDED.items() if importlib.util.find_spec(name) is None]
 if MISSING:
-    sys.exit(f"gpu_check.py: error: {', '.join(MISSING)} not installed: pip install -r requirements.txt")
+    print(f"gpu_check.py: error: {', '.join(MISSING)} not installed: pip install -r requirements.txt pytest",
+          file=sys.stderr)
+    sys.exit(2)
 import bench_train  # noqa: E402
 import fixture_data  # noqa: E402
 from cli import exact_float32_on_cuda  # noqa: E402
@@ -87,23 +90,33 @@ def autocast_mode(device):
     return choose_amp(None, "cuda", torch.cuda.get_device_capability())
 
 
+class OutOfTime(Exception):
+    """The checks' deadline (``--budget``) has passed: the check that raises it is skipped, not failed."""
+
+
 def seconds_left(args, limit):
-    """``limit`` seconds, or fewer where the checks' deadline comes first (at least 1)."""
-    return max(1.0, min(limit, args.deadline - time.monotonic()))
+    """``limit`` seconds, or fewer where the checks' deadline comes first; OutOfTime once it has passed."""
+    left = args.deadline - time.monotonic()
+    if left <= 0:
+        raise OutOfTime(f"out of time (--budget {args.budget:.0f} s spent)")
+    return min(limit, left)
 
 
 def run(command, args, limit):
-    """A subprocess's (exit code, stdout + stderr); stopped after ``seconds_left(args, limit)`` (exit code 124).
-    It imports this repository first, then what the caller's PYTHONPATH holds."""
+    """A subprocess's (exit code, stdout + stderr); it and its own children (torchrun's workers, pytest's
+    scripts) are stopped after ``seconds_left(args, limit)`` (exit code 124). It imports this repository
+    first, then what the caller's PYTHONPATH holds."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     timeout = seconds_left(args, limit)
+    process = subprocess.Popen([str(c) for c in command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, PYTHONPATH=path), start_new_session=True)
     try:
-        process = subprocess.run([str(c) for c in command], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                                 env=dict(os.environ, PYTHONPATH=path))
-    except subprocess.TimeoutExpired as expired:
-        output = expired.output.decode(errors="replace") if isinstance(expired.output, bytes) else expired.output or ""
-        return 124, f"{output}\nstopped after {timeout:.0f} s"
-    return process.returncode, process.stdout + process.stderr
+        output, errors = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, errors = process.communicate()
+        return 124, f"{output}{errors}\nstopped after {timeout:.0f} s"
+    return process.returncode, output + errors
 
 
 def check_cuda_tests(args, scratch):
@@ -294,13 +307,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         for name, check in CHECKS.items():
             started = time.perf_counter()
-            if time.monotonic() >= args.deadline:
-                status, detail, figures = "skipped", f"out of time (--budget {args.budget:.0f} s spent)", {}
-            else:
-                try:
-                    status, detail, figures = check(args, scratch)
-                except (Exception, SystemExit) as error:  # a check that crashes fails; the others still run
-                    status, detail, figures = "FAILED", f"{type(error).__name__}: {error}", {}
+            try:
+                seconds_left(args, 0)  # OutOfTime once the deadline has passed
+                status, detail, figures = check(args, scratch)
+            except OutOfTime as error:
+                status, detail, figures = "skipped", str(error), {}
+            except (Exception, SystemExit) as error:  # a check that crashes fails; the others still run
+                status, detail, figures = "FAILED", f"{type(error).__name__}: {error}", {}
             seconds = time.perf_counter() - started
             outcomes[name] = {"status": status, "detail": detail, "figures": figures, "seconds": seconds}
             print(f"{name} ({seconds:.0f} s): {status}{': ' if detail else ''}{detail}", flush=True)

@@ -202,8 +202,8 @@ def get_loader(name, split, data_root=None, *, batch_size=1, num_workers=0, shuf
     be read is replaced by the next readable one and counted (``unreadable_samples``) instead of
     stopping the run. ``host_prior`` (one of ``HOST_PRIORS``, or None) and ``reference_flows``: batches
     also hold the motion prior and the reference flows of ``--flow_supervision dis`` (inside a
-    ``reference_margin``), computed by the workers (``HostFlowsCollate``). ``pin_memory``: page-locked batches, for a model on a GPU. Call
-    ``set_epoch`` every epoch."""
+    ``reference_margin``), computed by the workers (``HostFlowsCollate``). ``pin_memory``: page-locked
+    batches, for a model on a GPU. Call ``set_epoch`` every epoch."""
     dataset = get_dataset(name, split, data_root, seed=seed, **dataset_kwargs)
     dataset.frames_as_uint8 = True
     dataset.enable_skipping_unreadable(skip_unreadable, num_workers)

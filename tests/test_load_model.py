@@ -75,8 +75,9 @@ def test_an_engine_that_cannot_run_the_model_is_a_clear_error(tmp_path):
 
 
 def test_a_packed_model_runs_on_the_cpu_and_asking_for_cuda_is_one_line(tmp_path):
-    """The packed engine is CPU-only: without --cuda a .bfl (or --engine packed) gets the CPU even where a
-    GPU is present; --cuda True is refused in one line by the scripts, a GPU device by the loader."""
+    """The packed engine is CPU-only: without --cuda a .bfl (or --engine packed) gets the CPU (where a GPU
+    is present too: the CUDA test below); --cuda True is refused in one line by the scripts, a GPU device
+    by the loader."""
     binary, packed_file = tmp_path / "binary.pth", tmp_path / "binary.bfl"
     save_checkpoint(make_checkpoint(build_model({"arch": "binary", "base_channels": 8}, log_summary=False)), str(binary))
     export(str(binary), str(packed_file))
@@ -86,6 +87,8 @@ def test_a_packed_model_runs_on_the_cpu_and_asking_for_cuda_is_one_line(tmp_path
         select_device(True, str(packed_file))
     with pytest.raises(ValueError, match="--engine packed runs on the CPU only"):
         select_device(True, str(binary), "packed")
+    with pytest.raises(ValueError, match="binary.bfl is a packed model"):  # not "--engine auto": it cannot be simulated
+        select_device(True, str(packed_file), "packed")
     with pytest.raises(ModelFileError, match="binary.bfl is a packed model, which runs on the CPU only"):
         load_model(str(packed_file), "cuda")
     clip = write_video(str(tmp_path / "clip.mp4"), n_frames=4)
@@ -96,9 +99,14 @@ def test_a_packed_model_runs_on_the_cpu_and_asking_for_cuda_is_one_line(tmp_path
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_gpu_chosen_for_a_model_computes_float32_in_float32(tmp_path):
-    assert select_device(None, str(tmp_path / "model.pth")) == torch.device("cuda")
+def test_a_gpu_chosen_for_a_checkpoint_computes_float32_in_float32_and_a_packed_model_gets_the_cpu(tmp_path):
+    binary, packed_file = tmp_path / "binary.pth", tmp_path / "binary.bfl"
+    save_checkpoint(make_checkpoint(build_model({"arch": "binary", "base_channels": 8}, log_summary=False)), str(binary))
+    export(str(binary), str(packed_file))
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # PyTorch's cuDNN default
+    assert select_device(None, str(binary)) == torch.device("cuda")
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert select_device(None, str(packed_file)) == select_device(None, str(binary), "packed") == torch.device("cpu")
 
 
 def test_a_factor_that_contradicts_the_request_is_a_clear_error(tmp_path):

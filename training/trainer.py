@@ -46,8 +46,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED, check_torch_version,
-                 progress_bar)
+from cli import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_WRITE_FAILED,
+                 check_torch_version, first_sentences, progress_bar)
 from dataset import DatasetError, frames_to, get_loader, set_epoch, unreadable_samples
 from dataset.errors import one_line
 from evaluation import evaluate
@@ -107,10 +107,10 @@ def make_optimizer(model, args):
 def load_optimizer_state(optimizer, state):
     """``optimizer.load_state_dict(state)``, keeping this run's kernel choice: the saved parameter groups
     carry the saving run's ``fused`` / ``foreach`` (a CPU run's ``fused=None``), which on a GPU would leave
-    a fused optimizer unfused and make GradScaler's fp16 step fail."""
-    optimizer.load_state_dict(state)
-    for group in optimizer.param_groups:
-        group["fused"], group["foreach"] = optimizer.defaults.get("fused"), optimizer.defaults.get("foreach")
+    a fused optimizer unfused and make GradScaler's fp16 step fail, and with which loading would leave
+    Adam's ``step`` counters on the CPU, where a fused step refuses them."""
+    kernels = {name: optimizer.defaults.get(name) for name in ("fused", "foreach")}
+    optimizer.load_state_dict({**state, "param_groups": [{**group, **kernels} for group in state["param_groups"]]})
 
 
 def make_scheduler(optimizer, args, total_steps):
@@ -530,7 +530,8 @@ def process_batch(batch_size, world_size, option="--batch_size"):
 def build_loaders(args, config, runtime):
     """The training and validation loaders (this process's shards under DDP); ``--batch_size`` and
     ``--test_batch_size`` are shared by the processes; ``--frame_cache`` serves ``--dataset``'s splits. The
-    workers compute a DIS prior and ``--flow_supervision dis``'s reference flows (of the crop inside ``--prior_context``)."""
+    workers compute a DIS prior and ``--flow_supervision dis``'s reference flows (of the crop inside
+    ``--prior_context``)."""
     common = dict(n_inputs=config["n_inputs"], n_outputs=config["n_outputs"], input_frames=args.input_frames,
                   num_workers=args.num_workers, distributed=runtime.distributed, seed=args.seed,
                   pin_memory=runtime.device.type == "cuda",
@@ -709,10 +710,10 @@ def main(argv=None, distributed=False, prog=None):
         _report(error, runtime)
         return EXIT_WRITE_FAILED
     except torch.cuda.OutOfMemoryError as error:
-        kept = (f"continue from {trainer.last_checkpoint} with --resume" if trainer is not None and trainer.last_checkpoint
-                else "no checkpoint was written yet")
-        _report(f"the GPU ran out of memory ({str(error).splitlines()[0]}): use a smaller --batch_size or "
-                f"--crop_size, or --amp; {kept}", runtime)
+        kept = (f"continue from {trainer.last_checkpoint} with --resume"
+                if trainer is not None and trainer.last_checkpoint else "no checkpoint was written yet")
+        _report(f"the GPU ran out of memory ({first_sentences(error)}): use --amp or a smaller --crop_size (or "
+                f"--batch_size, from an epoch's end); {kept}", runtime)
         return EXIT_OUT_OF_MEMORY
     except KeyboardInterrupt:
         _report(f"interrupted; continue with --resume (the last checkpoint is in "
