@@ -6,7 +6,8 @@
 
 It needs requirements.txt's packages (PyAV included) and says in one line which are missing. Its JSON is
 rewritten after every check, and the checks share a deadline (``--budget``, 540 s): a check that would
-start after it is skipped, and every subprocess is stopped at it, so a hang costs that check alone.
+start after it is skipped, and every subprocess is stopped at it, so a hang costs that check alone. The
+DDP check, last, runs only with two or more GPUs and needs a few minutes more: there give ``--budget 900``.
 
 1. cuda tests: the test suite's tests that need a CUDA device (``pytest -m cuda``);
 2. training steps: full-precision FLAVR, binary FLAVR in FLAVR's layout and the default binary model
