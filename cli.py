@@ -63,13 +63,14 @@ def select_device(cuda=None, model_path=None, engine=None):
     packed engine (``model_path`` a ``.bfl`` file, or ``engine="packed"``), which is CPU-only, gets the
     CPU when ``cuda`` is None and a ValueError when it is True. On CUDA, float32 stays float32
     (``exact_float32_on_cuda``)."""
-    packed = engine == "packed" or (model_path is not None and is_packed_file(model_path))
-    if packed and cuda and model_path is not None and is_packed_file(model_path):
+    packed_file = model_path is not None and is_packed_file(model_path)
+    if cuda and packed_file:
         raise ValueError(f"{model_path} is a packed model, which runs on the CPU only (the bit-packed XNOR "
                          "engine): use --cuda False, or the checkpoint (.pth) it was exported from on the GPU")
-    if packed and cuda:
+    if cuda and engine == "packed":
         raise ValueError("--engine packed runs on the CPU only (the bit-packed XNOR engine): use --cuda False, "
                          "or --engine auto (simulated on the GPU)")
+    packed = packed_file or engine == "packed"
     if cuda is None:
         cuda = torch.cuda.is_available() and not packed
     if cuda and not torch.cuda.is_available():

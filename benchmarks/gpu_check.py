@@ -59,6 +59,7 @@ import fixture_data  # noqa: E402
 from cli import exact_float32_on_cuda  # noqa: E402
 from engine import pack_binary_model  # noqa: E402
 from model import build_model  # noqa: E402
+from model.files import write_atomically  # noqa: E402
 from training.options import choose_amp  # noqa: E402
 from util import BinOp  # noqa: E402
 
@@ -288,14 +289,6 @@ def compare_ddp_records(records):
                                                            "fraction_apart": apart}
 
 
-def write_json(path, report):
-    """``report`` as JSON at ``path``, replaced whole (a temporary file, then a rename)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(report, handle, indent=1)
-    os.replace(temporary, path)
-
-
 CHECKS = {"cuda tests": check_cuda_tests, "training steps": check_training_steps, "run": check_training_run,
           "host flows": check_host_flows, "packed engine": check_packed_engine, "ddp": check_ddp}
 
@@ -319,8 +312,9 @@ def main(argv=None):
             outcomes[name] = {"status": status, "detail": detail, "figures": figures, "seconds": seconds}
             print(f"{name} ({seconds:.0f} s): {status}{': ' if detail else ''}{detail}", flush=True)
             if args.json:
-                write_json(args.json, {"device": device, "torch": torch.__version__, "smoke": args.smoke,
-                                       "checks": outcomes})
+                report = json.dumps({"device": device, "torch": torch.__version__, "smoke": args.smoke,
+                                     "checks": outcomes}, indent=1)
+                write_atomically(args.json, lambda handle: handle.write(report.encode("utf-8")))
     failed = [name for name, outcome in outcomes.items() if outcome["status"] == "FAILED"]
     print(f"{len(failed)} check(s) failed" + (f": {', '.join(failed)}" if failed else ""))
     return len(failed)
