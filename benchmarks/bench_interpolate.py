@@ -10,6 +10,7 @@ seconds per restored frame of interpolate.py and of FFmpeg's minterpolate at the
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 1 2 4
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --network_scales 4 --stages
     python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --motion_priors dis dis_fused
+    python benchmarks/bench_interpolate.py --against_minterpolate --frames 61 --warp_interpolations bilinear bicubic
 
 --against_minterpolate: the clip's first frames are scaled to each ``--sizes`` (INTER_AREA, x264 at
 crf 12, no audio), then, in one run per size, timed end to end (decode, interpolate, encode H.264 at
@@ -52,7 +53,7 @@ from inference.frame_io import rgb_to_tensor  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
-from model.motion_prior import MOTION_PRIORS, half_motion  # noqa: E402
+from model.motion_prior import MOTION_PRIORS, WARP_INTERPOLATIONS, half_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
@@ -80,6 +81,9 @@ def parse_args(argv=None):
     parser.add_argument("--motion_priors", nargs="+", choices=MOTION_PRIORS, metavar="PRIOR",
                         help="--against_minterpolate without --load_model: time the demo configuration with each "
                         "--motion_prior side by side (with each of --network_scales; default: the demo's own)")
+    parser.add_argument("--warp_interpolations", nargs="+", choices=WARP_INTERPOLATIONS, metavar="MODE",
+                        help="--against_minterpolate without --load_model: time the demo configuration with each "
+                        "--warp_interpolation side by side (with each prior and scale; default: the demo's own)")
     args = parser.parse_args(argv)
     if args.stages and not args.against_minterpolate:
         parser.error("--stages splits the models' time in the --against_minterpolate comparison: add it")
@@ -89,6 +93,9 @@ def parse_args(argv=None):
     if args.motion_priors and (args.load_model or not args.against_minterpolate):
         parser.error("--motion_priors times random demo models against minterpolate: give --against_minterpolate, "
                      "without --load_model")
+    if args.warp_interpolations and (args.load_model or not args.against_minterpolate):
+        parser.error("--warp_interpolations times random demo models against minterpolate: give "
+                     "--against_minterpolate, without --load_model")
     if args.network_scales and min(args.network_scales) < 1:
         parser.error(f"--network_scales must be 1 or more, got {args.network_scales}")
     return args
@@ -104,11 +111,12 @@ def packed_model(path):
     return path
 
 
-def demo_model(path, network_scale=None, motion_prior=None):
+def demo_model(path, network_scale=None, motion_prior=None, warp_interpolation=None):
     """Write a random binary model of the demo's configuration (``python main_bin.py``, with
-    ``--network_scale`` and ``--motion_prior`` when given), packed, to ``path``."""
+    ``--network_scale``, ``--motion_prior`` and ``--warp_interpolation`` when given), packed, to ``path``."""
     flags = [] if network_scale is None else ["--network_scale", str(network_scale)]
     flags += [] if motion_prior is None else ["--motion_prior", motion_prior]
+    flags += [] if warp_interpolation is None else ["--warp_interpolation", warp_interpolation]
     options = resolve_options(build_parser("bench_interpolate", "").parse_args(flags))
     torch.manual_seed(0)
     model = build_model(model_config_from(options), log_summary=False).eval()
@@ -212,10 +220,11 @@ def against_minterpolate(args, workdir):
         models = {"model": args.load_model}
     else:
         models = {}
-        for prior in args.motion_priors or [None]:
-            for scale in args.network_scales or [None]:
-                name = " ".join(([] if prior is None else [prior]) + ([] if scale is None else [f"net 1/{scale}"]))
-                models[name or "demo"] = demo_model(os.path.join(workdir, f"demo{prior}{scale}.bfl"), scale, prior)
+        for prior, scale, warp in itertools.product(args.motion_priors or [None], args.network_scales or [None],
+                                                    args.warp_interpolations or [None]):
+            name = " ".join(([] if prior is None else [prior]) + ([] if scale is None else [f"net 1/{scale}"])
+                            + ([] if warp is None else [warp]))
+            models[name or "demo"] = demo_model(os.path.join(workdir, f"demo{prior}{scale}{warp}.bfl"), scale, prior, warp)
     print(f"{machine()}, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}; first "
           f"{args.frames} frames of {args.input_video or 'bigbuckbunny.mp4'}, 2x; model "
           f"{args.load_model or 'random, the demo configuration, packed'}; seconds per restored frame", flush=True)

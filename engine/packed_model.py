@@ -191,6 +191,7 @@ class PackedFLAVR(nn.Module):
         self.config = dict(config)
         self.n_inputs, self.n_outputs, self.joinType = net.n_inputs, net.n_outputs, net.joinType
         self.head, self.motion_prior, self.network_scale = net.head, net.motion_prior, net.network_scale
+        self.warp_interpolation, self.prior_dead_zone = net.warp_interpolation, net.prior_dead_zone
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 

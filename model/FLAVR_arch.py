@@ -12,6 +12,7 @@ class UNet_3D_3D(UNet3D):
 
     def __init__(self, block, n_inputs, n_outputs, batchnorm=False, joinType="concat",
                  upmode="transpose", base_channels=64, gate_reduction=1, head="frames", activation="relu",
-                 motion_prior="none", network_scale=1):
+                 motion_prior="none", network_scale=1, warp_interpolation="bilinear", prior_dead_zone=0.0):
         super().__init__(FULL_PRECISION, block, n_inputs, n_outputs, batchnorm, joinType, upmode,
-                         base_channels, gate_reduction, head, activation, motion_prior, network_scale)
+                         base_channels, gate_reduction, head, activation, motion_prior, network_scale,
+                         warp_interpolation, prior_dead_zone)

@@ -29,6 +29,8 @@ DEFAULT_CONFIG = {
     "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
     "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned | dis | dis_aligned | dis_fused
     "network_scale": 1,        # the U-Net runs on frames downscaled this many times, its head upsampled (warp/residual head)
+    "warp_interpolation": "bilinear",  # how the warp head resamples the frames it warps: bilinear | bicubic
+    "prior_dead_zone": 0.0,    # the prior's half motion below this many pixels is taken as none (whole from twice it)
 }
 
 
@@ -50,7 +52,8 @@ def build_model(config, log_summary=True):
                   batchnorm=config["batchnorm"], joinType=config["joinType"], upmode=config["upmode"],
                   base_channels=config["base_channels"], gate_reduction=config["gate_reduction"],
                   head=config["head"], activation=config["activation"],
-                  motion_prior=config["motion_prior"], network_scale=config["network_scale"])
+                  motion_prior=config["motion_prior"], network_scale=config["network_scale"],
+                  warp_interpolation=config["warp_interpolation"], prior_dead_zone=config["prior_dead_zone"])
     if config["arch"] == "binary":
         model = binFLAVR_arch.UNet_3D_3D(**common, bin_downsample=config["bin_downsample"],
                                          shortcuts=config["shortcuts"])
@@ -77,6 +80,10 @@ def describe_config(config):
         details.append(f"{config['motion_prior']} motion prior")
     if config.get("network_scale", 1) != 1:
         details.append(f"network at 1/{config['network_scale']} scale")
+    if config.get("warp_interpolation", "bilinear") != "bilinear":
+        details.append(f"{config['warp_interpolation']} warping")
+    if config.get("prior_dead_zone", 0) > 0:
+        details.append(f"prior motion under {config['prior_dead_zone']:g} px ignored")
     if config.get("activation", "relu") != "relu":
         details.append(config["activation"])
     if config.get("base_channels", 64) != 64:

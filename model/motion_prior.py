@@ -2,7 +2,9 @@
 ``head="warp"`` and ``motion_prior``; docs/MODEL.md).
 
 ``warp_blend`` turns the head's 8 channels per output frame into a frame:
-``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` with bilinear backward warping (``backward_warp``).
+``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` with backward warping (``backward_warp``), bilinear
+or bicubic (``WARP_INTERPOLATIONS``: bicubic keeps the detail that bilinear resampling at fractional
+offsets blurs away).
 ``matching_flow`` finds half the motion between the two middle frames by symmetric block matching
 over an image pyramid (``MATCH_LEVELS``, a 3x3 search per level, softmin for sub-pixel shifts); the
 model adds it to the head's flows (``prior_flows``), so a new model starts at motion-compensated
@@ -12,6 +14,8 @@ GPU are copied there and back; training's data workers and interpolate.py's slid
 beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine, and
 ``dis_fused_flow`` (``"dis_fused"``), which takes per pixel DIS's forward or backward half motion,
 whichever aligns the frames (``fuse_dis_flows``).
+``still_motion`` takes a prior's half motion below a few tenths of a pixel as none (``prior_dead_zone``):
+such motion is mostly the flow's noise in flat or unchanged regions, where warping only resamples.
 ``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
 head's flows (``warp_flows``) in training.
 """
@@ -31,16 +35,17 @@ def output_times(n_outputs):
     return [k / (n_outputs + 1) for k in range(1, n_outputs + 1)]
 
 
-def backward_warp(image, flow):
-    """``image`` (``B x C x H x W``) sampled bilinearly at each pixel plus ``flow`` (``B x 2 x H x W``,
-    x then y, in pixels), borders replicated."""
+def backward_warp(image, flow, interpolation="bilinear"):
+    """``image`` (``B x C x H x W``) sampled at each pixel plus ``flow`` (``B x 2 x H x W``, x then y, in
+    pixels), borders replicated; ``interpolation``: "bilinear" or "bicubic" (``WARP_INTERPOLATIONS``;
+    bicubic may overshoot [0, 1] slightly at edges, as any output is clamped when saved)."""
     _, _, height, width = image.shape
     ys = torch.arange(height, dtype=image.dtype, device=image.device).view(1, height, 1)
     xs = torch.arange(width, dtype=image.dtype, device=image.device).view(1, 1, width)
     grid_x = (xs + flow[:, 0]) * (2.0 / max(width - 1, 1)) - 1.0
     grid_y = (ys + flow[:, 1]) * (2.0 / max(height - 1, 1)) - 1.0
     grid = torch.stack([grid_x, grid_y], dim=-1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image, grid, mode=interpolation, padding_mode="border", align_corners=True)
 
 
 def warp_flows(head, prior=None):
@@ -50,16 +55,19 @@ def warp_flows(head, prior=None):
     return flows if prior is None else flows + prior
 
 
-def warp_blend(head, before, after, t, prior=None):
+def warp_blend(head, before, after, t, prior=None, interpolation="bilinear"):
     """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
     ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
-    middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the flows."""
+    middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the
+    flows; ``interpolation``: ``backward_warp``'s."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
     flows = warp_flows(head, prior)
-    warped = mask * backward_warp(before, flows[:, 0:2]) + (1 - mask) * backward_warp(after, flows[:, 2:4])
+    warped = (mask * backward_warp(before, flows[:, 0:2], interpolation)
+              + (1 - mask) * backward_warp(after, flows[:, 2:4], interpolation))
     return warped + head[:, 5:8]
 
 
+WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # backward_warp's resampling of the warp head's frames
 MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused")
 ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
 HOST_PRIORS = ("dis", "dis_aligned", "dis_fused")  # priors computed by OpenCV on the host, whatever the model's device
@@ -225,6 +233,16 @@ def half_motion(prior, before, after):
         raise ValueError(f"motion prior {prior!r} finds no motion: one of {', '.join(HALF_MOTION_OF)}")
     find = {"matching": matching_flow, "dis": dis_flow, "dis_fused": dis_fused_flow}[HALF_MOTION_OF[prior]]
     return find(before, after)
+
+
+def still_motion(half_motion, dead_zone):
+    """``half_motion`` (``B x 2 x H x W`` px) with the motion below ``dead_zone`` px taken as none: each
+    pixel's vector scaled by ``clamp((|v| - dead_zone) / dead_zone, 0, 1)``, so zero up to ``dead_zone``,
+    whole from twice it, continuous between. 0 leaves it as it is."""
+    if dead_zone <= 0:
+        return half_motion
+    length = torch.linalg.vector_norm(half_motion, dim=1, keepdim=True)
+    return half_motion * ((length - dead_zone) / dead_zone).clamp(0, 1)
 
 
 def prior_flows(half_motion, t):

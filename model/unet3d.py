@@ -12,7 +12,8 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
 * ``head`` says what the last layer (``outconv``) predicts for each output frame at time t:
   ``frames``: the frame minus the inputs' mean (FLAVR); ``residual``: a correction to the linear
   blend of the two middle inputs; ``warp``: two flows (pixels), a blend mask and a correction, so
-  the frame is ``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` (bilinear backward warping).
+  the frame is ``m * warp(I_a, f_a) + (1 - m) * warp(I_b, f_b) + r`` (backward warping,
+  ``warp_interpolation`` "bilinear" or "bicubic"; bicubic keeps the detail bilinear resampling blurs).
   The ``residual`` and ``warp`` heads are zero-initialised: a new model starts exactly at the blend.
 * ``motion_prior="matching"`` (``warp`` head only) adds a parameter-free motion estimate to the
   head's flows: symmetric block matching between the two middle frames over an image pyramid
@@ -22,6 +23,9 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
   OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs;
   ``"dis_fused"`` takes per pixel DIS's forward or backward flow, whichever aligns the frames (``dis_fused_flow``).
+* ``prior_dead_zone=d`` (pixels) takes the prior's half motion below d as none, whole from 2d
+  (``still_motion``): sub-pixel flow in flat or unchanged regions is mostly noise, and warping by it
+  only resamples what standing still would copy.
 * ``activation="rprelu"`` replaces the ReLUs of the encoder blocks by ReActNet's learnable RPReLU.
 * ``network_scale=s`` (``residual`` and ``warp`` heads) runs the U-Net on the frames downscaled s times
   (antialiased bilinear, sides rounded to multiples of 8) and upsamples its head bilinearly to the
@@ -35,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, backward_warp, half_motion, linear_blend, output_times, prior_flows,
-                                warp_blend, warp_flows)
+from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, half_motion, linear_blend,
+                                output_times, prior_flows, still_motion, warp_blend, warp_flows)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
@@ -252,11 +256,13 @@ class UNet3D(nn.Module):
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
     ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned" or "dis_fused" (warp head only,
     see ``half_motion``).
-    ``network_scale``: the U-Net's input is the frames downscaled this many times (module docstring)."""
+    ``network_scale``: the U-Net's input is the frames downscaled this many times; ``warp_interpolation``
+    and ``prior_dead_zone``: how the warp head resamples and which motion its prior ignores (module docstring)."""
 
     def __init__(self, policy, block="unet_18", n_inputs=4, n_outputs=1, batchnorm=False,
                  joinType="concat", upmode="transpose", base_channels=64, gate_reduction=1,
-                 head="frames", activation="relu", motion_prior="none", network_scale=1):
+                 head="frames", activation="relu", motion_prior="none", network_scale=1,
+                 warp_interpolation="bilinear", prior_dead_zone=0.0):
         super().__init__()
         _check_choice("block", block, tuple(BLOCK_LAYERS))
         _check_choice("joinType", joinType, JOIN_TYPES)
@@ -264,6 +270,9 @@ class UNet3D(nn.Module):
         _check_choice("activation", activation, tuple(ACTIVATIONS))
         _check_choice("head", head, tuple(HEAD_CHANNELS))
         _check_choice("motion_prior", motion_prior, MOTION_PRIORS)
+        _check_choice("warp_interpolation", warp_interpolation, WARP_INTERPOLATIONS)
+        if not prior_dead_zone >= 0:
+            raise ValueError(f"prior_dead_zone must be 0 or more pixels, got {prior_dead_zone!r}")
         if motion_prior != "none" and head != "warp":
             raise ValueError(f"motion_prior={motion_prior!r} needs head='warp' (got head={head!r})")
         if not isinstance(network_scale, int) or network_scale < 1:
@@ -276,6 +285,7 @@ class UNet3D(nn.Module):
         policy = replace(policy, gate_reduction=gate_reduction, activation=activation)
         self.n_inputs, self.n_outputs, self.joinType = n_inputs, n_outputs, joinType
         self.head, self.motion_prior, self.network_scale = head, motion_prior, network_scale
+        self.warp_interpolation, self.prior_dead_zone = warp_interpolation, float(prior_dead_zone)
         growth = 2 if joinType == "concat" else 1
         self.encoder = Encoder(policy, block, n_outputs > 1, batchnorm, base_channels)
         nf = [base_channels * w for w in reversed(STAGE_WIDTHS)]  # 512, 256, 128, 64
@@ -325,11 +335,12 @@ class UNet3D(nn.Module):
 
     def prior_motion(self, frames, given=None):
         """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
-        when the model has a motion prior; else None."""
+        when the model has a motion prior, less what ``prior_dead_zone`` takes as none; else None."""
         if self.motion_prior == "none":
             return None
-        return given if given is not None else half_motion(self.motion_prior, frames[len(frames) // 2 - 1],
-                                                           frames[len(frames) // 2])
+        if given is None:
+            given = half_motion(self.motion_prior, frames[len(frames) // 2 - 1], frames[len(frames) // 2])
+        return still_motion(given, self.prior_dead_zone)
 
     def network_input(self, stacked, frames, motion):
         """What the encoder sees (``B x 3 x T x h x w``): the stacked inputs, or for ``motion_prior``
@@ -339,8 +350,8 @@ class UNet3D(nn.Module):
             return self._downscaled(stacked)
         middle = len(frames) // 2
         aligned = list(frames)
-        aligned[middle - 1] = backward_warp(frames[middle - 1], -motion)
-        aligned[middle] = backward_warp(frames[middle], motion)
+        aligned[middle - 1] = backward_warp(frames[middle - 1], -motion, self.warp_interpolation)
+        aligned[middle] = backward_warp(frames[middle], motion, self.warp_interpolation)
         return self._downscaled(torch.stack(aligned, dim=2))
 
     def network_size(self, height, width):
@@ -383,8 +394,8 @@ class UNet3D(nn.Module):
             return [c + base for c, base in zip(heads, linear_blend(frames, self.n_outputs))]
         if self.head == "warp":
             before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
-            return [warp_blend(h, before, after, t, None if motion is None else prior_flows(motion, t))
-                    for h, t in zip(heads, output_times(self.n_outputs))]
+            return [warp_blend(h, before, after, t, None if motion is None else prior_flows(motion, t),
+                               self.warp_interpolation) for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)
         return [c + mean for c in heads]
 

@@ -18,7 +18,7 @@ from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
-from model.motion_prior import (FLOW_SCALE, backward_warp, dis_flow, dis_fused_flow, fuse_dis_flows, half_motion, linear_blend, matching_flow,
+from model.motion_prior import (FLOW_SCALE, backward_warp, still_motion, dis_flow, dis_fused_flow, fuse_dis_flows, half_motion, linear_blend, matching_flow,
                                 output_times, prior_flows, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
@@ -108,6 +108,59 @@ def test_matching_and_dis_flows_find_a_translation_of_the_scene(find):
     assert abs(motion[INNER][:, 1].median().item() - 2) < 0.4
     matched = (backward_warp(before, -motion) + backward_warp(after, motion)) / 2
     assert psnr(matched[INNER], middle[INNER]) > psnr(((before + after) / 2)[INNER], middle[INNER]) + 10
+
+
+def subpixel_frames(pool):
+    """Before, middle and after: the full-size ``chelsea`` photograph moving 1 px per frame to the left,
+    each ``avg_pool2d``-ed ``pool`` times to ``1 x 3 x 64 x 96``, so the middle is 1 / pool px from
+    each: a half motion of ``(-1 / pool, 0)``."""
+    full = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).float().unsqueeze(0) / 255
+    return [F.avg_pool2d(full[..., 20:20 + 64 * pool, x:x + 96 * pool], pool) for x in (20, 21, 22)]
+
+
+def warped_to_the_middle(before, after, half_motion, interpolation):
+    return (backward_warp(before, -half_motion, interpolation) + backward_warp(after, half_motion, interpolation)) / 2
+
+
+def test_bicubic_warping_keeps_the_detail_that_bilinear_resampling_blurs():
+    before, middle, after = subpixel_frames(2)
+    motion = torch.zeros(1, 2, 64, 96)
+    motion[:, 0] = -0.5
+    bilinear, bicubic = (psnr(warped_to_the_middle(before, after, motion, i)[INNER], middle[INNER])
+                         for i in ("bilinear", "bicubic"))
+    assert bicubic > bilinear + 1  # half a pixel: bilinear averages two neighbours, as blending would
+    assert torch.allclose(backward_warp(before, torch.zeros_like(motion), "bicubic"), before, atol=1e-5)
+    shifted = torch.zeros_like(motion)
+    shifted[:, 0] = 1
+    assert torch.allclose(backward_warp(before, shifted, "bicubic")[..., :-2], before[..., 1:-1], atol=1e-5)
+
+
+def test_below_a_third_of_a_pixel_standing_still_restores_the_middle_better_than_warping():
+    before, middle, after = subpixel_frames(4)  # a quarter of a pixel each way
+    motion = torch.zeros(1, 2, 64, 96)
+    motion[:, 0] = -0.25
+    still = psnr(((before + after) / 2)[INNER], middle[INNER])
+    for interpolation in ("bilinear", "bicubic"):
+        assert still > psnr(warped_to_the_middle(before, after, motion, interpolation)[INNER], middle[INNER]) + 1
+    assert torch.equal(still_motion(motion, 0.35), torch.zeros_like(motion))
+
+
+def test_the_dead_zone_takes_small_motion_as_none_and_keeps_large_motion_whole():
+    lengths = torch.tensor([0.0, 0.2, 0.35, 0.5, 0.7, 3.0])
+    motion = torch.stack([0.6 * lengths, -0.8 * lengths]).view(1, 2, 1, 6)
+    kept = torch.linalg.vector_norm(still_motion(motion, 0.35), dim=1).flatten()
+    assert torch.allclose(kept, torch.tensor([0, 0, 0, 0.5 * 0.15 / 0.35, 0.7, 3.0]), atol=1e-6)  # 0.5 px: 3/7 kept
+    assert torch.equal(still_motion(motion, 0.0), motion)
+    scene = photo_scene()
+    noise = torch.Generator().manual_seed(0)
+    frames = [crop(scene, 40, 40) + 0.01 * torch.randn(1, 3, 64, 96, generator=noise) for _ in range(4)]
+    config = {"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "dis_fused",
+              "warp_interpolation": "bicubic", "prior_dead_zone": 0.35}
+    model = build_model(config, log_summary=False).eval()
+    with torch.no_grad():  # a still scene with sensor noise: the prior's motion is noise, and ignored
+        assert half_motion("dis_fused", frames[1], frames[2]).abs().max() > 0
+        assert torch.allclose(model(frames)[0], (frames[1] + frames[2]) / 2, atol=1e-5)
+    assert "bicubic warping" in describe_config(model.config) and "under 0.35 px" in describe_config(model.config)
 
 
 def test_the_fused_dis_prior_takes_the_flow_that_aligns_the_frames_where_forward_and_backward_disagree():

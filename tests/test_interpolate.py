@@ -225,17 +225,19 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     assert refused.returncode == 2 and "--against_minterpolate" in refused.stderr.strip().splitlines()[-1]
 
 
-def test_bench_interpolate_times_the_demo_with_each_motion_prior_side_by_side():
+def test_bench_interpolate_times_the_demo_with_each_motion_prior_and_warping_side_by_side():
     run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
                           "--against_minterpolate", "--frames", "5", "--sizes", "64x48", "--threads", "1",
-                          "--motion_priors", "dis", "dis_fused"], capture_output=True, text=True, timeout=300)
+                          "--motion_priors", "dis", "dis_fused", "--warp_interpolations", "bilinear", "bicubic"],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
-    assert header == ["size", "dis", "dis_fused", "minterpolate", "ratio", "dis", "ratio", "dis_fused", "dis", "prior",
-                      "dis_fused", "prior"]
+    models = ["dis", "bilinear", "dis", "bicubic", "dis_fused", "bilinear", "dis_fused", "bicubic"]
+    ratios = [word for pair in zip(models[0::2], models[1::2]) for word in ("ratio", *pair)]
+    assert header == ["size", *models, "minterpolate", *ratios, "dis", "prior", "dis_fused", "prior"]
     row = next(line for line in lines if line[0] == "64x48")
-    assert len(row) == 8 and min(float(value) for value in row[1:]) > 0
+    assert len(row) == 12 and min(float(value) for value in row[1:]) > 0
 
 
 def test_a_gpu_out_of_memory_is_one_line_and_exit_code_5(capsys):

@@ -47,6 +47,19 @@ def test_binary_checkpoint_loads_binarized_and_equals_the_model_in_eval(tmp_path
     assert torch.equal(actual[0], expected[0])
 
 
+def test_a_checkpoint_saved_before_bicubic_warping_existed_keeps_bilinear_warping_and_its_whole_prior(tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "matching"},
+                        log_summary=False)
+    checkpoint = make_checkpoint(model)
+    for key in ("warp_interpolation", "prior_dead_zone"):  # what a checkpoint of 2026-12-06 and before holds
+        del checkpoint["config"][key]
+    path = tmp_path / "older.pth"
+    save_checkpoint(checkpoint, str(path))
+    loaded, description = load_model(str(path))
+    assert (loaded.warp_interpolation, loaded.prior_dead_zone) == ("bilinear", 0.0) and "bicubic" not in description
+
+
 def test_binary_checkpoint_runs_on_the_packed_engine_with_the_simulated_outputs(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "model_best.pth"

@@ -96,6 +96,9 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"head": "warp", "motion_prior": "dis", "network_scale": 2},  # the network on frames downscaled 2x
     {"head": "warp", "motion_prior": "dis_aligned", "network_scale": 4},  # ... seeing DIS-aligned frames
     {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4},    # DIS's flows fused per pixel
+    {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4,     # the demo's: bicubic warping, the
+     "warp_interpolation": "bicubic", "prior_dead_zone": 0.35},            # prior's sub-pixel motion ignored
+    {"head": "warp", "motion_prior": "aligned", "warp_interpolation": "bicubic"},  # aligned inputs warped bicubically
     {"head": "residual", "network_scale": 4},            # ... 4x, its corrections upsampled
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
     {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},
@@ -256,14 +259,15 @@ def test_packed_file_layout_is_documented_and_aligned(packed_file):
 
 def test_recipe_model_exports_and_loads_with_the_simulated_outputs(tmp_path):
     config = {"head": "warp", "motion_prior": "matching", "shortcuts": True, "activation": "rprelu",
-              "bin_downsample": True, "gate_reduction": 4}
+              "bin_downsample": True, "gate_reduction": 4, "warp_interpolation": "bicubic", "prior_dead_zone": 0.35}
     checkpoint = write_checkpoint(tmp_path / "recipe.pth", config)
     size = export_packed.export(checkpoint, str(tmp_path / "recipe.bfl"))
     assert size == os.path.getsize(tmp_path / "recipe.bfl")
     simulated, _ = load_model(checkpoint)
     packed, description = load_model(str(tmp_path / "recipe.bfl"))
     assert "warp head" in description and "real shortcuts" in description and "rprelu" in description
-    assert "matching motion prior" in description
+    assert "matching motion prior" in description and "bicubic warping" in description
+    assert (packed.warp_interpolation, packed.prior_dead_zone) == ("bicubic", 0.35)
     assert max_difference(simulated, packed, frames(40, 56, seed=5)) <= 1e-4
 
 

@@ -154,16 +154,21 @@ def assert_runs_trained_the_steps_of_the_budget(grid):
         quality_grid.check_steps(quality_grid.parse_args(["--steps", "4"]), "fp_warp_s0", folder)
 
 
-def test_the_grid_scores_the_untrained_prior_of_every_dis_configuration_as_a_baseline():
+def test_the_grid_scores_the_untrained_prior_of_every_dis_configuration_as_a_baseline_with_its_warping_and_dead_zone():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import quality_grid
     grid = type("Args", (), {})
     grid.configs = ["bin_warp_mp_soft"]
-    assert quality_grid.other_priors(grid) == []
+    assert quality_grid.other_priors(grid) == {}
     grid.configs = ["bin_warp_mp_soft", "bin_warp_disal_soft_ns4"]  # DIS-aligned: the DIS prior's flows
-    assert quality_grid.other_priors(grid) == ["dis"]
-    grid.configs = ["bin_warp_disf_soft_ns4", "fp_warp_dis_ns4"]
-    assert quality_grid.other_priors(grid) == ["dis", "dis_fused"]
+    assert list(quality_grid.other_priors(grid)) == ["dis"]
+    grid.configs = ["bin_warp_disf_soft_ns4", "fp_warp_dis_ns4", "bin_warp_disf_soft_ns4_bc", "fp_warp_disf_ns4_bc"]
+    priors = quality_grid.other_priors(grid)
+    assert list(priors) == ["dis", "dis_fused", "dis_fused_bicubic_dz0.35"]
+    bicubic = priors["dis_fused_bicubic_dz0.35"]
+    assert (bicubic.prior, bicubic.interpolation, bicubic.dead_zone) == ("dis_fused", "bicubic", 0.35)
+    assert bicubic.about() == "fused DIS prior alone, bicubic warping, half motion under 0.35 px ignored, untrained"
+    assert (priors["dis_fused"].interpolation, priors["dis_fused"].dead_zone) == ("bilinear", 0.0)
 
 
 def test_motion_crop_configurations_are_distilled_from_the_teacher_trained_on_motion_crops(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from fixtures import REPO, run_repo_script, write_vimeo
 from training import main
-from training.options import build_parser, read_recipe, recipe_actions, recipe_names, resolve_options
+from training.options import build_parser, model_config_from, read_recipe, recipe_actions, recipe_names, resolve_options
 
 
 def resolved(*argv):
@@ -54,6 +54,18 @@ def test_a_head_without_flows_has_no_motion_prior_unless_the_command_line_gives_
     assert resolved("--head", "frames").motion_prior == "none"
     with pytest.raises(ValueError, match="corrects the warp head's flows"):
         resolved("--head", "frames", "--motion_prior", "matching")
+
+
+def test_the_demo_warps_bicubically_and_ignores_its_priors_sub_pixel_motion_only_where_there_is_a_prior():
+    demo = resolved()
+    assert (demo.warp_interpolation, demo.prior_dead_zone) == ("bicubic", 0.35)
+    assert model_config_from(demo)["warp_interpolation"] == "bicubic"
+    assert resolved("--head", "frames").prior_dead_zone == 0 and resolved("--motion_prior", "none").prior_dead_zone == 0
+    assert resolved("--recipe", "flavr").warp_interpolation == "bilinear"
+    with pytest.raises(ValueError, match="add --motion_prior"):
+        resolved("--motion_prior", "none", "--prior_dead_zone", "0.5")
+    with pytest.raises(ValueError, match="0 or more pixels"):
+        resolved("--prior_dead_zone", "-1")
 
 
 def test_a_recipe_that_needs_a_teacher_says_so_in_one_line(capsys):
