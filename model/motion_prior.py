@@ -62,9 +62,9 @@ def warp_blend(head, before, after, t, prior=None, interpolation="bilinear"):
     flows; ``interpolation``: ``backward_warp``'s."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
     flows = warp_flows(head, prior)
-    warped = (mask * backward_warp(before, flows[:, 0:2], interpolation)
-              + (1 - mask) * backward_warp(after, flows[:, 2:4], interpolation))
-    return warped + head[:, 5:8]
+    batch = before.shape[0]  # both frames in one grid_sample (the same values, 20% less time for bicubic on a CPU)
+    warped = backward_warp(torch.cat([before, after]), torch.cat([flows[:, 0:2], flows[:, 2:4]]), interpolation)
+    return (mask * warped[:batch] + (1 - mask) * warped[batch:]) + head[:, 5:8]
 
 
 WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # backward_warp's resampling of the warp head's frames
