@@ -55,15 +55,17 @@ def warp_flows(head, prior=None):
     return flows if prior is None else flows + prior
 
 
-def warp_blend(head, before, after, t, prior=None, interpolation="bilinear"):
+def warp_blend(head, before, after, t, prior=None, interpolation="bilinear", both=None):
     """The ``warp`` head's frame at time ``t`` from its 8 channels ``head`` (``B x 8 x H x W``: flow to
     ``before`` and to ``after`` in units of ``FLOW_SCALE`` pixels, mask logit, correction) and the
     middle frames ``B x 3 x H x W``. ``prior`` (``B x 4 x H x W`` pixels, optional) is added to the
-    flows; ``interpolation``: ``backward_warp``'s."""
+    flows; ``interpolation``: ``backward_warp``'s; ``both``: ``torch.cat([before, after])`` when the caller
+    has it (one per forward, not one per output frame)."""
     mask = torch.sigmoid(head[:, 4:5] + math.log((1 - t) / t))
     flows = warp_flows(head, prior)
     batch = before.shape[0]  # both frames in one grid_sample (the same values, 20% less time for bicubic on a CPU)
-    warped = backward_warp(torch.cat([before, after]), torch.cat([flows[:, 0:2], flows[:, 2:4]]), interpolation)
+    both = torch.cat([before, after]) if both is None else both
+    warped = backward_warp(both, torch.cat([flows[:, 0:2], flows[:, 2:4]]), interpolation)
     return (mask * warped[:batch] + (1 - mask) * warped[batch:]) + head[:, 5:8]
 
 

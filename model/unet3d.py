@@ -394,8 +394,9 @@ class UNet3D(nn.Module):
             return [c + base for c, base in zip(heads, linear_blend(frames, self.n_outputs))]
         if self.head == "warp":
             before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
+            both = torch.cat([before, after])  # warped together, once for every output frame
             return [warp_blend(h, before, after, t, None if motion is None else prior_flows(motion, t),
-                               self.warp_interpolation) for h, t in zip(heads, output_times(self.n_outputs))]
+                               self.warp_interpolation, both) for h, t in zip(heads, output_times(self.n_outputs))]
         mean = mean.squeeze(2)
         return [c + mean for c in heads]
 

@@ -62,7 +62,10 @@ def test_the_demo_warps_bicubically_and_ignores_its_priors_sub_pixel_motion_only
     assert model_config_from(demo)["warp_interpolation"] == "bicubic"
     assert resolved("--head", "frames").prior_dead_zone == 0 and resolved("--motion_prior", "none").prior_dead_zone == 0
     assert resolved("--recipe", "flavr").warp_interpolation == "bilinear"
-    with pytest.raises(ValueError, match="add --motion_prior"):
+    assert resolved("--arch", "flavr").warp_interpolation == "bilinear"  # demo_flavr: FLAVR's head, which does not warp
+    assert resolved("--head", "frames").warp_interpolation == "bilinear"
+    assert resolved("--head", "frames", "--warp_interpolation", "bicubic").warp_interpolation == "bicubic"
+    with pytest.raises(ValueError, match="add --head warp --motion_prior"):
         resolved("--motion_prior", "none", "--prior_dead_zone", "0.5")
     with pytest.raises(ValueError, match="0 or more pixels"):
         resolved("--prior_dead_zone", "-1")

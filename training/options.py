@@ -8,9 +8,10 @@ recipe, ``flavr``, names every option a recipe sets (those of the model, data an
 groups, except the paths of a run's inputs and ``--amp``), so no default hides in the code. The
 command line overrides the recipe; without ``--recipe`` the run takes ``default_recipe`` of its
 ``--dataset`` and ``--arch`` (``python main_bin.py`` alone: ``demo``). The resolved options, the
-recipe's name among them, are written to the experiment's ``args.json`` and every checkpoint. Four
+recipe's name among them, are written to the experiment's ``args.json`` and every checkpoint. Five
 rules stay in the code: a head without flows has no motion prior unless the command line gives one,
-a model without a prior ignores no prior motion (``--prior_dead_zone`` 0) unless the command line says,
+a model without a prior ignores no prior motion (``--prior_dead_zone`` 0) and a head that does not warp
+warps bilinearly unless the command line says otherwise,
 FLAVR's frames head runs at full scale unless the command line gives a ``--network_scale``, and the
 soft-sign epochs follow ``training/weight_schedule.py``.
 """
@@ -73,7 +74,7 @@ def _model_options(parser):
                        "network's time (1: FLAVR)")
     group.add_argument("--warp_interpolation", choices=WARP_INTERPOLATIONS,
                        help="how the warp head resamples the frames it warps: bilinear, or bicubic, which keeps the "
-                       "detail bilinear resampling at fractional offsets blurs (the demo: +0.3-0.4 dB on real clips)")
+                       "detail bilinear resampling at fractional offsets blurs (the demo: +0.3-0.5 dB on held-out clips)")
     group.add_argument("--prior_dead_zone", type=float, metavar="PX",
                        help="take the motion prior's half motion below PX pixels as none, whole from 2*PX: the "
                        "prior's sub-pixel noise in flat or unchanged regions (0: off)")
@@ -326,7 +327,7 @@ def _fill_defaults(args):
     args.recipe = args.recipe or default_recipe(args.dataset, args.arch)
     options, requires = read_recipe(args.recipe)
     motion_prior_given, network_scale_given = args.motion_prior is not None, args.network_scale is not None
-    dead_zone_given = args.prior_dead_zone is not None
+    dead_zone_given, warping_given = args.prior_dead_zone is not None, args.warp_interpolation is not None
     for name, value in options.items():
         if getattr(args, name) is None:
             setattr(args, name, value if name != "num_workers" else min(value, _usable_cpus()))
@@ -334,6 +335,8 @@ def _fill_defaults(args):
         args.motion_prior = "none"
     if not dead_zone_given and args.motion_prior == "none":  # no prior, no prior motion to ignore
         args.prior_dead_zone = 0.0
+    if not warping_given and args.head != "warp":  # only the warp head warps
+        args.warp_interpolation = "bilinear"
     if not network_scale_given and args.head == "frames":  # FLAVR's head outputs frames at the network's scale
         args.network_scale = 1
     for name, what in requires.items():
@@ -371,7 +374,8 @@ def _check_values(args):
              "--prior_context widens the crop the motion prior is found on: add --motion_prior matching")
     _require(args.prior_dead_zone >= 0, f"--prior_dead_zone must be 0 or more pixels, got {args.prior_dead_zone}")
     _require(args.prior_dead_zone == 0 or args.motion_prior != "none",
-             f"--prior_dead_zone {args.prior_dead_zone:g} ignores small motion of the prior: add --motion_prior")
+             f"--prior_dead_zone {args.prior_dead_zone:g} ignores small motion of the prior: add --head warp "
+             "--motion_prior dis_fused (or another prior)")
     _require(args.lr > 0, f"--lr must be positive, got {args.lr}")
     _require(args.grad_clip is None or args.grad_clip > 0, f"--grad_clip must be positive, got {args.grad_clip}")
     _require(args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")

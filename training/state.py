@@ -72,7 +72,8 @@ def check_resumable(checkpoint, path, config, batch_size):
     differences = [f"{key}={saved[key]!r} (options: {config[key]!r})" for key in config if saved[key] != config[key]]
     if differences:
         raise ValueError(f"{path} holds another model: {', '.join(differences)}; "
-                         "repeat the model options of the run you resume")
+                         "repeat the model options of the run you resume (a run begun before a recipe changed: "
+                         "give its values, e.g. --warp_interpolation bilinear --prior_dead_zone 0)")
     saved = checkpoint.get("global_batch") or checkpoint.get("args", {}).get("batch_size", 0) * len(checkpoint["rng"])
     if checkpoint.get("epoch_step") and saved != batch_size:
         raise ValueError(f"{path} stopped after step {checkpoint['epoch_step']} of epoch {checkpoint['epoch'] + 1} "
