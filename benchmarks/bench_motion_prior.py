@@ -22,8 +22,9 @@ texture). Candidates:
   forward flow's half motion or the backward flow's, whichever aligns the middle frames better over a 9x9
   box (softly: their mean where both do);
 * ``dis_fused_bicubic``: the same, the middle frames warped bicubically (``--warp_interpolation bicubic``);
-* ``dis_fused_demo``: the demo's prior as its untrained model outputs it: ``dis_fused_bicubic`` with the half
-  motion under ``DEMO_DEAD_ZONE`` px taken as none (``--prior_dead_zone``, ``model.motion_prior.still_motion``);
+* ``dis_fused_demo``: the demo's prior as its untrained model outputs it, with the demo recipe's warping and
+  dead zone (``--warp_interpolation``, ``--prior_dead_zone``: bicubic, half motion under 0.35 px taken as none,
+  ``model.motion_prior.still_motion``);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -142,7 +143,7 @@ def time_blend(frames, half_motion, t=0.5, interpolation="bilinear"):
     return (1 - t) * before + t * after
 
 
-DEMO_DEAD_ZONE = read_recipe("demo")[0]["prior_dead_zone"]  # px, the demo recipe's --prior_dead_zone
+DEMO_OPTIONS = read_recipe("demo")[0]  # the demo recipe's --prior_dead_zone (px) and --warp_interpolation
 
 
 def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
@@ -192,8 +193,9 @@ CANDIDATES = {
     "dis": dis_blend,
     "dis_fused": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2])),
     "dis_fused_bicubic": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2]), interpolation="bicubic"),
-    "dis_fused_demo": lambda frames: time_blend(frames, still_motion(dis_fused_flow(frames[1], frames[2]), DEMO_DEAD_ZONE),
-                                                interpolation="bicubic"),
+    "dis_fused_demo": lambda frames: time_blend(
+        frames, still_motion(dis_fused_flow(frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"]),
+        interpolation=DEMO_OPTIONS["warp_interpolation"]),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),
