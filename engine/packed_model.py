@@ -154,34 +154,6 @@ def _fuse_frames(conv, x):
     return out
 
 
-def _conv2d_by_gemm(conv, padded, band=32):
-    """A stride-1 unpadded Conv2d (k x k, few outputs: outconv) as one GEMM per band of
-    `band` output rows, `(k*k*O) x C` taps times the band's pixels, plus k*k shifted sums.
-
-    padded `B x C x (H+k-1) x (W+k-1)`, weight `O x C x k x k` -> `B x O x H x W`."""
-    out_channels, in_channels, k, _ = conv.weight.shape
-    batch, _, padded_height, padded_width = padded.shape
-    height, width = padded_height - k + 1, padded_width - k + 1
-    taps = conv.weight.permute(2, 3, 0, 1).reshape(k * k * out_channels, in_channels)
-    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(out_channels)
-    out = bias.view(1, -1, 1, 1).repeat(batch, 1, height, width)
-    for b in range(batch):
-        for top in range(0, height, band):
-            rows = min(band, height - top)
-            pixels = padded[b, :, top:top + rows + k - 1].reshape(in_channels, -1)
-            partial = (taps @ pixels).view(k, k, out_channels, rows + k - 1, padded_width)
-            target = out[b, :, top:top + rows]
-            for i in range(k):
-                for j in range(k):
-                    target += partial[i, j, :, i:i + rows, j:j + width]
-    return out
-
-
-def _is_plain_conv2d(conv):
-    return (isinstance(conv, nn.Conv2d) and conv.stride == (1, 1) and conv.padding == (0, 0)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.kernel_size[0] == conv.kernel_size[1])
-
-
 class PackedFLAVR(nn.Module):
     """Binary FLAVR with bit-packed binary convs: a list of `n_inputs` frames `B x 3 x H x W`
     in [0, 1] -> a list of `n_outputs` frames (H, W multiples of 8), inference only."""
@@ -195,7 +167,7 @@ class PackedFLAVR(nn.Module):
         self.encoder, self.decoder = net.encoder, net.decoder
         self.feature_fuse, self.outconv = net.feature_fuse, net.outconv
 
-    _stack = UNet3D._stack  # binary FLAVR's input checks and stacking to B x 3 x T x H x W
+    _check_inputs = UNet3D._check_inputs  # binary FLAVR's input checks
     prior_motion = UNet3D.prior_motion  # the parameter-free motion prior and what the encoder sees
     network_input = UNet3D.network_input
     network_size, _downscaled, full_resolution = UNet3D.network_size, UNet3D._downscaled, UNet3D.full_resolution
@@ -219,10 +191,6 @@ class PackedFLAVR(nn.Module):
             return _fuse_frames(layers[0], x)
         return self.feature_fuse(x)
 
-    def _output(self, x):
-        pad, conv = self.outconv
-        return _conv2d_by_gemm(conv, pad(x)) if _is_plain_conv2d(conv) else self.outconv(x)
-
     @torch.inference_mode()
     def forward(self, frames, motion=None):
         """As ``UNet3D.forward``, ``motion`` included."""
@@ -232,9 +200,9 @@ class PackedFLAVR(nn.Module):
             ops.release_output_blocks()  # the large outputs' recycled blocks, kept only within a forward
 
     def _forward(self, frames, motion):
-        x = self._stack(frames)
+        self._check_inputs(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(x, frames, motion)
+        x = self.network_input(frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         skips = [self.encoder.stem(x - mean)]
         for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4):
@@ -248,7 +216,7 @@ class PackedFLAVR(nn.Module):
             if skips:
                 x = self._join(x, skips.pop())
         fused = F.leaky_relu_(self._fuse(x), 0.2)
-        return self.output_frames(self.full_resolution(self._output(fused), frames), frames, mean, motion)
+        return self.output_frames(self.full_resolution(self.outconv(fused), frames), frames, mean, motion)
 
 
 def _replace_binary_layers(model, fill):

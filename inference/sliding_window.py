@@ -25,11 +25,16 @@ from dataclasses import dataclass
 
 import torch
 
-from model.motion_prior import HOST_PRIORS, half_motion
+from model.motion_prior import HOST_PRIORS, grey_images, host_half_motion
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
 from .scenes import scene_difference
+
+
+def _batched(tensors):
+    """``1 x ...`` tensors -> one ``len(tensors) x ...`` batch (the tensor itself when it is alone: no copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 @dataclass
@@ -39,7 +44,7 @@ class _Frame:
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
     motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
-    host_tensor: object = None    # the padded tensor made on the CPU for a host prior (frames on another device)
+    grey: object = None           # the padded frame's grey image (H' x W' uint8) for a host prior (grey_images)
 
 
 class SlidingWindowInterpolator:
@@ -85,9 +90,9 @@ class SlidingWindowInterpolator:
     @torch.no_grad()
     def _predict(self, windows):
         """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
-        inputs = [torch.cat([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
+        inputs = [_batched([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
         middle = windows[0][self.n_inputs // 2]  # the frame after each window's gap
-        motion = torch.cat([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
+        motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
             self.device) if middle.motion_before is not None else None
         with autocast_or_nothing("cuda", torch.float16 if self.half else None):
             outputs = self.model(inputs) if motion is None else self.model(inputs, motion)
@@ -101,14 +106,14 @@ class SlidingWindowInterpolator:
 
     def _host_motion(self, before, after):
         """The model's host prior between two consecutive _Frames (``1 x 2 x H' x W'`` px, on the CPU), from
-        their padded tensors, made again on the CPU from ``rgb`` for another device (the same values)."""
-        def host(frame):
-            if frame.tensor.device.type == "cpu":
-                return frame.tensor
-            if frame.host_tensor is None:  # made once: a frame ends one gap and starts the next
-                frame.host_tensor = pad_to_multiple([rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
-            return frame.host_tensor
-        return half_motion(self.model.motion_prior, host(before), host(after))
+        their padded tensors' grey images (made on the CPU from ``rgb`` for another device: the same values)."""
+        def grey(frame):
+            if frame.grey is None:  # made once: a frame ends one gap and starts the next
+                tensor = frame.tensor if frame.tensor.device.type == "cpu" else pad_to_multiple(
+                    [rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
+                frame.grey = grey_images(tensor)[0]
+            return frame.grey
+        return host_half_motion(self.model.motion_prior, [grey(before)], [grey(after)])
 
     def _to_frame(self, index, rgb):
         padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], FRAME_MULTIPLE, self.pad_mode)

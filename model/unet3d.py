@@ -318,9 +318,9 @@ class UNet3D(nn.Module):
         ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
         on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``.
         ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``)."""
-        x = self._stack(frames)
+        self._check_inputs(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(x, frames, motion)
+        x = self.network_input(frames, motion)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         x0, x1, x2, x3, x4 = self.encoder(x - mean)
         dx = self._join(self.lrelu(self.decoder[0](x4)), x3)
@@ -342,17 +342,17 @@ class UNet3D(nn.Module):
             given = half_motion(self.motion_prior, frames[len(frames) // 2 - 1], frames[len(frames) // 2])
         return still_motion(given, self.prior_dead_zone)
 
-    def network_input(self, stacked, frames, motion):
-        """What the encoder sees (``B x 3 x T x h x w``): the stacked inputs, or for ``motion_prior``
+    def network_input(self, frames, motion):
+        """What the encoder sees (``B x 3 x T x h x w``): the input frames, or for ``motion_prior``
         "aligned" and "dis_aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
         ``network_size`` (the frames' size unless ``network_scale`` > 1)."""
         if self.motion_prior not in ALIGNED_PRIORS:
-            return self._downscaled(stacked)
+            return self._downscaled(frames)
         middle = len(frames) // 2
         aligned = list(frames)
         aligned[middle - 1] = backward_warp(frames[middle - 1], -motion, self.warp_interpolation)
         aligned[middle] = backward_warp(frames[middle], motion, self.warp_interpolation)
-        return self._downscaled(torch.stack(aligned, dim=2))
+        return self._downscaled(aligned)
 
     def network_size(self, height, width):
         """The U-Net's frame size for frames of ``height`` x ``width``: each side over ``network_scale``,
@@ -361,29 +361,29 @@ class UNet3D(nn.Module):
             return max(FRAME_MULTIPLE, round(length / self.network_scale / FRAME_MULTIPLE) * FRAME_MULTIPLE)
         return side(height), side(width)
 
-    def _downscaled(self, stacked):
-        """``B x 3 x T x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear), or as it is."""
-        batch, channels, frames, height, width = stacked.shape
+    def _downscaled(self, frames):
+        """T frames ``B x 3 x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear), or
+        stacked as they are; at a lower size stacked once, frame-major, so each frame is resized in place."""
+        batch, channels, height, width = frames[0].shape
         size = self.network_size(height, width)
         if size == (height, width):
-            return stacked
-        flat = stacked.transpose(1, 2).reshape(batch * frames, channels, height, width)
+            return torch.stack(frames, dim=2)
+        flat = torch.stack(frames, dim=1).view(batch * len(frames), channels, height, width)
         small = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return small.view(batch, frames, channels, *size).transpose(1, 2)
+        return small.view(batch, len(frames), channels, *size).transpose(1, 2)
 
     def full_resolution(self, out, frames):
         """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: upsampled
-        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)."""
+        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)
+        (before upsampling, which is linear: the same up to rounding, on a 16th of the pixels at 1/4 scale)."""
         size = tuple(frames[0].shape[-2:])
         if tuple(out.shape[-2:]) == size:
             return out
-        gain_x, gain_y = size[1] / out.shape[-1], size[0] / out.shape[-2]
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        if self.head != "warp":
-            return out
-        per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
-        per_frame[0:4:2], per_frame[1:4:2] = gain_x, gain_y
-        return out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
+        if self.head == "warp":
+            per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
+            per_frame[0:4:2], per_frame[1:4:2] = size[1] / out.shape[-1], size[0] / out.shape[-2]
+            out = out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
     def output_frames(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input
@@ -409,15 +409,14 @@ class UNet3D(nn.Module):
         return [warp_flows(h, None if motion is None else prior_flows(motion, t))
                 for h, t in zip(heads, output_times(self.n_outputs))]
 
-    def _stack(self, frames):
-        """Check the inputs and stack them to ``B x 3 x T x H x W``."""
+    def _check_inputs(self, frames):
+        """Check the number of input frames and that their size is a multiple of ``FRAME_MULTIPLE``."""
         if len(frames) != self.n_inputs:
             raise ValueError(f"the model takes {self.n_inputs} input frames, got {len(frames)}")
         h, w = frames[0].shape[-2:]
         if h % FRAME_MULTIPLE or w % FRAME_MULTIPLE:
             raise ValueError(f"frame size {h}x{w} is not a multiple of {FRAME_MULTIPLE}: pad the frames "
                              "(e.g. myutils.pad_to_multiple) and crop the outputs back")
-        return torch.stack(frames, dim=2)
 
 
 def _check_choice(name, value, choices):
@@ -426,7 +425,10 @@ def _check_choice(name, value, choices):
 
 
 def _init_weights(model):
-    """FLAVR's initialisation: Kaiming normal (fan_out, relu) for Conv3d weights, zero biases."""
+    """FLAVR's initialisation: Kaiming normal (fan_out, relu) for Conv3d weights, zero biases; nothing for a
+    model built on the meta device (shapes only, its tensors loaded later: a second of imports saved)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for m in model.modules():
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

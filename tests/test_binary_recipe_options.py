@@ -19,7 +19,7 @@ from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
 from model.motion_prior import (FLOW_SCALE, backward_warp, still_motion, dis_flow, dis_fused_flow, fuse_dis_flows, half_motion, linear_blend, matching_flow,
-                                output_times, prior_flows, reference_flows, warp_blend)
+                                grey_images, host_half_motion, output_times, prior_flows, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -196,6 +196,25 @@ def test_the_dis_fused_prior_runs_the_fusion_in_the_model():
         half_motion("none", inputs[1], inputs[2])
 
 
+def test_the_host_prior_from_grey_images_made_once_per_frame_is_the_models_own():
+    rng = np.random.default_rng(0)
+    rgb = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)]
+    tensors = [torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 for image in rgb]
+    greys = [grey_images(tensor)[0] for tensor in tensors]
+    for image, grey in zip(rgb, greys):  # 8-bit frames come back as they were, then OpenCV's grey
+        np.testing.assert_array_equal(grey, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    for prior, find in (("dis_fused", dis_fused_flow), ("dis", dis_flow)):
+        assert torch.equal(host_half_motion(prior, greys[:1], greys[1:]), find(*tensors))
+    with pytest.raises(ValueError, match="not a host prior"):
+        host_half_motion("matching", greys[:1], greys[1:])
+
+
+def test_the_dead_zone_measures_each_vector_by_its_length():
+    motion = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    length = torch.linalg.vector_norm(motion, dim=1, keepdim=True)
+    assert torch.allclose(still_motion(motion, 0.5), motion * ((length - 0.5) / 0.5).clamp(0, 1), atol=1e-6)
+
+
 def test_reference_flows_point_from_the_real_middle_frame_to_each_input_where_its_content_is():
     scene = photo_scene()
     before, middle, after = crop(scene, 40, 40), crop(scene, 43, 38).clone(), crop(scene, 46, 36)
@@ -321,7 +340,7 @@ def test_the_aligned_prior_shows_the_network_the_middle_frames_warped_by_the_mat
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
     model = build_model({"base_channels": 8, "head": "warp", "motion_prior": "aligned"}, log_summary=False)
     motion = model.prior_motion(inputs)
-    seen = model.network_input(torch.stack(inputs, dim=2), inputs, motion)
+    seen = model.network_input(inputs, motion)
     assert torch.equal(seen[:, :, 0], inputs[0]) and torch.equal(seen[:, :, 3], inputs[3])
     before, after = seen[:, :, 1], seen[:, :, 2]  # both now show the scene at the middle time
     assert psnr(before[INNER], after[INNER]) > psnr(inputs[1][INNER], inputs[2][INNER]) + 10
