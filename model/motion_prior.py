@@ -66,7 +66,7 @@ def warp_blend(head, before, after, t, prior=None, interpolation="bilinear", bot
     batch = before.shape[0]  # both frames in one grid_sample (the same values, 20% less time for bicubic on a CPU)
     both = torch.cat([before, after]) if both is None else both
     warped = backward_warp(both, torch.cat([flows[:, 0:2], flows[:, 2:4]]), interpolation)
-    return torch.lerp(warped[batch:], warped[:batch], mask) + head[:, 5:8]  # m * before + (1 - m) * after: one pass
+    return torch.lerp(warped[batch:], warped[:batch], mask.to(warped.dtype)) + head[:, 5:8]  # m * before + (1 - m) * after
 
 
 WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # backward_warp's resampling of the warp head's frames
