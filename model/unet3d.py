@@ -362,15 +362,13 @@ class UNet3D(nn.Module):
         return side(height), side(width)
 
     def _downscaled(self, frames):
-        """T frames ``B x 3 x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear), or
-        stacked as they are; at a lower size stacked once, frame-major, so each frame is resized in place."""
-        batch, channels, height, width = frames[0].shape
-        size = self.network_size(height, width)
-        if size == (height, width):
-            return torch.stack(frames, dim=2)
-        flat = torch.stack(frames, dim=1).view(batch * len(frames), channels, height, width)
-        small = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return small.view(batch, len(frames), channels, *size).transpose(1, 2)
+        """T frames ``B x 3 x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear, each frame
+        resized before stacking: no full-size copy), or stacked as they are."""
+        size = self.network_size(*frames[0].shape[-2:])
+        if size != tuple(frames[0].shape[-2:]):
+            frames = [F.interpolate(frame, size=size, mode="bilinear", align_corners=False, antialias=True)
+                      for frame in frames]
+        return torch.stack(frames, dim=2)
 
     def full_resolution(self, out, frames):
         """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: upsampled
