@@ -47,11 +47,14 @@ def backward_warp(image, flow, interpolation="bilinear"):
 @functools.lru_cache(maxsize=8)
 def _sampling_grid(height, width, dtype, device):
     """``backward_warp``'s constants for a size: each pixel's (x, y) (``1 x H x W x 2``) and the scale of x and
-    y to ``grid_sample``'s [-1, 1] (``2``), made once (10x faster than building the grid per axis and stacking)."""
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
-                            torch.arange(width, dtype=dtype, device=device), indexing="ij")
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=dtype, device=device)
-    return torch.stack([xs, ys], dim=-1)[None], scale
+    y to ``grid_sample``'s [-1, 1] (``2``), made once (10x faster than building the grid per axis and stacking);
+    ordinary tensors even when first asked for under ``torch.inference_mode`` (the packed engine's), so that
+    training in the same process can save them for backward."""
+    with torch.inference_mode(False):
+        ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
+                                torch.arange(width, dtype=dtype, device=device), indexing="ij")
+        scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=dtype, device=device)
+        return torch.stack([xs, ys], dim=-1)[None], scale
 
 
 def warp_flows(head, prior=None):

@@ -209,6 +209,15 @@ def test_the_host_prior_from_grey_images_made_once_per_frame_is_the_models_own()
         host_half_motion("matching", greys[:1], greys[1:])
 
 
+def test_warping_first_done_under_inference_mode_still_trains_at_that_size_afterwards():
+    image = torch.rand(1, 3, 24, 40)
+    with torch.inference_mode():  # the packed engine's forward, e.g. a grid scoring a run before training the next
+        backward_warp(image, torch.zeros(1, 2, 24, 40), "bicubic")
+    flow = torch.zeros(1, 2, 24, 40, requires_grad=True)
+    backward_warp(image, flow * 1.0, "bicubic").sum().backward()
+    assert flow.grad is not None and torch.isfinite(flow.grad).all()
+
+
 def test_the_dead_zone_measures_each_vector_by_its_length():
     motion = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     length = torch.linalg.vector_norm(motion, dim=1, keepdim=True)
