@@ -20,7 +20,7 @@ minterpolate (``inference/minterpolate.py``'s settings, decoded and encoded by t
 writers). Seconds per restored frame: the wall time over the frames created (frames - 1); beside
 them, the part of it the models' motion prior takes (the median over the clip's first frame pairs).
 With --stages, then where one forward of each model goes at each size (``model_stages``: the prior,
-the network's input, the network, the head's upsampling, the warp and blend; milliseconds).
+the network's input, the network, the head to frames: upsampling, warping, blending; milliseconds).
 
 Prints, per variant, output frames per second (the best of --repeats rounds), its share of the
 model-alone speed, and the time each stage was busy as a fraction of the wall time (decode, model,
@@ -167,8 +167,8 @@ def prior_seconds(clip, prior, pairs=8):
     return sorted(seconds)[len(seconds) // 2]
 
 
-STAGES = (("prior", "prior_motion"), ("net input", "network_input"), ("upsample", "full_resolution"),
-          ("warp+blend", "output_frames"))  # model_stages' columns and the model methods they time
+STAGES = (("prior", "prior_motion"), ("net input", "network_input"),
+          ("to frames", "frames_from_head"))  # model_stages' columns and the model methods they time
 
 
 def model_stages(path, clip, windows=6):

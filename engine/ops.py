@@ -100,7 +100,7 @@ def _try_build():
     for openmp in attempts:
         name = "binary_flavr_bitconv" + ("_omp" if openmp else "")
         try:
-            cpp_extension.load(name=name, sources=[str(_CSRC / "bitconv.cpp")], extra_cflags=flags + openmp,
+            cpp_extension.load(name=name, sources=[str(_CSRC / "bitconv.cpp"), str(_CSRC / "warp_blend.cpp")], extra_cflags=flags + openmp,
                                extra_ldflags=openmp, build_directory=_build_directory(name), is_python_module=False,
                                verbose=False)
             return True
@@ -429,3 +429,28 @@ def gate_leaky_relu_(y, gate, negative_slope, variant=None):
     if _fusable(variant, y, gate):
         return torch.ops.bitconv.gate_leaky_relu_(y, gate, float(negative_slope))
     return F.leaky_relu_(y.mul_(gate), negative_slope)
+
+
+# ----------------------------------------------------------------------------------------
+# The warp head's output frames in one pass (engine/csrc/warp_blend.cpp)
+
+
+def warp_blend_runs(variant, *tensors):
+    """Whether ``warp_blend`` runs natively on these tensors: CPU float32 with the extension (not variant "torch")."""
+    return _resolve(variant, *tensors) is not None and all(t.dtype == torch.float32 for t in tensors)
+
+
+def warp_blend(head, before, after, t, motion=None, flow_scale=8.0, interpolation="bilinear", variant=None):
+    """The warp head's frame at time ``t`` (``B x 3 x H x W``) in one pass over its pixels: the head's 8 channels
+    ``head`` (``B x 8 x h x w``, flows already in full-resolution pixels / ``flow_scale``) upsampled bilinearly to
+    H x W, the prior's flows for the half motion ``motion`` (``B x 2 x H x W`` px, or None) added, the middle frames
+    ``before`` and ``after`` (``B x 3 x H x W``) warped ("bicubic" or "bilinear", borders replicated) and blended.
+    Equal to ``UNet3D.output_frames`` of its upsampled head to float rounding (the sampling positions' ulp:
+    6e-5 px at x ~ 700). Needs ``warp_blend_runs``; variant "scalar" runs the portable loop, any other C++ variant
+    the AVX2 one where the CPU has AVX2."""
+    native = _resolve(variant, head, before, after)
+    if native is None or not warp_blend_runs(variant, head, before, after):
+        raise BitconvError("warp_blend runs on float32 CPU tensors with the C++ extension: check warp_blend_runs first")
+    return torch.ops.bitconv.warp_blend(head.contiguous(), before.contiguous(), after.contiguous(),
+                                        None if motion is None else motion.contiguous(), float(t), float(flow_scale),
+                                        interpolation == "bicubic", native)

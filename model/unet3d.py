@@ -329,9 +329,11 @@ class UNet3D(nn.Module):
         dx = self._join(self.lrelu(self.decoder[3](dx)), x0)
         dx = self.lrelu(self.decoder[4](dx))
         fused = self.lrelu(self.feature_fuse(dx))
-        out = self.full_resolution(self.outconv(fused), frames)
-        outputs = self.output_frames(out, frames, mean, motion)
-        return (outputs, self.output_flows(out, motion)) if with_flows else outputs
+        out = self.outconv(fused)
+        if not with_flows:
+            return self.frames_from_head(out, frames, mean, motion)
+        out = self.full_resolution(out, frames)
+        return self.output_frames(out, frames, mean, motion), self.output_flows(out, motion)
 
     def prior_motion(self, frames, given=None):
         """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
@@ -370,18 +372,28 @@ class UNet3D(nn.Module):
                       for frame in frames]
         return torch.stack(frames, dim=2)
 
+    def frames_from_head(self, out, frames, mean, motion=None):
+        """The output frames from the head's ``out`` at the network's size (``B x channels*n_outputs x h x w``):
+        ``output_frames`` of ``full_resolution``. (The packed engine runs the warp head's in one pass.)"""
+        return self.output_frames(self.full_resolution(out, frames), frames, mean, motion)
+
     def full_resolution(self, out, frames):
-        """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: upsampled
-        bilinearly, the warp head's flows (channels 0-3 of each 8) multiplied by W/w (x) and H/h (y)
-        (before upsampling, which is linear: the same up to rounding, on a 16th of the pixels at 1/4 scale)."""
+        """The head's output ``B x channels*n_outputs x h x w`` at the frames' size ``H x W``: ``with_flow_gains``,
+        then upsampled bilinearly."""
         size = tuple(frames[0].shape[-2:])
         if tuple(out.shape[-2:]) == size:
             return out
-        if self.head == "warp":
-            per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
-            per_frame[0:4:2], per_frame[1:4:2] = size[1] / out.shape[-1], size[0] / out.shape[-2]
-            out = out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
-        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(self.with_flow_gains(out, size), size=size, mode="bilinear", align_corners=False)
+
+    def with_flow_gains(self, out, size):
+        """The head's output ``B x channels*n_outputs x h x w`` with the warp head's flows (channels 0-3 of each 8)
+        multiplied by W/w (x) and H/h (y), for frames of ``size`` (H, W): in their pixels (before upsampling, which
+        is linear: the same up to rounding, on a 16th of the pixels at 1/4 scale)."""
+        if self.head != "warp" or tuple(out.shape[-2:]) == tuple(size):
+            return out
+        per_frame = out.new_ones(HEAD_CHANNELS["warp"])  # filled on the device: no host-to-device copy
+        per_frame[0:4:2], per_frame[1:4:2] = size[1] / out.shape[-1], size[0] / out.shape[-2]
+        return out * per_frame.repeat(self.n_outputs).view(1, -1, 1, 1)
 
     def output_frames(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` (``B x channels*n_outputs x H x W``), the input

@@ -1,4 +1,5 @@
-"""Bit-packed binary conv kernels against PyTorch convolutions on +-1 tensors.
+"""Bit-packed binary conv kernels against PyTorch convolutions on +-1 tensors, and the engine's
+one-pass warp head against the model's PyTorch ops.
 
 Every kernel variant this machine supports is checked (C++ ones and the pure-PyTorch
 fallback "torch"); the +-1 dot products must be exact, the scaled outputs within 1e-5.
@@ -14,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from engine import ops
+from model.motion_prior import FLOW_SCALE, WARP_INTERPOLATIONS, prior_flows, warp_blend
 
 VARIANTS = ops.available_variants()
+NATIVE_VARIANTS = [v for v in VARIANTS if v != ops.TORCH_VARIANT]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -284,7 +287,7 @@ def test_large_outputs_reuse_a_freed_block_and_never_hold_more_than_the_most_in_
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not ops.extension_available(),
                     reason="recycled output blocks are the C++ extension's, on Linux")
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != ops.TORCH_VARIANT])
+@pytest.mark.parametrize("variant", NATIVE_VARIANTS)
 def test_conv_into_a_recycled_block_overwrites_every_stale_value(variant):
     in_channels, out_channels = 16, LARGE[1]
     signs = random_signs(1, in_channels, *LARGE[2:], seed=3)
@@ -301,7 +304,7 @@ def test_conv_into_a_recycled_block_overwrites_every_stale_value(variant):
     ops.release_output_blocks()
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != ops.TORCH_VARIANT])
+@pytest.mark.parametrize("variant", NATIVE_VARIANTS)
 @pytest.mark.parametrize("streams", [1, 2, 4, 8])
 def test_popcount_peak_loop_counts_every_xored_bit(variant, streams):
     generator = torch.Generator().manual_seed(8)
@@ -320,9 +323,8 @@ def test_popcount_peak_loop_counts_every_xored_bit(variant, streams):
 
 
 def test_auto_runs_a_supported_simd_variant_chosen_by_measurement():
-    native = [v for v in VARIANTS if v != ops.TORCH_VARIANT]
     choice = ops.auto_variant()
-    assert choice in native and (choice != "scalar" or native == ["scalar"])
+    assert choice in NATIVE_VARIANTS and (choice != "scalar" or NATIVE_VARIANTS == ["scalar"])
     assert ops._resolve("auto", torch.zeros(1)) == choice
 
 
@@ -349,3 +351,56 @@ def test_benchmarks_isa_avx2_caps_pytorch_onednn_and_the_engine():
     assert "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (torch runs AVX2)" in done.stdout
     rows = [line.split() for line in done.stdout.splitlines() if line.split()[:1] == ["avx2"]]
     assert len(rows) == 1 and float(rows[0][1]) > 0  # only the avx2 variant, with a rate
+
+
+def seven_pass_warp_blend(head, before, after, t, motion, interpolation):
+    """The model's own way (UNet3D.frames_from_head): the head upsampled, the prior's flows added, the middle frames
+    warped and blended, each a pass over the frame."""
+    upsampled = F.interpolate(head, size=before.shape[-2:], mode="bilinear", align_corners=False)
+    return warp_blend(upsampled, before, after, t, None if motion is None else prior_flows(motion, t), interpolation)
+
+
+@pytest.mark.parametrize("variant", NATIVE_VARIANTS)
+@pytest.mark.parametrize("interpolation", WARP_INTERPOLATIONS)
+@pytest.mark.parametrize("low,size", [((8, 12), (32, 48)),    # the network at 1/4 scale
+                                      ((30, 45), (30, 45)),   # at full scale
+                                      ((9, 11), (36, 43))])   # a width the 8-pixel loop leaves a tail of
+def test_one_pass_warp_blend_equals_upsampling_warping_and_blending(variant, interpolation, low, size):
+    generator = torch.Generator().manual_seed(0)
+    before, after = (torch.rand(2, 3, *size, generator=generator) for _ in range(2))
+    head = torch.randn(2, 8, *low, generator=generator)
+    motion = torch.randn(2, 2, *size, generator=generator) * 6  # flows reaching past every border
+    for t, prior in ((0.5, motion), (0.25, None), (0.75, motion)):
+        expected = seven_pass_warp_blend(head, before, after, t, prior, interpolation)
+        actual = ops.warp_blend(head, before, after, t, prior, FLOW_SCALE, interpolation, variant=variant)
+        torch.testing.assert_close(actual, expected, rtol=0, atol=2e-5)
+
+
+@pytest.mark.skipif("avx2" not in VARIANTS, reason="needs an x86 CPU with AVX2")
+@pytest.mark.parametrize("interpolation", WARP_INTERPOLATIONS)
+def test_warp_blends_vector_loop_gives_the_portable_loops_frames_exactly(interpolation):
+    generator = torch.Generator().manual_seed(1)
+    before, after = (torch.rand(1, 3, 64, 100, generator=generator) for _ in range(2))
+    head, motion = torch.randn(1, 8, 16, 25, generator=generator), torch.randn(1, 2, 64, 100, generator=generator) * 9
+    frames = [ops.warp_blend(head, before, after, 0.5, motion, FLOW_SCALE, interpolation, variant=variant)
+              for variant in ("scalar", "avx2")]
+    assert torch.equal(*frames)
+
+
+def test_warp_blend_on_the_pytorch_path_is_a_clear_error():
+    assert not ops.warp_blend_runs(ops.TORCH_VARIANT, torch.zeros(1))
+    with pytest.raises(ops.BitconvError, match="warp_blend_runs"):
+        ops.warp_blend(torch.zeros(1, 8, 2, 2), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), 0.5,
+                       variant=ops.TORCH_VARIANT)
+
+
+@pytest.mark.parametrize("variant", NATIVE_VARIANTS)
+@pytest.mark.parametrize("interpolation", WARP_INTERPOLATIONS)
+def test_warp_blend_reads_inside_the_frames_whatever_the_flows(variant, interpolation):
+    before, after = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
+    head = torch.zeros(1, 8, 16, 24)
+    head[0, 0:4, 0, :8] = float("nan")
+    head[0, 0:4, 1, :8], head[0, 0:4, 2, :8] = float("inf"), -float("inf")
+    head[0, 0:4, 3, :8] = 1e30
+    out = ops.warp_blend(head, before, after, 0.5, None, FLOW_SCALE, interpolation, variant=variant)
+    assert out.shape == before.shape and torch.isfinite(out).all()  # positions bounded, NaN ones too

@@ -214,12 +214,12 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
             low = (float(ours) - 5e-4) / (float(minterpolate) + 5e-4)  # times printed to 3 decimals: +-5e-4
             high = (float(ours) + 5e-4) / max(float(minterpolate) - 5e-4, 1e-9)
             assert low - 0.005 <= float(ratio) <= high + 0.005  # the ratio printed to 2 decimals
-    stages = [line for line in lines if line[0] == "net" and len(line) == 9]  # net 1/S, size, 6 columns
+    stages = [line for line in lines if line[0] == "net" and len(line) == 8]  # net 1/S, size, 5 columns
     assert [(line[1], line[2]) for line in stages] == [("1/1", "96x64"), ("1/1", "64x48"), ("1/2", "96x64"),
                                                        ("1/2", "64x48")]
-    for *_, prior, net_input, network, upsample, warp, total in stages:
-        parts = [float(v) for v in (prior, net_input, network, upsample, warp)]
-        assert min(float(prior), float(network), float(warp)) > 0 and sum(parts) == pytest.approx(float(total), abs=0.3)
+    for *_, prior, net_input, network, to_frames, total in stages:
+        parts = [float(v) for v in (prior, net_input, network, to_frames)]
+        assert min(float(prior), float(network), float(to_frames)) > 0 and sum(parts) == pytest.approx(float(total), abs=0.3)
     refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_interpolate.py"),
                               "--network_scales", "2"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--against_minterpolate" in refused.stderr.strip().splitlines()[-1]
@@ -250,3 +250,4 @@ def test_a_gpu_out_of_memory_is_one_line_and_exit_code_5(capsys):
     assert len(error.strip().splitlines()) == 1
     assert "ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): process fewer frames" in error
     assert "--cuda False" in error and "total capacity" not in error
+

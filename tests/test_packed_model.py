@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import export_packed
-from engine import PackedFileError, load_packed, pack_binary_model, packed_format
+from engine import PackedFileError, load_packed, ops, pack_binary_model, packed_format
 from cli import exact_float32_on_cuda, run_script
 from model import build_model
 from model.binconv import BINARY_LAYERS
@@ -112,6 +112,17 @@ def test_every_architecture_option_packs_and_matches(config):
     assert not any(isinstance(m, BINARY_LAYERS) for m in packed.modules())
     assert max_difference(model, packed, frames(32, 48)) <= 1e-4
     assert packed.config == model.config
+
+
+@pytest.mark.skipif(not ops.extension_available(), reason="needs the engine's C++ extension")
+def test_the_packed_warp_head_makes_its_frames_in_one_pass_on_the_cpu():
+    config = {"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": "dis_fused", "network_scale": 4,
+              "warp_interpolation": "bicubic", "n_outputs": 3}
+    packed = pack_binary_model(binarized(randomize_statistics(build_model(config, log_summary=False), seed=3)))
+    with torch.profiler.profile() as profile:
+        packed(frames(32, 48))
+    ran = [event.name for event in profile.events()]
+    assert ran.count("bitconv::warp_blend") == 3 and not any("grid_sampler" in name for name in ran)
 
 
 def test_unet18_packed_size_is_one_bit_per_binary_weight(packed_pair):
