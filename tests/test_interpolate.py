@@ -1,4 +1,5 @@
 """interpolate.py and the streaming engine on real frame folders and videos written by the tests."""
+import gc
 import os
 import subprocess
 import sys
@@ -251,3 +252,11 @@ def test_a_gpu_out_of_memory_is_one_line_and_exit_code_5(capsys):
     assert "ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): process fewer frames" in error
     assert "--cuda False" in error and "total capacity" not in error
 
+
+def test_scripts_run_with_what_they_imported_frozen_out_of_garbage_collection():
+    frozen = []
+    try:
+        assert run_script(lambda argv: frozen.append(gc.get_freeze_count()), []) == 0
+    finally:
+        gc.unfreeze()
+    assert frozen[0] > 10000  # torch's modules and functions at least
