@@ -404,3 +404,19 @@ def test_warp_blend_reads_inside_the_frames_whatever_the_flows(variant, interpol
     head[0, 0:4, 3, :8] = 1e30
     out = ops.warp_blend(head, before, after, 0.5, None, FLOW_SCALE, interpolation, variant=variant)
     assert out.shape == before.shape and torch.isfinite(out).all()  # positions bounded, NaN ones too
+
+
+@pytest.mark.parametrize("variant", NATIVE_VARIANTS)
+def test_warp_blend_does_not_depend_on_thread_count(variant):
+    generator = torch.Generator().manual_seed(2)
+    before, after = (torch.rand(2, 3, 40, 56, generator=generator) for _ in range(2))
+    head, motion = torch.randn(2, 8, 10, 14, generator=generator), torch.randn(2, 2, 40, 56, generator=generator) * 4
+    threads = torch.get_num_threads()
+    try:
+        frames = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            frames.append(ops.warp_blend(head, before, after, 0.25, motion, FLOW_SCALE, "bicubic", variant=variant))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*frames)
