@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -149,6 +150,26 @@ def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_comp
     assert not SlidingWindowInterpolator(load_model(write_random_checkpoint(
         tmp_path / "matching.pth", arch="binary", base_channels=8, head="warp", motion_prior="matching"),
         "cpu")[0], "cpu").prior_ahead  # tensor code runs in the model's forward, on its device
+
+
+def test_opencv_runs_one_thread_beside_the_network_while_the_cpu_engine_computes_the_prior_ahead(tmp_path):
+    texture = textured_image((60, 100), seed=1)
+    model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
+                                               motion_prior="dis_fused"), "cpu")[0]
+    seen = []
+
+    def frames():  # read by the engine as it interpolates
+        for i in range(5):
+            seen.append(cv2.getNumThreads())
+            yield np.ascontiguousarray(texture[:44, 3 * i:3 * i + 64])
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        assert len(list(SlidingWindowInterpolator(model, "cpu").interpolate(frames()))) == 9
+        assert seen == [1] * 5 and cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def test_engine_rejects_a_one_frame_video(tmp_path, model_2x):
