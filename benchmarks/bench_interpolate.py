@@ -78,7 +78,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", nargs="+", type=frame_size, default=[(720, 550), (1280, 720)], metavar="WxH",
                         help="frame sizes for --against_minterpolate (default: 720x550 1280x720)")
     parser.add_argument("--stages", action="store_true", help="--against_minterpolate: also split one forward "
-                        "of each model into its stages (prior, network input, network, head upsampling, warp and blend)")
+                        "of each model into its stages (prior, network input, network, the head to frames, total)")
     parser.add_argument("--network_scales", nargs="+", type=int, metavar="S",
                         help="--against_minterpolate without --load_model: time the demo configuration with each "
                         "--network_scale S side by side (default: the demo's own)")
