@@ -440,17 +440,17 @@ def warp_blend_runs(variant, *tensors):
     return _resolve(variant, *tensors) is not None and all(t.dtype == torch.float32 for t in tensors)
 
 
-def warp_blend(head, before, after, t, motion=None, flow_scale=8.0, interpolation="bilinear", variant=None):
+def warp_blend(head, before, after, t, motion, flow_scale, interpolation, variant=None):
     """The warp head's frame at time ``t`` (``B x 3 x H x W``) in one pass over its pixels: the head's 8 channels
     ``head`` (``B x 8 x h x w``, flows already in full-resolution pixels / ``flow_scale``) upsampled bilinearly to
     H x W, the prior's flows for the half motion ``motion`` (``B x 2 x H x W`` px, or None) added, the middle frames
-    ``before`` and ``after`` (``B x 3 x H x W``) warped ("bicubic" or "bilinear", borders replicated) and blended.
-    Equal to ``UNet3D.output_frames`` of its upsampled head to float rounding (the sampling positions' ulp:
-    6e-5 px at x ~ 700). Needs ``warp_blend_runs``; variant "scalar" runs the portable loop, any other C++ variant
-    the AVX2 one where the CPU has AVX2."""
-    native = _resolve(variant, head, before, after)
-    if native is None or not warp_blend_runs(variant, head, before, after):
+    ``before`` and ``after`` (``B x 3 x H x W``) warped (``interpolation`` "bicubic" or "bilinear", borders
+    replicated) and blended. Equal to ``UNet3D.output_frames`` of its upsampled head to float rounding (the sampling
+    positions' ulp: 6e-5 px at x ~ 700). Needs ``warp_blend_runs``; variant "scalar" runs the portable loop, any other
+    C++ variant the AVX2 one where the CPU has AVX2."""
+    tensors = [head, before, after] + ([] if motion is None else [motion])
+    if not warp_blend_runs(variant, *tensors):
         raise BitconvError("warp_blend runs on float32 CPU tensors with the C++ extension: check warp_blend_runs first")
     return torch.ops.bitconv.warp_blend(head.contiguous(), before.contiguous(), after.contiguous(),
                                         None if motion is None else motion.contiguous(), float(t), float(flow_scale),
-                                        interpolation == "bicubic", native)
+                                        interpolation == "bicubic", _resolve(variant, *tensors))

@@ -133,9 +133,9 @@ class SlidingWindowInterpolator:
         try:
             yield from self._interpolate(frames, prior_worker)
         finally:
-            cv2.setNumThreads(opencv_threads)
             if prior_worker is not None:  # stopped early: the queued flows are not needed
                 prior_worker.shutdown(wait=True, cancel_futures=True)
+            cv2.setNumThreads(opencv_threads)
 
     def _interpolate(self, frames, prior_worker):
         buffer = deque()   # consecutive frames, oldest first

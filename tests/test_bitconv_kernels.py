@@ -390,8 +390,8 @@ def test_warp_blends_vector_loop_gives_the_portable_loops_frames_exactly(interpo
 def test_warp_blend_on_the_pytorch_path_is_a_clear_error():
     assert not ops.warp_blend_runs(ops.TORCH_VARIANT, torch.zeros(1))
     with pytest.raises(ops.BitconvError, match="warp_blend_runs"):
-        ops.warp_blend(torch.zeros(1, 8, 2, 2), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), 0.5,
-                       variant=ops.TORCH_VARIANT)
+        ops.warp_blend(torch.zeros(1, 8, 2, 2), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), 0.5, None, FLOW_SCALE,
+                       "bilinear", variant=ops.TORCH_VARIANT)
 
 
 @pytest.mark.parametrize("variant", NATIVE_VARIANTS)
