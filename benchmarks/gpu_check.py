@@ -20,7 +20,7 @@ DDP check, last, runs only with two or more GPUs and needs a few minutes more: t
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
    matching prior (tensor code on the device), and with the DIS and the fused DIS priors (OpenCV on the host)
    and the network at half resolution;
-5. host flows: the same run with the demo's fused DIS prior and ``--flow_supervision dis`` under autocast (OpenCV's flows
+5. host flows: the same run with the demo's DIS prior (``dis_fused_still``) and ``--flow_supervision dis`` under autocast (OpenCV's flows
    computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time beside the run's says
    what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
@@ -195,17 +195,17 @@ def check_training_run(args, scratch):
 
 
 def check_host_flows(args, scratch):
-    """``check_training_run``'s run with the demo's fused DIS prior and DIS flow supervision (OpenCV's flows in
+    """``check_training_run``'s run with the demo's DIS prior and DIS flow supervision (OpenCV's flows in
     the data workers)."""
     root, runs = fixture(args, scratch), Path(scratch) / "runs"
     amp = autocast_mode(args.device)
     started = time.perf_counter()
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "dis", args.sizes["batch"]),
-                        "--amp", amp, "--motion_prior", "dis_fused", "--flow_supervision", "dis"], args,
+                        "--amp", amp, "--motion_prior", "dis_fused_still", "--flow_supervision", "dis"], args,
                        LIMITS["script"])
     seconds = time.perf_counter() - started
     if code != 0:
-        return "FAILED", f"main_bin.py --motion_prior dis_fused --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
+        return "FAILED", f"main_bin.py --motion_prior dis_fused_still --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
     steps = args.sizes["steps"] * args.sizes["epochs"]
     return "ok", f"--amp {amp}, fused DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
         {"amp": amp, "seconds": seconds, "steps": steps}
@@ -214,7 +214,7 @@ def check_host_flows(args, scratch):
 PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the priors' device paths differ
     "matching prior": {"motion_prior": "matching"},  # batched tensor code on the device
     "DIS prior, network at 1/2": {"motion_prior": "dis", "network_scale": 2},  # OpenCV on the host, copied back
-    "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused", "network_scale": 2},
+    "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused_still", "network_scale": 2},
 }
 
 

@@ -310,9 +310,9 @@ class Repeat(Average):
 
 
 class Matching(Average):
-    """A motion prior alone (``prior``: "matching", "dis" or "dis_fused"): the two middle frames warped by its half
-    motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged, which is what an untrained
-    ``--motion_prior <prior>`` model with those options outputs (its head starts at zero)."""
+    """A motion prior alone (``prior``: "matching", "dis", "dis_fused" or "dis_fused_still"): the two middle
+    frames warped by its half motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged,
+    which is what an untrained ``--motion_prior <prior>`` model with those options outputs (its head starts at zero)."""
 
     def __init__(self, prior="matching", interpolation="bilinear", dead_zone=0.0):
         super().__init__()
@@ -320,7 +320,8 @@ class Matching(Average):
 
     def about(self):
         """E.g. "fused DIS prior alone, bicubic warping, half motion under 0.35 px ignored, untrained"."""
-        words = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior"}[self.prior]
+        words = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior",
+                 "dis_fused_still": "fused DIS prior with no motion a candidate"}[self.prior]
         details = [f"{self.interpolation} warping"] if self.interpolation != "bilinear" else []
         details += [f"half motion under {self.dead_zone:g} px ignored"] if self.dead_zone else []
         return ", ".join([f"{words} alone", *details, "untrained"])
@@ -467,7 +468,7 @@ def gains_by_motion(results, gaps, parts=3):
         if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
             part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
                                                                for i in chosen)
-        for prior in ("dis", "dis_fused"):
+        for prior in ("dis", "dis_fused", "dis_fused_still"):
             if all(prior in gaps[i] for i in chosen):  # grids with a configuration of that prior
                 part[f"{prior}_vs_matching"] = statistics.fmean(gaps[i][prior] - gaps[i]["matching"] for i in chosen)
         for name, config in results.items():
@@ -495,7 +496,8 @@ def motion_markdown(parts, results):
     if all("minterpolate_vs_average" in p for p in parts):
         lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
             f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
-    for prior, what in (("dis", "DIS prior"), ("dis_fused", "fused DIS prior")):
+    for prior, what in (("dis", "DIS prior"), ("dis_fused", "fused DIS prior"),
+                        ("dis_fused_still", "fused DIS prior with no motion a candidate")):
         if all(f"{prior}_vs_matching" in p for p in parts):
             lines.append(f"| {what} alone vs the prior | " + " | ".join(
                 f"{p[prior + '_vs_matching']:+.3f}" for p in parts) + " |")

@@ -27,7 +27,8 @@ DEFAULT_CONFIG = {
     "head": "frames",          # frames (FLAVR) | residual (blend + correction) | warp (flows, mask, correction)
     "shortcuts": False,        # real-valued shortcut around every binary conv (binary arch only)
     "activation": "relu",      # encoder block activations: relu (FLAVR) or rprelu (ReActNet)
-    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned | dis | dis_aligned | dis_fused
+    "motion_prior": "none",    # none (FLAVR) | matching (warp head: block-matched flows the head corrects) | aligned
+                               # | dis | dis_aligned | dis_fused | dis_fused_still (model/motion_prior.py)
     "network_scale": 1,        # the U-Net runs on frames downscaled this many times, its head upsampled (warp/residual head)
     "warp_interpolation": "bilinear",  # how the warp head resamples the frames it warps: bilinear | bicubic
     "prior_dead_zone": 0.0,    # the prior's half motion below this many pixels is taken as none (whole from twice it)

@@ -13,7 +13,8 @@ except ``dis_flow`` (``motion_prior="dis"``): OpenCV's DIS optical flow, run on 
 GPU are copied there and back; training's data workers and interpolate.py's sliding window compute it
 beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine, and
 ``dis_fused_flow`` (``"dis_fused"``), which takes per pixel DIS's forward or backward half motion,
-whichever aligns the frames (``fuse_dis_flows``).
+whichever aligns the frames (``fuse_dis_flows``), and ``"dis_fused_still"``, which also offers no motion
+where both flows are short (``STILL_GATE``), whichever of the three aligns best.
 ``still_motion`` takes a prior's half motion below a few tenths of a pixel as none (``prior_dead_zone``):
 such motion is mostly the flow's noise in flat or unchanged regions, where warping only resamples.
 ``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
@@ -79,11 +80,11 @@ def warp_blend(head, before, after, t, prior=None, interpolation="bilinear", bot
 
 
 WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # backward_warp's resampling of the warp head's frames
-MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused")
+MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused", "dis_fused_still")
 ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
-HOST_PRIORS = ("dis", "dis_aligned", "dis_fused")  # priors computed by OpenCV on the host, whatever the model's device
+HOST_PRIORS = ("dis", "dis_aligned", "dis_fused", "dis_fused_still")  # computed by OpenCV on the host, on any device
 HALF_MOTION_OF = {"matching": "matching", "aligned": "matching", "dis": "dis", "dis_aligned": "dis",
-                  "dis_fused": "dis_fused"}  # the half motion (half_motion) each prior finds
+                  "dis_fused": "dis_fused", "dis_fused_still": "dis_fused_still"}  # the half motion each prior finds
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -158,10 +159,12 @@ def host_half_motion(prior, greys_before, greys_after):
     """The half motion (``B x 2 x H x W`` float32 px, on the CPU) that host prior ``prior`` (``HOST_PRIORS``)
     finds between the grey middle frames (``grey_images``: B of each): OpenCV's DIS optical flow
     (``DIS_PRESET``) forward ``F`` (from ``before``) and backward ``G`` (from ``after``) of each pair, then
-    ``(F - G) / 4`` ("dis", "dis_aligned") or ``fuse_dis_flows`` ("dis_fused")."""
+    ``(F - G) / 4`` ("dis", "dis_aligned") or ``fuse_dis_flows`` ("dis_fused"; "dis_fused_still": with the
+    ``STILL_GATE``)."""
     if prior not in HOST_PRIORS:
         raise ValueError(f"{prior!r} is not a host prior ({', '.join(HOST_PRIORS)})")
-    combine = {"dis": _mean_half_motion, "dis_fused": fuse_dis_flows}[HALF_MOTION_OF[prior]]
+    combine = {"dis": _mean_half_motion, "dis_fused": fuse_dis_flows,
+               "dis_fused_still": functools.partial(fuse_dis_flows, still_gate=STILL_GATE)}[HALF_MOTION_OF[prior]]
     dis = cv2.DISOpticalFlow_create(DIS_PRESET)
     halves = [torch.from_numpy(combine(grey_a, grey_b, dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)))
               for grey_a, grey_b in zip(greys_before, greys_after)]
@@ -190,13 +193,20 @@ def _pixel_grid(height, width):
     return grid
 
 
-def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE):
+STILL_GATE = 8.0  # "dis_fused_still": no motion a candidate where both DIS flows are at most this many px
+
+
+def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, temperature=MATCH_TEMPERATURE,
+                   still_gate=0.0):
     """The fused half motion ``v = a * F / 2 - (1 - a) * G / 2`` (``H x W x 2`` float32 px) from DIS's forward
     and backward flows ``F``, ``G`` (``H x W x 2`` px) between grey frames ``grey_a``, ``grey_b`` (``H x W``
     uint8): per pixel, ``a = sigmoid((cost(-G / 2) - cost(F / 2)) / temperature)``, where ``cost(h)`` is the
     mean absolute difference (in [0, 1]) of ``grey_a(p - h)`` and ``grey_b(p + h)`` (OpenCV's bilinear
     ``remap``, positions to 1/32 px) over a ``window`` box, as ``symmetric_matching`` scores a shift. Where
-    the two flows align the frames equally, ``a = 1/2``: ``dis_flow``'s prior."""
+    the two flows align the frames equally, ``a = 1/2``: ``dis_flow``'s prior.
+    ``still_gate`` > 0 (px): where both ``|F|`` and ``|G|`` are at most it, no motion is a third candidate, the
+    three weighted by the softmin of their costs (``v`` times ``1 - w0``, ``_moving_weight``); beyond it ``v``
+    is as without."""
     grid = _pixel_grid(*grey_a.shape)
     a, b = (grey.astype(np.float32) * np.float32(1 / 255) for grey in (grey_a, grey_b))
 
@@ -205,10 +215,29 @@ def fuse_dis_flows(grey_a, grey_b, forward, backward, window=MATCH_WINDOW, tempe
         return cv2.absdiff(*(cv2.remap(image, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                              for image, at in ((a, at_a), (b, at_b))))
 
-    margin = cv2.blur(cv2.subtract(error(backward, -1), error(forward, 1)), (window, window),
-                      borderType=cv2.BORDER_REPLICATE)  # cost(-G / 2) - cost(F / 2)
-    share = torch.sigmoid(torch.from_numpy(margin) * (1 / temperature)).unsqueeze(-1)
-    return torch.lerp(torch.from_numpy(backward) * -0.5, torch.from_numpy(forward) * 0.5, share).numpy()
+    def box(image):
+        return cv2.blur(image, (window, window), borderType=cv2.BORDER_REPLICATE)
+
+    forward_error = error(forward, 1)
+    margin = torch.from_numpy(box(cv2.subtract(error(backward, -1), forward_error))).mul_(1 / temperature)
+    share = torch.sigmoid(margin).numpy()  # a; margin: (cost(-G / 2) - cost(F / 2)) / temperature
+    scale = np.float32(0.5)  # each flow's weight is its share of this
+    if still_gate > 0:
+        still_margin = box(cv2.subtract(cv2.absdiff(a, b), forward_error))  # cost(0) - cost(F / 2)
+        longest = cv2.max(cv2.magnitude(*cv2.split(forward)), cv2.magnitude(*cv2.split(backward)))
+        beyond = cv2.threshold(longest, still_gate, 1.0, cv2.THRESH_BINARY)[1]  # 1 where either is longer
+        scale = cv2.max(_moving_weight(still_margin, margin, temperature), beyond) * scale  # (1 - w0) / 2
+    to_forward = share * scale           # a / 2
+    to_backward = to_forward - scale     # -(1 - a) / 2
+    return cv2.add(cv2.multiply(forward, cv2.merge([to_forward, to_forward])),
+                   cv2.multiply(backward, cv2.merge([to_backward, to_backward])))
+
+
+def _moving_weight(still_margin, margin, temperature):
+    """``fuse_dis_flows``'s ``1 - w0`` (``H x W`` float32): the softmin weight of DIS's two half motions against
+    no motion, ``sigmoid(still_margin / T + softplus(-margin))``, from ``still_margin = cost(0) - cost(F / 2)``
+    (``H x W`` float32) and ``margin = (cost(-G / 2) - cost(F / 2)) / T`` (tensor)."""
+    return torch.sigmoid(torch.from_numpy(still_margin).mul_(1 / temperature).add_(F.softplus(-margin))).numpy()
 
 
 @torch.no_grad()
@@ -218,6 +247,13 @@ def dis_fused_flow(before, after):
     two disagree (a moving object's edge, large motion that one direction lost), their mean, ``dis_flow``'s
     prior, aligns neither. ``B x 2 x H x W`` px, computed on the CPU whatever the frames' device."""
     return _on_host("dis_fused", before, after)
+
+
+@torch.no_grad()
+def dis_fused_still_flow(before, after):
+    """``dis_fused_flow`` with no motion a third candidate where both DIS flows are at most ``STILL_GATE`` px
+    (``motion_prior="dis_fused_still"``, ``fuse_dis_flows``'s ``still_gate``). ``B x 2 x H x W`` px."""
+    return _on_host("dis_fused_still", before, after)
 
 
 REFERENCE_MATCH_ERROR = 0.04  # reference_flows: largest mean absolute RGB difference (in [0, 1]) where a flow holds
@@ -253,10 +289,11 @@ def where_flows_hold(flows, target, before, after):
 def half_motion(prior, before, after):
     """The half motion (``B x 2 x H x W`` px) between the middle frames that motion prior ``prior``
     ("matching", "aligned": ``matching_flow``; "dis", "dis_aligned": ``dis_flow``; "dis_fused":
-    ``dis_fused_flow``) finds."""
+    ``dis_fused_flow``; "dis_fused_still": ``dis_fused_still_flow``) finds."""
     if prior not in HALF_MOTION_OF:
         raise ValueError(f"motion prior {prior!r} finds no motion: one of {', '.join(HALF_MOTION_OF)}")
-    find = {"matching": matching_flow, "dis": dis_flow, "dis_fused": dis_fused_flow}[HALF_MOTION_OF[prior]]
+    find = {"matching": matching_flow, "dis": dis_flow, "dis_fused": dis_fused_flow,
+            "dis_fused_still": dis_fused_still_flow}[HALF_MOTION_OF[prior]]
     return find(before, after)
 
 

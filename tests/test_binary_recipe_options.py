@@ -18,8 +18,10 @@ from fixtures import REPO, write_random_checkpoint, write_vimeo
 from model import build_model, describe_config, model_config
 from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
-from model.motion_prior import (FLOW_SCALE, backward_warp, still_motion, dis_flow, dis_fused_flow, fuse_dis_flows, half_motion, linear_blend, matching_flow,
-                                grey_images, host_half_motion, output_times, prior_flows, reference_flows, warp_blend)
+from model.motion_prior import (FLOW_SCALE, MATCH_TEMPERATURE, STILL_GATE, backward_warp, still_motion, dis_flow,
+                                dis_fused_flow, dis_fused_still_flow, fuse_dis_flows, half_motion, linear_blend,
+                                matching_flow, grey_images, host_half_motion, output_times, prior_flows,
+                                reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -184,6 +186,63 @@ def test_the_fused_dis_prior_takes_the_flow_that_aligns_the_frames_where_forward
     assert np.allclose(fuse_dis_flows(flat, flat, forward, backward), mean, atol=1e-5)
 
 
+def _box_cost(grey_a, grey_b, half):
+    """fuse_dis_flows's cost of the half motion ``half`` (``H x W x 2`` px), written out: the 9x9 box mean of
+    |a(p - h) - b(p + h)| (OpenCV's bilinear remap, borders replicated), intensities in [0, 1]."""
+    grid = np.stack(np.meshgrid(np.arange(grey_a.shape[1]), np.arange(grey_a.shape[0])), axis=-1).astype(np.float32)
+    a, b = (cv2.remap(grey.astype(np.float32) / 255, grid + sign * half, None, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE) for grey, sign in ((grey_a, -1), (grey_b, 1)))
+    return cv2.blur(np.abs(a - b), (9, 9), borderType=cv2.BORDER_REPLICATE)
+
+
+def test_the_still_candidate_weighs_no_motion_against_both_flows_by_the_softmin_of_their_costs_within_the_gate():
+    rng = np.random.default_rng(0)
+    grey_a, grey_b = (cv2.GaussianBlur(rng.integers(0, 256, (40, 56), dtype=np.uint8), (5, 5), 1.5) for _ in range(2))
+    forward, backward = (rng.normal(0, 6, (40, 56, 2)).astype(np.float32) for _ in range(2))
+    costs = np.stack([_box_cost(grey_a, grey_b, h) for h in (forward / 2, -backward / 2, np.zeros_like(forward))])
+    weights = torch.softmax(torch.from_numpy(costs) / -MATCH_TEMPERATURE, dim=0).numpy()[..., None]
+    longest = np.maximum(np.linalg.norm(forward, axis=-1), np.linalg.norm(backward, axis=-1))[..., None]
+    three = weights[0] * forward / 2 - weights[1] * backward / 2         # no motion, the third, adds nothing
+    two = (weights[0] * forward / 2 - weights[1] * backward / 2) / (weights[0] + weights[1])
+    expected = np.where(longest <= STILL_GATE, three, two)                # beyond the gate: the two flows alone
+    assert 0.2 < (longest <= STILL_GATE).mean() < 0.8
+    fused = fuse_dis_flows(grey_a, grey_b, forward, backward, still_gate=STILL_GATE)
+    np.testing.assert_allclose(fused, expected, atol=2e-4)
+    np.testing.assert_allclose(fuse_dis_flows(grey_a, grey_b, forward, backward), two, atol=2e-4)
+    assert 0.1 < (longest <= 6).mean() < 0.3
+    assert np.array_equal(fuse_dis_flows(grey_a, grey_b, forward, backward, still_gate=6),
+                          np.where(longest <= 6, fused, fuse_dis_flows(grey_a, grey_b, forward, backward)))
+
+
+def test_the_still_candidate_keeps_its_softmin_weight_where_one_flow_aligns_far_better_than_the_other():
+    stripes = np.tile(np.repeat(np.uint8([0, 255]), 2), (40, 14))      # a still scene, period 4 px
+    forward = np.tile(np.float32([2, 0]), (40, 56, 1))                  # F / 2: half a period off, cost 1
+    backward = np.tile(np.float32([-4, 0]), (40, 56, 1))                # -G / 2: a whole period, cost 0
+    inside = (slice(8, -8), slice(8, -8))
+    two = fuse_dis_flows(stripes, stripes, forward, backward)           # the margin is -1 / 0.01: a = 0
+    np.testing.assert_allclose(two[inside], -backward[inside] / 2, atol=1e-6)
+    three = fuse_dis_flows(stripes, stripes, forward, backward, still_gate=STILL_GATE)
+    np.testing.assert_allclose(three[inside], -backward[inside] / 4, atol=1e-6)  # no motion costs 0 too: half
+
+
+def test_the_still_prior_takes_a_still_scenes_small_drift_as_none_and_keeps_real_and_large_motion():
+    scene = photo_scene()
+    grey = [cv2.cvtColor((frame[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+            for frame in (crop(scene, 40, 40), crop(scene, 46, 36))]  # before(p - v) = after(p + v): v = (-3, 2)
+    truth = np.broadcast_to(np.float32([-3, 2]), (64, 96, 2))           # |2v| = 7.2 px, within the gate
+    inside = (slice(12, -12), slice(12, -12))
+    moved = fuse_dis_flows(*grey, 2 * truth, -2 * truth, still_gate=STILL_GATE)
+    error = np.abs(moved[inside] - truth[inside])                       # no motion aligns a textured scene worse,
+    assert error.mean() < 0.01 and error.max() < 0.25                   # a flat patch about as well
+    drift = np.tile(np.float32([1.5, -1.0]), (64, 96, 1))               # DIS's drift in a still scene: 0.9 px a half
+    kept = np.linalg.norm(fuse_dis_flows(grey[0], grey[0], drift, -drift, still_gate=STILL_GATE)[inside], axis=-1)
+    assert kept.mean() < 0.05 and kept.max() < 0.45                    # mostly none, a third at most where flat
+    assert np.abs(fuse_dis_flows(grey[0], grey[0], drift, -drift)[inside] - drift[inside] / 2).max() < 1e-5
+    far = 8 * drift                                                     # 14 px: beyond the gate, kept as found
+    assert np.array_equal(fuse_dis_flows(grey[0], grey[0], far, -far, still_gate=STILL_GATE),
+                          fuse_dis_flows(grey[0], grey[0], far, -far))
+
+
 def test_the_dis_fused_prior_runs_the_fusion_in_the_model():
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]
@@ -203,7 +262,7 @@ def test_the_host_prior_from_grey_images_made_once_per_frame_is_the_models_own()
     greys = [grey_images(tensor)[0] for tensor in tensors]
     for image, grey in zip(rgb, greys):  # 8-bit frames come back as they were, then OpenCV's grey
         np.testing.assert_array_equal(grey, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    for prior, find in (("dis_fused", dis_fused_flow), ("dis", dis_flow)):
+    for prior, find in (("dis_fused", dis_fused_flow), ("dis_fused_still", dis_fused_still_flow), ("dis", dis_flow)):
         assert torch.equal(host_half_motion(prior, greys[:1], greys[1:]), find(*tensors))
     with pytest.raises(ValueError, match="not a host prior"):
         host_half_motion("matching", greys[:1], greys[1:])
@@ -297,12 +356,13 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
                                         head="warp", motion_prior="dis_fused", network_scale=4)  # starts at its prior
     command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
                "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis", "dis_fused",
-               "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
+               "demo_prior", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
     done = subprocess.run(command + ["--models", new_model], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    candidates = ("matching", "dis", "dis_fused", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference", "fused")
+    candidates = ("matching", "dis", "dis_fused", "demo_prior", "dis_consistency", "dis_forward", "dis_gd50",
+                  "dis_reference", "fused")
     assert set(rows) == {"average", *candidates} and "(4 gaps)" in done.stdout
     assert all(rows[name][0] > rows["average"][0] + 3 for name in candidates)
     assert abs(rows["fused"][0] - rows["dis_fused"][0]) < 0.05  # a new model outputs its prior's blend
@@ -314,7 +374,8 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
 
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),
-                                         ("binary", "dis"), ("binary", "dis_aligned"), ("binary", "dis_fused")])
+                                         ("binary", "dis"), ("binary", "dis_aligned"), ("binary", "dis_fused"),
+                                         ("binary", "dis_fused_still")])
 def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion
@@ -469,7 +530,8 @@ def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, cap
 
 
 @pytest.mark.parametrize("student, teacher, shared", [("dis", "dis_aligned", True), ("dis_fused", "dis", False),
-                                                      ("dis_fused", "dis_fused", True), ("matching", "aligned", True),
+                                                      ("dis_fused", "dis_fused", True), ("dis_fused_still", "dis_fused", False),
+                                                      ("dis_fused_still", "dis_fused_still", True), ("matching", "aligned", True),
                                                       ("matching", "dis", False), ("dis", "none", False)])
 def test_a_teacher_is_handed_the_students_motion_only_when_its_prior_finds_the_same_half_motion(student, teacher, shared):
     trainer = Trainer.__new__(Trainer)

