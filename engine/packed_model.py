@@ -172,7 +172,7 @@ class PackedFLAVR(nn.Module):
     _check_inputs = UNet3D._check_inputs  # binary FLAVR's input checks
     prior_motion = UNet3D.prior_motion  # the parameter-free motion prior and what the encoder sees
     network_input = UNet3D.network_input
-    network_size, _downscaled = UNet3D.network_size, UNet3D._downscaled
+    network_size, network_frame = UNet3D.network_size, UNet3D.network_frame
     full_resolution, with_flow_gains = UNet3D.full_resolution, UNet3D.with_flow_gains  # the head's channels -> frames
     output_frames = UNet3D.output_frames
 
@@ -207,17 +207,17 @@ class PackedFLAVR(nn.Module):
         return self.feature_fuse(x)
 
     @torch.inference_mode()
-    def forward(self, frames, motion=None):
-        """As ``UNet3D.forward``, ``motion`` included."""
+    def forward(self, frames, motion=None, *, network_frames=None):
+        """As ``UNet3D.forward``, ``motion`` and ``network_frames`` included."""
         try:
-            return self._forward(frames, motion)
+            return self._forward(frames, motion, network_frames)
         finally:
             ops.release_output_blocks()  # the large outputs' recycled blocks, kept only within a forward
 
-    def _forward(self, frames, motion):
+    def _forward(self, frames, motion, network_frames):
         self._check_inputs(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(frames, motion)
+        x = self.network_input(frames, motion, network_frames)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         skips = [self.encoder.stem(x - mean)]
         for layer in (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3, self.encoder.layer4):

@@ -14,7 +14,9 @@ Models whose motion prior runs on the host (``HOST_PRIORS``: OpenCV's DIS) get i
 worker threads, for each gap as soon as its two frames have arrived: the prior of the next windows
 overlaps the network's forward pass of the current ones (OpenCV releases the GIL), with the same
 numbers as the model computing it itself. On the CPU, OpenCV then runs on one thread of its own while
-the engine interpolates (its setting is restored after).
+the engine interpolates (its setting is restored after). For a model whose U-Net runs on downscaled frames
+(``network_scale`` > 1), each frame is resized to the U-Net's size once (``model.network_frame``), not once per
+window it is in (except with an aligned prior, whose network inputs are warped first).
 
 Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
 n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import torch
 
-from model.motion_prior import HOST_PRIORS, grey_images, host_half_motion
+from model.motion_prior import ALIGNED_PRIORS, HOST_PRIORS, grey_images, host_half_motion
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
@@ -47,6 +49,7 @@ class _Frame:
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
     motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
     grey: object = None           # the padded frame's grey image (H' x W' uint8) for a host prior (grey_images)
+    network_frame: object = None  # the padded frame at the U-Net's size (model.network_frame), made once
 
 
 class SlidingWindowInterpolator:
@@ -71,6 +74,8 @@ class SlidingWindowInterpolator:
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
         self.prior_ahead = prior_ahead and getattr(model, "motion_prior", "none") in HOST_PRIORS
+        self.reuse_network_frames = (getattr(model, "network_scale", 1) > 1  # our models that resize, and do not
+                                     and getattr(model, "motion_prior", "none") not in ALIGNED_PRIORS)  # warp first
         if prior_workers is None:
             prior_workers = 1 if self.device.type == "cpu" else max(1, min(batch, os.cpu_count() or 1))
         self.prior_workers = prior_workers
@@ -96,8 +101,12 @@ class SlidingWindowInterpolator:
         middle = windows[0][self.n_inputs // 2]  # the frame after each window's gap
         motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
             self.device) if middle.motion_before is not None else None
+        given = {} if motion is None else {"motion": motion}
         with autocast_or_nothing("cuda", torch.float16 if self.half else None):
-            outputs = self.model(inputs) if motion is None else self.model(inputs, motion)
+            if self.reuse_network_frames:
+                given["network_frames"] = [_batched([self._network_frame(window[p]) for window in windows])
+                                           for p in range(self.n_inputs)]
+            outputs = self.model(inputs, **given)
         height, width = windows[0][0].rgb.shape[:2]
         frames = [tensor_to_rgb(out[..., :height, :width]) for out in outputs]  # [output][window]
         return [[frames[o][w] for o in range(len(outputs))] for w in range(len(windows))]
@@ -105,6 +114,12 @@ class SlidingWindowInterpolator:
     def _cut_frames(self, left, right):
         """New frames for a cut: frame k of ``factor`` shows ``left`` before the middle, then ``right``."""
         return [left if 2 * k < self.factor else right for k in range(1, self.factor)]
+
+    def _network_frame(self, frame):
+        """``frame``'s tensor at the U-Net's size, made once: a frame is in ``n_inputs`` windows."""
+        if frame.network_frame is None:
+            frame.network_frame = self.model.network_frame(frame.tensor)
+        return frame.network_frame
 
     def _host_motion(self, before, after):
         """The model's host prior between two consecutive _Frames (``1 x 2 x H' x W'`` px, on the CPU), from

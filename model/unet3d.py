@@ -22,7 +22,8 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   the network the two middle frames warped to the middle time by those flows (the outer two as
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
   OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs;
-  ``"dis_fused"`` takes per pixel DIS's forward or backward flow, whichever aligns the frames (``dis_fused_flow``).
+  ``"dis_fused"`` takes per pixel DIS's forward or backward flow, whichever aligns the frames (``dis_fused_flow``);
+  ``"dis_fused_still"`` also weighs no motion where both are short (``dis_fused_still_flow``).
 * ``prior_dead_zone=d`` (pixels) takes the prior's half motion below d as none, whole from 2d
   (``still_motion``): sub-pixel flow in flat or unchanged regions is mostly noise, and warping by it
   only resamples what standing still would copy.
@@ -254,8 +255,8 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned" or "dis_fused" (warp head only,
-    see ``half_motion``).
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned", "dis_fused" or "dis_fused_still"
+    (warp head only, see ``half_motion``).
     ``network_scale``: the U-Net's input is the frames downscaled this many times; ``warp_interpolation``
     and ``prior_dead_zone``: how the warp head resamples and which motion its prior ignores (module docstring)."""
 
@@ -313,14 +314,16 @@ class UNet3D(nn.Module):
             return x + skip
         return x
 
-    def forward(self, frames, motion=None, with_flows=False):
+    def forward(self, frames, motion=None, with_flows=False, *, network_frames=None):
         """``frames``: ``n_inputs`` tensors ``B x 3 x H x W`` in [0, 1] -> ``n_outputs`` such frames.
         ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
         on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``.
-        ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``)."""
+        ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``).
+        ``network_frames`` (optional): ``network_frame`` of each of ``frames`` (``n_inputs`` tensors ``B x 3 x h x w``),
+        made once per frame by a caller that shows a frame to several windows (ignored by the aligned priors)."""
         self._check_inputs(frames)
         motion = self.prior_motion(frames, motion)
-        x = self.network_input(frames, motion)
+        x = self.network_input(frames, motion, network_frames)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         x0, x1, x2, x3, x4 = self.encoder(x - mean)
         dx = self._join(self.lrelu(self.decoder[0](x4)), x3)
@@ -344,17 +347,23 @@ class UNet3D(nn.Module):
             given = half_motion(self.motion_prior, frames[len(frames) // 2 - 1], frames[len(frames) // 2])
         return still_motion(given, self.prior_dead_zone)
 
-    def network_input(self, frames, motion):
+    def network_input(self, frames, motion, network_frames=None):
         """What the encoder sees (``B x 3 x T x h x w``): the input frames, or for ``motion_prior``
         "aligned" and "dis_aligned" the inputs with the two middle frames warped to the middle time by ``motion``; at
-        ``network_size`` (the frames' size unless ``network_scale`` > 1)."""
+        ``network_size`` (the frames' size unless ``network_scale`` > 1): ``network_frames`` (T tensors
+        ``B x 3 x h x w``, ``network_frame``'s) stacked where given."""
         if self.motion_prior not in ALIGNED_PRIORS:
-            return self._downscaled(frames)
+            if network_frames is None:
+                return torch.stack([self.network_frame(frame) for frame in frames], dim=2)
+            if tuple(network_frames[0].shape[-2:]) != self.network_size(*frames[0].shape[-2:]):
+                raise ValueError(f"network frames of {tuple(network_frames[0].shape[-2:])} for frames of "
+                                 f"{tuple(frames[0].shape[-2:])}: give network_frame of each frame")
+            return torch.stack(network_frames, dim=2)
         middle = len(frames) // 2
         aligned = list(frames)
         aligned[middle - 1] = backward_warp(frames[middle - 1], -motion, self.warp_interpolation)
         aligned[middle] = backward_warp(frames[middle], motion, self.warp_interpolation)
-        return self._downscaled(aligned)
+        return torch.stack([self.network_frame(frame) for frame in aligned], dim=2)
 
     def network_size(self, height, width):
         """The U-Net's frame size for frames of ``height`` x ``width``: each side over ``network_scale``,
@@ -363,14 +372,14 @@ class UNet3D(nn.Module):
             return max(FRAME_MULTIPLE, round(length / self.network_scale / FRAME_MULTIPLE) * FRAME_MULTIPLE)
         return side(height), side(width)
 
-    def _downscaled(self, frames):
-        """T frames ``B x 3 x H x W`` -> ``B x 3 x T x h x w`` at ``network_size`` (antialiased bilinear, each frame
-        resized before stacking: no full-size copy), or stacked as they are."""
-        size = self.network_size(*frames[0].shape[-2:])
-        if size != tuple(frames[0].shape[-2:]):
-            frames = [F.interpolate(frame, size=size, mode="bilinear", align_corners=False, antialias=True)
-                      for frame in frames]
-        return torch.stack(frames, dim=2)
+    def network_frame(self, frame):
+        """A frame ``B x 3 x H x W`` as the U-Net sees it, ``B x 3 x h x w`` at ``network_size`` (antialiased
+        bilinear; the frame itself at scale 1). ``network_input`` stacks the T of a window (each resized before
+        stacking: no full-size copy)."""
+        size = self.network_size(*frame.shape[-2:])
+        if size == tuple(frame.shape[-2:]):
+            return frame
+        return F.interpolate(frame, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def frames_from_head(self, out, frames, mean, motion=None):
         """The output frames from the head's ``out`` at the network's size (``B x channels*n_outputs x h x w``):

@@ -157,6 +157,29 @@ def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_comp
         "cpu")[0], "cpu").prior_ahead  # tensor code runs in the model's forward, on its device
 
 
+@pytest.mark.parametrize("batch, engine", [(1, "packed"), (2, "simulated")])
+def test_engine_resizes_each_frame_once_for_the_network_and_gives_the_frames_of_resizing_per_window(tmp_path, batch,
+                                                                                                    engine):
+    texture = textured_image((60, 120), seed=3)
+    frames = [np.ascontiguousarray(texture[:44, 4 * i:4 * i + 70]) for i in range(7)]
+    model = load_model(write_random_checkpoint(tmp_path / "scaled.pth", arch="binary", base_channels=8, head="warp",
+                                               motion_prior="dis_fused_still", network_scale=4), "cpu",
+                       engine=engine)[0]
+    outputs, resized = {}, {}
+    for reuse in (True, False):
+        interpolator = SlidingWindowInterpolator(model, "cpu", batch=batch)
+        assert interpolator.reuse_network_frames
+        interpolator.reuse_network_frames = reuse
+        with torch.profiler.profile() as profile:
+            outputs[reuse] = list(interpolator.interpolate(frames))
+        resized[reuse] = sum(event.name == "aten::_upsample_bilinear2d_aa" for event in profile.events())
+    assert len(outputs[True]) == 2 * len(frames) - 1
+    for once, per_window in zip(outputs[True], outputs[False]):
+        np.testing.assert_array_equal(once, per_window)
+    forwards = -(-(len(frames) - 1) // batch)  # 6 gaps, batch windows a forward, 4 frames each
+    assert (resized[True], resized[False]) == (len(frames), 4 * forwards)
+
+
 def test_opencv_runs_one_thread_beside_the_network_while_the_cpu_engine_computes_the_prior_ahead(tmp_path):
     texture = textured_image((60, 100), seed=1)
     model = load_model(write_random_checkpoint(tmp_path / "dis.pth", arch="binary", base_channels=8, head="warp",
