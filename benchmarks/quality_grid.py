@@ -309,6 +309,10 @@ class Repeat(Average):
         return [frames[1]]
 
 
+PRIOR_WORDS = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior",
+               "dis_fused_still": "fused DIS prior with no motion a candidate"}  # the half motions, as tables name them
+
+
 class Matching(Average):
     """A motion prior alone (``prior``: "matching", "dis", "dis_fused" or "dis_fused_still"): the two middle
     frames warped by its half motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged,
@@ -320,8 +324,7 @@ class Matching(Average):
 
     def about(self):
         """E.g. "fused DIS prior alone, bicubic warping, half motion under 0.35 px ignored, untrained"."""
-        words = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior",
-                 "dis_fused_still": "fused DIS prior with no motion a candidate"}[self.prior]
+        words = PRIOR_WORDS[self.prior]
         details = [f"{self.interpolation} warping"] if self.interpolation != "bilinear" else []
         details += [f"half motion under {self.dead_zone:g} px ignored"] if self.dead_zone else []
         return ", ".join([f"{words} alone", *details, "untrained"])
@@ -468,7 +471,7 @@ def gains_by_motion(results, gaps, parts=3):
         if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
             part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
                                                                for i in chosen)
-        for prior in ("dis", "dis_fused", "dis_fused_still"):
+        for prior in [name for name in PRIOR_WORDS if name != "matching"]:
             if all(prior in gaps[i] for i in chosen):  # grids with a configuration of that prior
                 part[f"{prior}_vs_matching"] = statistics.fmean(gaps[i][prior] - gaps[i]["matching"] for i in chosen)
         for name, config in results.items():
@@ -496,8 +499,7 @@ def motion_markdown(parts, results):
     if all("minterpolate_vs_average" in p for p in parts):
         lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
             f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
-    for prior, what in (("dis", "DIS prior"), ("dis_fused", "fused DIS prior"),
-                        ("dis_fused_still", "fused DIS prior with no motion a candidate")):
+    for prior, what in PRIOR_WORDS.items():
         if all(f"{prior}_vs_matching" in p for p in parts):
             lines.append(f"| {what} alone vs the prior | " + " | ".join(
                 f"{p[prior + '_vs_matching']:+.3f}" for p in parts) + " |")
@@ -525,8 +527,7 @@ def markdown(args, results, baselines, val_baselines, noise, clips):
     minterpolate = (f"FFmpeg minterpolate ({MINTERPOLATE_OPTIONS}, "
                     f"{baselines['minterpolate']['seconds_per_frame']:.3f} s/frame)")
     named = {"average": "average of the two neighbouring frames", "repeat": "repeat the previous frame",
-             "minterpolate": minterpolate, "matching": "matching prior alone, untrained",
-             "dis": "DIS prior alone, untrained", "dis_fused": "fused DIS prior alone, untrained"}
+             "minterpolate": minterpolate, **{prior: f"{what} alone, untrained" for prior, what in PRIOR_WORDS.items()}}
     for name in [*named, *sorted(baselines.keys() - named.keys())]:
         if name not in baselines:
             continue
