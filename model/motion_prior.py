@@ -308,6 +308,25 @@ def still_motion(half_motion, dead_zone):
     return half_motion * ((length - dead_zone) / dead_zone).clamp(0, 1)
 
 
+def minmod(a, b):
+    """Per element the one of ``a``, ``b`` nearer zero where both have the same sign, else 0 (a slope limiter)."""
+    return torch.where(a * b > 0, torch.where(a.abs() < b.abs(), a, b), torch.zeros_like(a))
+
+
+def quadratic_shift(half_motion, before_to_outer, after_to_outer):
+    """The shift (``B x 2 x H x W`` px) from each pixel at the middle time to the midpoint of the point's positions
+    in the middle frames when it moves with constant acceleration (quadratic motion, as QVI): both middle frames are
+    then sampled at ``p -+ v`` plus it. From the middle frames' half motion ``v`` and the flows from the frame before
+    to the one before it (``E``) and from the frame after to the one after it (``F``), each ``B x 2 x H x W`` on its
+    frame's grid, sampled where the point is (``p - v``, ``p + v``): two estimates of its acceleration per frame
+    interval squared, ``2v + E`` and ``F - 2v``; for x(s) = x0 + u s + a s^2 / 2, (x0 + x1) / 2 is ``a / 8`` from
+    x(1/2). The two are combined by ``minmod``: where they disagree (occlusions, flows that failed, motion that is
+    not quadratic) the motion stays linear."""
+    to_outer_before = backward_warp(before_to_outer, -half_motion)
+    to_outer_after = backward_warp(after_to_outer, half_motion)
+    return minmod(2 * half_motion + to_outer_before, to_outer_after - 2 * half_motion) / 8
+
+
 def prior_flows(half_motion, t):
     """Flows (``B x 4 x H x W``: to the frame before, then to the frame after) at time ``t`` for
     linear motion of ``2 * half_motion`` between them."""

@@ -20,8 +20,8 @@ from model.binconv import BinConv3d, BinConvTranspose3d, ParameterFreeShortcut
 from loss import flow_supervision_loss
 from model.motion_prior import (FLOW_SCALE, MATCH_TEMPERATURE, STILL_GATE, backward_warp, still_motion, dis_flow,
                                 dis_fused_flow, dis_fused_still_flow, fuse_dis_flows, half_motion, linear_blend,
-                                matching_flow, grey_images, host_half_motion, output_times, prior_flows,
-                                reference_flows, warp_blend)
+                                matching_flow, grey_images, host_half_motion, minmod, output_times, prior_flows,
+                                quadratic_shift, reference_flows, warp_blend)
 from model.files import read_checkpoint, state_dict_of
 from training import main
 from training.trainer import Trainer, initialise_from_pretrained, inside_prior_context, make_optimizer
@@ -145,6 +145,46 @@ def test_below_a_third_of_a_pixel_standing_still_restores_the_middle_better_than
     for interpolation in ("bilinear", "bicubic"):
         assert still > psnr(warped_to_the_middle(before, after, motion, interpolation)[INNER], middle[INNER]) + 1
     assert torch.equal(still_motion(motion, 0.35), torch.zeros_like(motion))
+
+
+def test_quadratic_shift_is_none_for_constant_velocity_and_an_eighth_of_a_constant_acceleration():
+    def fields(u, a):  # x(s) = x0 + u s + a s^2 / 2 per component: half motion, flow to frame -1, flow from 1 to 2
+        u, a = torch.tensor(u).view(1, 2, 1, 1), torch.tensor(a).view(1, 2, 1, 1)
+        ones = torch.ones(1, 2, 8, 12)
+        return (u + a / 2) / 2 * ones, (a / 2 - u) * ones, (u + 1.5 * a) * ones
+    assert torch.equal(quadratic_shift(*fields([3.0, -1.5], [0.0, 0.0])), torch.zeros(1, 2, 8, 12))
+    shift = quadratic_shift(*fields([3.0, -1.5], [2.0, -0.4]))
+    torch.testing.assert_close(shift, torch.tensor([0.25, -0.05]).view(1, 2, 1, 1).expand(1, 2, 8, 12))
+
+
+def test_minmod_takes_the_smaller_estimate_where_both_agree_in_sign_and_none_where_they_disagree():
+    a, b = torch.tensor([1.0, -2.0, 3.0, 0.5, 0.0]), torch.tensor([2.0, -0.5, -1.0, 0.5, 4.0])
+    assert torch.equal(minmod(a, b), torch.tensor([1.0, -0.5, 0.0, 0.5, 0.0]))
+    half_motion, to_before, to_after = torch.full((1, 2, 4, 4), 2.0), torch.full((1, 2, 4, 4), -3.0), torch.full((1, 2, 4, 4), 3.0)
+    assert torch.equal(quadratic_shift(half_motion, to_before, to_after), torch.zeros(1, 2, 4, 4))  # +1 and -1
+
+
+def test_quadratic_shift_from_dis_finds_an_accelerating_pan_and_restores_its_middle_frame_better():
+    """Views of a photograph at x = 0, 2, 6, 12 (a pan of 2, then 4, then 6 px a frame: 2 px per frame squared):
+    the middle time's view is at 3.75, a quarter pixel short of the middle frames' midpoint (the content moves
+    the other way, so the flows' acceleration and the shift are negative)."""
+    scene = F.interpolate(photo_scene(), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
+    def view(x):
+        flow = torch.zeros(1, 2, *scene.shape[-2:])
+        flow[:, 0] = x
+        return crop(backward_warp(scene, flow, "bicubic"), 40, 60)
+    frames, truth = [view(x) for x in (0.0, 2.0, 6.0, 12.0)], view(3.75)
+    greys = grey_images(torch.cat(frames))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    to_before, to_after = (torch.from_numpy(dis.calc(greys[a], greys[b], None)).permute(2, 0, 1)[None]
+                           for a, b in ((1, 0), (2, 3)))
+    motion = half_motion("dis_fused", frames[1], frames[2])
+    shift = quadratic_shift(motion, to_before, to_after)
+    assert abs(float(shift[INNER][:, 0].median()) + 0.25) < 0.05 and float(shift[INNER][:, 1].abs().median()) < 0.05
+    linear = 0.5 * (backward_warp(frames[1], -motion, "bicubic") + backward_warp(frames[2], motion, "bicubic"))
+    quadratic = 0.5 * (backward_warp(frames[1], shift - motion, "bicubic") +
+                       backward_warp(frames[2], shift + motion, "bicubic"))
+    assert psnr(quadratic[INNER], truth[INNER]) > psnr(linear[INNER], truth[INNER]) + 10
 
 
 def test_the_dead_zone_takes_small_motion_as_none_and_keeps_large_motion_whole():
@@ -356,16 +396,17 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
                                         head="warp", motion_prior="dis_fused", network_scale=4)  # starts at its prior
     command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
                "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis", "dis_fused",
-               "demo_prior", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
+               "demo_prior", "demo_quadratic", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
     done = subprocess.run(command + ["--models", new_model], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    candidates = ("matching", "dis", "dis_fused", "demo_prior", "dis_consistency", "dis_forward", "dis_gd50",
-                  "dis_reference", "fused")
+    candidates = ("matching", "dis", "dis_fused", "demo_prior", "demo_quadratic", "dis_consistency", "dis_forward",
+                  "dis_gd50", "dis_reference", "fused")
     assert set(rows) == {"average", *candidates} and "(4 gaps)" in done.stdout
     assert all(rows[name][0] > rows["average"][0] + 3 for name in candidates)
     assert abs(rows["fused"][0] - rows["dis_fused"][0]) < 0.05  # a new model outputs its prior's blend
+    assert abs(rows["demo_quadratic"][0] - rows["demo_prior"][0]) < 0.1  # a steady pan: no acceleration to find
     missing = subprocess.run(command + ["--models", str(tmp_path / "none.pth")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "none.pth" in missing.stderr.strip().splitlines()[-1]
