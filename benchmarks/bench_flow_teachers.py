@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset import frames_to, get_loader  # noqa: E402
-from model.motion_prior import (HALF_MOTION_OF, backward_warp, half_motion, prior_flows, reference_flows,  # noqa: E402
+from model.motion_prior import (HALF_MOTION_OF, backward_warp, find_motion, prior_flows, reference_flows,  # noqa: E402
                                 where_flows_hold)
 from training.rife_teacher import RifeFlows, RifeUnavailable, rife_directory  # noqa: E402
 
@@ -65,7 +65,7 @@ def crop_scores(args, crop, rife):
     for _, batch in zip(range(args.batches), loader):
         inputs, targets = (frames_to(torch.device("cpu"), frames) for frames in batch[:2])
         before, after, target = inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2], targets[len(targets) // 2]
-        prior = prior_flows(half_motion(args.motion_prior, before, after), 0.5)
+        prior = prior_flows(find_motion(args.motion_prior, inputs), 0.5)
         teachers = {"dis_reference": reference_flows(target, before, after)}
         if rife is not None:
             flows = rife(before, after)

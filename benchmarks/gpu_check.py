@@ -216,6 +216,7 @@ PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the p
     "matching prior": {"motion_prior": "matching"},  # batched tensor code on the device
     "DIS prior, network at 1/2": {"motion_prior": "dis", "network_scale": 2},  # OpenCV on the host, copied back
     "fused DIS prior, network at 1/2": {"motion_prior": "dis_fused_still", "network_scale": 2},
+    "quadratic DIS prior, network at 1/2": {"motion_prior": "dis_quadratic", "network_scale": 2},  # 4-channel motion
 }
 
 

@@ -49,7 +49,8 @@ from engine import ops  # noqa: E402
 from evaluation import evaluate, evaluate_videos, video_clips  # noqa: E402
 from inference.frame_io import rgb_to_tensor, tensor_to_rgb  # noqa: E402
 from inference.minterpolate import MINTERPOLATE_OPTIONS, Minterpolate  # noqa: E402
-from model.motion_prior import HALF_MOTION_OF, backward_warp, half_motion, still_motion  # noqa: E402
+from model.motion_prior import (HALF_MOTION_OF, QUADRATIC_PRIORS, backward_warp, find_motion, prior_flows,  # noqa: E402
+                                still_motion)
 from model_loader import load_model  # noqa: E402
 from training.trainer import FirstBatches  # noqa: E402
 
@@ -310,12 +311,13 @@ class Repeat(Average):
 
 
 PRIOR_WORDS = {"matching": "matching prior", "dis": "DIS prior", "dis_fused": "fused DIS prior",
-               "dis_fused_still": "fused DIS prior with no motion a candidate"}  # the half motions, as tables name them
+               "dis_fused_still": "fused DIS prior with no motion a candidate",
+               "dis_quadratic": "fused DIS prior with quadratic motion"}  # the priors' motions, as tables name them
 
 
 class Matching(Average):
-    """A motion prior alone (``prior``: "matching", "dis", "dis_fused" or "dis_fused_still"): the two middle
-    frames warped by its half motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged,
+    """A motion prior alone (``prior``: "matching", "dis", "dis_fused", "dis_fused_still" or "dis_quadratic"): the two
+    middle frames warped by its motion (less ``dead_zone``, ``still_motion``) with ``interpolation`` and averaged,
     which is what an untrained ``--motion_prior <prior>`` model with those options outputs (its head starts at zero)."""
 
     def __init__(self, prior="matching", interpolation="bilinear", dead_zone=0.0):
@@ -330,9 +332,9 @@ class Matching(Average):
         return ", ".join([f"{words} alone", *details, "untrained"])
 
     def forward(self, frames):
-        motion = still_motion(half_motion(self.prior, frames[1], frames[2]), self.dead_zone)
-        return [(backward_warp(frames[1], -motion, self.interpolation)
-                 + backward_warp(frames[2], motion, self.interpolation)) / 2]
+        flows = prior_flows(still_motion(find_motion(self.prior, frames), self.dead_zone), 0.5)
+        return [(backward_warp(frames[1], flows[:, 0:2], self.interpolation)
+                 + backward_warp(frames[2], flows[:, 2:4], self.interpolation)) / 2]
 
 
 class Minterpolated(Average):
@@ -351,14 +353,15 @@ class Minterpolated(Average):
 def other_priors(args):
     """The priors alone, other than plain matching, that the grid's configurations start from, whose
     untrained models are baselines too: ``{name: Matching}``, named by the half motion ("dis",
-    "dis_fused"), then the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35")."""
+    "dis_fused"; a quadratic prior by itself), then the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35")."""
     def option(flags, name, default):
         return option_value(flags, name) if name in flags else default
 
     priors = {}
     for config in args.configs:
         flags = GRID[config][1]
-        prior = HALF_MOTION_OF.get(option(flags, "--motion_prior", "none"))
+        motion_prior = option(flags, "--motion_prior", "none")
+        prior = motion_prior if motion_prior in QUADRATIC_PRIORS else HALF_MOTION_OF.get(motion_prior)
         interpolation = option(flags, "--warp_interpolation", "bilinear")
         dead_zone = float(option(flags, "--prior_dead_zone", 0.0))
         if prior is None or (prior, interpolation, dead_zone) == ("matching", "bilinear", 0.0):

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler, default_collate
 
-from model.motion_prior import HOST_PRIORS, half_motion, reference_flows
+from model.motion_prior import HOST_PRIORS, QUADRATIC_PRIORS, find_motion, reference_flows
 
 from . import custom, davis, demo, gopro, middlebury, synthetic, ucf101, vimeo90k_septuplet
 from .base import EpochOfPasses
@@ -148,8 +148,8 @@ class HostFlowsCollate:
     otherwise compute on the host in its step: batches ``(inputs, targets, motion)``, and with
     ``reference_flows`` ``(inputs, targets, motion, references)``.
 
-    ``motion``: the host ``prior``'s (``HOST_PRIORS``) half motion ``B x 2 x H x W`` (float32 px) between
-    the middle inputs, or None without a prior; ``references``: per target, ``reference_flows``'s
+    ``motion``: the host ``prior``'s (``HOST_PRIORS``) motion (``find_motion``: the half motion ``B x 2 x H x W``
+    float32 px between the middle inputs, ``B x 4 x H x W`` for a quadratic prior), or None without a prior; ``references``: per target, ``reference_flows``'s
     ``(flows, holds)`` (what ``--flow_supervision dis`` teaches; ``holds`` as bool, 18 bytes a pixel a
     target in all: GoPro 8x at 256x256, 8 MB a sample through shared memory), of the frames without a
     ``reference_margin``-pixel border (``--prior_context``: the prior sees the whole crop, the network and
@@ -163,8 +163,10 @@ class HostFlowsCollate:
 
     def __call__(self, samples):
         inputs, targets = default_collate(samples)
-        before, after = frames_to(torch.device("cpu"), inputs[len(inputs) // 2 - 1:len(inputs) // 2 + 1])
-        motion = half_motion(self.prior, before, after) if self.prior is not None else None
+        middle = len(inputs) // 2  # a quadratic prior sees every input, the others the middle two
+        frames = frames_to(torch.device("cpu"), inputs if self.prior in QUADRATIC_PRIORS else inputs[middle - 1:middle + 1])
+        before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
+        motion = find_motion(self.prior, frames) if self.prior is not None else None
         if not self.reference_flows:
             return inputs, targets, motion
         margin = self.reference_margin

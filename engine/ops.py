@@ -443,7 +443,8 @@ def warp_blend_runs(variant, *tensors):
 def warp_blend(head, before, after, t, motion, flow_scale, interpolation, variant=None):
     """The warp head's frame at time ``t`` (``B x 3 x H x W``) in one pass over its pixels: the head's 8 channels
     ``head`` (``B x 8 x h x w``, flows already in full-resolution pixels / ``flow_scale``) upsampled bilinearly to
-    H x W, the prior's flows for the half motion ``motion`` (``B x 2 x H x W`` px, or None) added, the middle frames
+    H x W, the prior's flows for the half motion ``motion`` (``B x 2 x H x W`` px, or None; ``B x 4 x H x W`` for a
+    quadratic prior: ``prior_flows``) added, the middle frames
     ``before`` and ``after`` (``B x 3 x H x W``) warped (``interpolation`` "bicubic" or "bilinear", borders
     replicated) and blended. Equal to ``UNet3D.output_frames`` of its upsampled head to float rounding (the sampling
     positions' ulp: 6e-5 px at x ~ 700). Needs ``warp_blend_runs``; variant "scalar" runs the portable loop, any other

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import torch
 
-from model.motion_prior import ALIGNED_PRIORS, HOST_PRIORS, grey_images, host_half_motion
+from model.motion_prior import ALIGNED_PRIORS, HOST_PRIORS, QUADRATIC_PRIORS, grey_images, host_half_motion
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
@@ -73,7 +73,8 @@ class SlidingWindowInterpolator:
         self.factor = model.config["n_outputs"] + 1
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
-        self.prior_ahead = prior_ahead and getattr(model, "motion_prior", "none") in HOST_PRIORS
+        prior = getattr(model, "motion_prior", "none")  # a quadratic prior needs the window: the model finds it
+        self.prior_ahead = prior_ahead and prior in HOST_PRIORS and prior not in QUADRATIC_PRIORS
         self.reuse_network_frames = (getattr(model, "network_scale", 1) > 1  # our models that resize, and do not
                                      and getattr(model, "motion_prior", "none") not in ALIGNED_PRIORS)  # warp first
         if prior_workers is None:

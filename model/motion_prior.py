@@ -80,11 +80,13 @@ def warp_blend(head, before, after, t, prior=None, interpolation="bilinear", bot
 
 
 WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # backward_warp's resampling of the warp head's frames
-MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused", "dis_fused_still")
+MOTION_PRIORS = ("none", "matching", "aligned", "dis", "dis_aligned", "dis_fused", "dis_fused_still", "dis_quadratic")
 ALIGNED_PRIORS = ("aligned", "dis_aligned")  # priors whose network sees the middle frames warped to the middle time
-HOST_PRIORS = ("dis", "dis_aligned", "dis_fused", "dis_fused_still")  # computed by OpenCV on the host, on any device
+HOST_PRIORS = ("dis", "dis_aligned", "dis_fused", "dis_fused_still", "dis_quadratic")  # by OpenCV on the host
+QUADRATIC_PRIORS = ("dis_quadratic",)  # priors of quadratic motion, from the outer inputs too: B x 4 x H x W motion
 HALF_MOTION_OF = {"matching": "matching", "aligned": "matching", "dis": "dis", "dis_aligned": "dis",
-                  "dis_fused": "dis_fused", "dis_fused_still": "dis_fused_still"}  # the half motion each prior finds
+                  "dis_fused": "dis_fused", "dis_fused_still": "dis_fused_still",
+                  "dis_quadratic": "dis_fused_still"}  # the half motion each prior finds
 MATCH_LEVELS = (16, 8, 4, 2, 1)  # pyramid scales of matching_flow, coarse to fine
 MATCH_RADIUS = 1                 # integer shifts searched per level: [-1, 1]^2 (up to +-31 px in all)
 MATCH_WINDOW = 9                 # side of the box over which absolute differences are averaged
@@ -161,8 +163,9 @@ def host_half_motion(prior, greys_before, greys_after):
     (``DIS_PRESET``) forward ``F`` (from ``before``) and backward ``G`` (from ``after``) of each pair, then
     ``(F - G) / 4`` ("dis", "dis_aligned") or ``fuse_dis_flows`` ("dis_fused"; "dis_fused_still": with the
     ``STILL_GATE``)."""
-    if prior not in HOST_PRIORS:
-        raise ValueError(f"{prior!r} is not a host prior ({', '.join(HOST_PRIORS)})")
+    if prior not in HOST_PRIORS or prior in QUADRATIC_PRIORS:
+        raise ValueError(f"{prior!r} is not a host prior of the middle frames alone "
+                         f"({', '.join(p for p in HOST_PRIORS if p not in QUADRATIC_PRIORS)}): see quadratic_motion")
     combine = {"dis": _mean_half_motion, "dis_fused": fuse_dis_flows,
                "dis_fused_still": functools.partial(fuse_dis_flows, still_gate=STILL_GATE)}[HALF_MOTION_OF[prior]]
     dis = cv2.DISOpticalFlow_create(DIS_PRESET)
@@ -297,6 +300,46 @@ def half_motion(prior, before, after):
     return find(before, after)
 
 
+def find_motion(prior, frames):
+    """The motion that motion prior ``prior`` finds in a model's input ``frames`` (a list of ``B x 3 x H x W``):
+    the half motion between the middle two (``B x 2 x H x W`` px, ``half_motion``), and for ``QUADRATIC_PRIORS``
+    also the ``quadratic_shift`` (``B x 4 x H x W``: the half motion, then the shift; ``quadratic_motion``)."""
+    middle = len(frames) // 2
+    if prior in QUADRATIC_PRIORS:
+        return quadratic_motion(frames[middle - 2] if middle >= 2 else frames[middle - 1], frames[middle - 1],
+                                frames[middle], frames[middle + 1] if middle + 1 < len(frames) else frames[middle])
+    return half_motion(prior, frames[middle - 1], frames[middle])
+
+
+@torch.no_grad()
+def quadratic_motion(outer_before, before, after, outer_after):
+    """``motion_prior="dis_quadratic"``: ``dis_fused_still_flow``'s half motion between ``before`` and ``after`` and
+    its ``quadratic_shift`` from DIS flows to ``outer_before`` and ``outer_after`` (all ``B x 3 x H x W``), as
+    ``B x 4 x H x W`` px, on the frames' device and in their dtype (computed on the CPU)."""
+    greys = [grey_images(frames) for frames in (outer_before, before, after, outer_after)]
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    motions = []
+    for grey_0, grey_a, grey_b, grey_3 in zip(*greys):
+        forward, backward = dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+        outer = [None if np.array_equal(grey_o, grey) else dis.calc(grey, grey_o, None)
+                 for grey, grey_o in ((grey_a, grey_0), (grey_b, grey_3))]
+        motions.append(quadratic_motion_from_flows(grey_a, grey_b, forward, backward, *outer))
+    return torch.cat(motions).to(device=before.device, dtype=before.dtype)
+
+
+def quadratic_motion_from_flows(grey_a, grey_b, forward, backward, before_to_outer, after_to_outer):
+    """``quadratic_motion`` of one pair of grey frames (``H x W`` uint8) from DIS's flows (``H x W x 2`` float32 px):
+    forward and backward between them, from ``grey_a`` to the frame before it and from ``grey_b`` to the frame after
+    it (None where there is none: a clip's end, a scene cut, a window that repeats its middle frame; then the motion
+    stays linear). ``1 x 4 x H x W`` float32 px."""
+    half = torch.from_numpy(fuse_dis_flows(grey_a, grey_b, forward, backward, still_gate=STILL_GATE))
+    half = half.permute(2, 0, 1)[None].contiguous()
+    if before_to_outer is None or after_to_outer is None:
+        return torch.cat([half, torch.zeros_like(half)], dim=1)
+    to_outer = [torch.from_numpy(flow).permute(2, 0, 1)[None] for flow in (before_to_outer, after_to_outer)]
+    return torch.cat([half, quadratic_shift(half, *to_outer)], dim=1)
+
+
 def still_motion(half_motion, dead_zone):
     """``half_motion`` (``B x 2 x H x W`` px) with the motion below ``dead_zone`` px taken as none: each
     pixel's vector scaled by ``clamp((|v| - dead_zone) / dead_zone, 0, 1)``, so zero up to ``dead_zone``,
@@ -304,6 +347,8 @@ def still_motion(half_motion, dead_zone):
     ``torch.hypot``'s would be undefined at zero motion.)"""
     if dead_zone <= 0:
         return half_motion
+    if half_motion.shape[1] == 4:  # a quadratic prior's motion: the dead zone is the half motion's
+        return torch.cat([still_motion(half_motion[:, 0:2], dead_zone), half_motion[:, 2:4]], dim=1)
     length = torch.hypot(half_motion[:, 0:1], half_motion[:, 1:2])  # 60x faster than vector_norm(dim=1) on a CPU
     return half_motion * ((length - dead_zone) / dead_zone).clamp(0, 1)
 
@@ -329,7 +374,12 @@ def quadratic_shift(half_motion, before_to_outer, after_to_outer):
 
 def prior_flows(half_motion, t):
     """Flows (``B x 4 x H x W``: to the frame before, then to the frame after) at time ``t`` for
-    linear motion of ``2 * half_motion`` between them."""
+    linear motion of ``2 * half_motion`` between them; for a quadratic prior's motion (``B x 4 x H x W``:
+    the half motion, then the middle time's ``quadratic_shift``) both flows also move by the shift at t,
+    ``4 t (1 - t)`` times the middle time's (the offset of x(t) from the chord is a t (1 - t) / 2)."""
+    if half_motion.shape[1] == 4:
+        half_motion, shift = half_motion[:, 0:2], half_motion[:, 2:4] * (4 * t * (1 - t))
+        return torch.cat([half_motion * (-2 * t) + shift, half_motion * (2 * (1 - t)) + shift], dim=1)
     return torch.cat([half_motion * (-2 * t), half_motion * (2 * (1 - t))], dim=1)
 
 

@@ -23,7 +23,9 @@ Two options beyond FLAVR (FLAVR's release: ``head="frames"``, ``activation="relu
   they are), so what is left to correct is visible in its input. ``"dis"`` takes the motion from
   OpenCV's DIS optical flow instead (``dis_flow``); ``"dis_aligned"`` is ``"dis"`` with aligned inputs;
   ``"dis_fused"`` takes per pixel DIS's forward or backward flow, whichever aligns the frames (``dis_fused_flow``);
-  ``"dis_fused_still"`` also weighs no motion where both are short (``dis_fused_still_flow``).
+  ``"dis_fused_still"`` also weighs no motion where both are short (``dis_fused_still_flow``);
+  ``"dis_quadratic"`` is ``"dis_fused_still"`` for a point that accelerates: both middle frames are sampled where
+  quadratic motion through the outer inputs puts it (``quadratic_motion``; its motion is ``B x 4 x H x W``).
 * ``prior_dead_zone=d`` (pixels) takes the prior's half motion below d as none, whole from 2d
   (``still_motion``): sub-pixel flow in flat or unchanged regions is mostly noise, and warping by it
   only resamples what standing still would copy.
@@ -40,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, half_motion, linear_blend,
+from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, find_motion, linear_blend,
                                 output_times, prior_flows, still_motion, warp_blend, warp_flows)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
@@ -255,8 +257,8 @@ class UNet3D(nn.Module):
     quick experiments and tests. ``gate_reduction`` r > 1 factorises every gate to rank ~C/r
     (see ``FeatureGating``); 1 is FLAVR's gating. ``head``: "frames" (FLAVR), "residual" or "warp"
     (see the module docstring). ``activation``: "relu" (FLAVR) or "rprelu" in the encoder blocks.
-    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned", "dis_fused" or "dis_fused_still"
-    (warp head only, see ``half_motion``).
+    ``motion_prior``: "none" (FLAVR), "matching", "aligned", "dis", "dis_aligned", "dis_fused", "dis_fused_still" or
+    "dis_quadratic" (warp head only, see ``find_motion``).
     ``network_scale``: the U-Net's input is the frames downscaled this many times; ``warp_interpolation``
     and ``prior_dead_zone``: how the warp head resamples and which motion its prior ignores (module docstring)."""
 
@@ -316,7 +318,8 @@ class UNet3D(nn.Module):
 
     def forward(self, frames, motion=None, with_flows=False, *, network_frames=None):
         """``frames``: ``n_inputs`` tensors ``B x 3 x H x W`` in [0, 1] -> ``n_outputs`` such frames.
-        ``motion`` (``B x 2 x H x W`` pixels, optional): the prior's half motion found elsewhere, e.g.
+        ``motion`` (``B x 2 x H x W`` pixels, ``B x 4 x H x W`` for a quadratic prior; optional): the prior's motion
+        (``find_motion``) found elsewhere, e.g.
         on a larger crop in training (``--prior_context``); by default ``prior_motion(frames)``.
         ``with_flows`` (warp head): (frames, the flows they were warped with: ``output_flows``).
         ``network_frames`` (optional): ``network_frame`` of each of ``frames`` (``n_inputs`` tensors ``B x 3 x h x w``),
@@ -339,12 +342,13 @@ class UNet3D(nn.Module):
         return self.output_frames(out, frames, mean, motion), self.output_flows(out, motion)
 
     def prior_motion(self, frames, given=None):
-        """The half motion its prior finds between the two middle frames (``half_motion``), or ``given``,
-        when the model has a motion prior, less what ``prior_dead_zone`` takes as none; else None."""
+        """The motion its prior finds in the frames (``find_motion``: the half motion between the two middle frames,
+        with a quadratic prior's shift), or ``given``, when the model has a motion prior, less what
+        ``prior_dead_zone`` takes as none; else None."""
         if self.motion_prior == "none":
             return None
         if given is None:
-            given = half_motion(self.motion_prior, frames[len(frames) // 2 - 1], frames[len(frames) // 2])
+            given = find_motion(self.motion_prior, frames)
         return still_motion(given, self.prior_dead_zone)
 
     def network_input(self, frames, motion, network_frames=None):

@@ -157,6 +157,35 @@ def test_quadratic_shift_is_none_for_constant_velocity_and_an_eighth_of_a_consta
     torch.testing.assert_close(shift, torch.tensor([0.25, -0.05]).view(1, 2, 1, 1).expand(1, 2, 8, 12))
 
 
+def accelerating_pan(positions=(0.0, 2.0, 6.0, 12.0), middle=3.75):
+    """Views of a photograph at ``positions`` (x, px; 2 px per frame squared by default) and the view at ``middle``."""
+    scene = F.interpolate(photo_scene(), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    def view(x):
+        flow = torch.zeros(1, 2, *scene.shape[-2:])
+        flow[:, 0] = x
+        return crop(backward_warp(scene, flow, "bicubic"), 40, 60)
+    return [view(x) for x in positions], view(middle)
+
+
+def test_a_new_quadratic_prior_model_restores_an_accelerating_pan_far_better_and_a_repeated_outer_frame_stays_linear():
+    frames, truth = accelerating_pan()
+    outputs = {}
+    for prior in ("dis_fused_still", "dis_quadratic"):
+        model = build_model({"arch": "binary", "base_channels": 8, "head": "warp", "motion_prior": prior,
+                             "warp_interpolation": "bicubic"}, log_summary=False).eval()
+        with torch.no_grad():
+            outputs[prior] = model(frames)[0]
+        if prior == "dis_quadratic":
+            motion = model.prior_motion(frames)
+            assert motion.shape == (1, 4, 64, 96)
+            assert torch.equal(motion[:, :2], half_motion("dis_fused_still", frames[1], frames[2]))
+            clamped = model.prior_motion([frames[1], frames[1], frames[2], frames[3]])  # a clip's first gap
+            assert torch.equal(clamped[:, 2:], torch.zeros_like(clamped[:, 2:]))
+            assert torch.equal(clamped[:, :2], motion[:, :2])
+    assert psnr(outputs["dis_quadratic"][INNER], truth[INNER]) > psnr(outputs["dis_fused_still"][INNER], truth[INNER]) + 10
+
+
 def test_minmod_takes_the_smaller_estimate_where_both_agree_in_sign_and_none_where_they_disagree():
     a, b = torch.tensor([1.0, -2.0, 3.0, 0.5, 0.0]), torch.tensor([2.0, -0.5, -1.0, 0.5, 4.0])
     assert torch.equal(minmod(a, b), torch.tensor([1.0, -0.5, 0.0, 0.5, 0.0]))
@@ -165,15 +194,10 @@ def test_minmod_takes_the_smaller_estimate_where_both_agree_in_sign_and_none_whe
 
 
 def test_quadratic_shift_from_dis_finds_an_accelerating_pan_and_restores_its_middle_frame_better():
-    """Views of a photograph at x = 0, 2, 6, 12 (a pan of 2, then 4, then 6 px a frame: 2 px per frame squared):
-    the middle time's view is at 3.75, a quarter pixel short of the middle frames' midpoint (the content moves
-    the other way, so the flows' acceleration and the shift are negative)."""
-    scene = F.interpolate(photo_scene(), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
-    def view(x):
-        flow = torch.zeros(1, 2, *scene.shape[-2:])
-        flow[:, 0] = x
-        return crop(backward_warp(scene, flow, "bicubic"), 40, 60)
-    frames, truth = [view(x) for x in (0.0, 2.0, 6.0, 12.0)], view(3.75)
+    """Views at x = 0, 2, 6, 12 (a pan of 2, then 4, then 6 px a frame: 2 px per frame squared): the middle time's
+    view is at 3.75, a quarter pixel short of the middle frames' midpoint (the content moves the other way, so the
+    flows' acceleration and the shift are negative)."""
+    frames, truth = accelerating_pan()
     greys = grey_images(torch.cat(frames))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     to_before, to_after = (torch.from_numpy(dis.calc(greys[a], greys[b], None)).permute(2, 0, 1)[None]
@@ -416,7 +440,7 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
 
 @pytest.mark.parametrize("arch, prior", [("binary", "matching"), ("flavr", "matching"), ("binary", "aligned"),
                                          ("binary", "dis"), ("binary", "dis_aligned"), ("binary", "dis_fused"),
-                                         ("binary", "dis_fused_still")])
+                                         ("binary", "dis_fused_still"), ("binary", "dis_quadratic")])
 def test_a_new_motion_prior_model_starts_at_the_matched_blend(arch, prior):
     scene = photo_scene()
     inputs = [crop(scene, 40 + 6 * k, 40 - 4 * k) for k in range(-1, 3)]  # 4 frames, steady motion
@@ -573,6 +597,8 @@ def test_distillation_and_two_stages_train_and_are_recorded(vimeo, tmp_path, cap
 @pytest.mark.parametrize("student, teacher, shared", [("dis", "dis_aligned", True), ("dis_fused", "dis", False),
                                                       ("dis_fused", "dis_fused", True), ("dis_fused_still", "dis_fused", False),
                                                       ("dis_fused_still", "dis_fused_still", True), ("matching", "aligned", True),
+                                                      ("dis_quadratic", "dis_fused_still", False),
+                                                      ("dis_quadratic", "dis_quadratic", True),
                                                       ("matching", "dis", False), ("dis", "none", False)])
 def test_a_teacher_is_handed_the_students_motion_only_when_its_prior_finds_the_same_half_motion(student, teacher, shared):
     trainer = Trainer.__new__(Trainer)

@@ -18,7 +18,7 @@ import torch
 from dataset import DatasetError, frames_to, get_dataset, get_loader, set_epoch, unreadable_samples
 from evaluation import evaluate
 from model import build_model
-from model.motion_prior import half_motion, reference_flows
+from model.motion_prior import find_motion, reference_flows
 from tests.fixtures import REPO, textured_image, write_frame_folder, write_gopro, write_png, write_vimeo
 from cache_frames import main as cache_frames_main
 from cli import run_script
@@ -65,7 +65,7 @@ def write_panning_clip(folder, n_frames=13, size=(48, 64), step=3):
         write_png(os.path.join(folder, f"{i:06d}.png"), texture[:, step * i:step * i + size[1]].copy())
 
 
-@pytest.mark.parametrize("prior", ["dis", "dis_fused_still"])
+@pytest.mark.parametrize("prior", ["dis", "dis_fused_still", "dis_quadratic"])
 def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_compute_from_the_batch(tmp_path, prior):
     write_panning_clip(str(tmp_path / "clip"))
     loader = get_loader("custom", "train", tmp_path, batch_size=2, num_workers=1, seed=1, val_fraction=0.0,
@@ -74,8 +74,9 @@ def test_workers_compute_the_dis_prior_and_reference_flows_the_step_would_comput
     batches = 0
     for inputs, targets, motion, references in loader:
         frames, truths = frames_to(torch.device("cpu"), inputs), frames_to(torch.device("cpu"), targets)
-        assert torch.equal(motion, half_motion(prior, frames[1], frames[2]))
-        assert motion.shape == (2, 2, 32, 32) and motion.abs().amax() > 1  # 3 px per frame, flips either way
+        assert torch.equal(motion, find_motion(prior, frames))  # a quadratic prior's from all four inputs
+        assert motion.shape == (2, 4 if prior == "dis_quadratic" else 2, 32, 32)
+        assert motion[:, :2].abs().amax() > 1  # 3 px per frame, flips either way
         for (flows, holds), truth in zip(references, truths):
             expected = reference_flows(truth, frames[1], frames[2])
             assert torch.equal(flows, expected[0]) and torch.equal(holds.float(), expected[1])

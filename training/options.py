@@ -67,8 +67,9 @@ def _model_options(parser):
                        "at motion-compensated blending; aligned: also feed the network the middle frames aligned "
                        "by them; dis: OpenCV's DIS optical flow instead of block matching, on the CPU; dis_fused: DIS's "
                        "forward or backward flow per pixel, whichever aligns the frames; dis_fused_still: also no motion "
-                       f"where both flows are {STILL_GATE:g} px or less, if it aligns better (a head without flows has "
-                       "none unless given here)")
+                       f"where both flows are {STILL_GATE:g} px or less, if it aligns better; dis_quadratic: "
+                       "dis_fused_still for points that accelerate, from DIS flows to the outer inputs too (a head "
+                       "without flows has none unless given here)")
     group.add_argument("--network_scale", type=int, metavar="S",
                        help="run the network on the frames downscaled S times and upsample its output (residual or "
                        "warp head; the motion prior and the warping stay at full resolution): about 1/S^2 of the "

@@ -55,7 +55,8 @@ from loss import Loss, flow_supervision_loss
 from model import build_model, describe_config, strip_module_prefix, transfer_weights
 from model.binconv import BINARY_LAYERS
 from model.files import ModelFileError, checkpoint_config, read_checkpoint, state_dict_of
-from model.motion_prior import HALF_MOTION_OF, HOST_PRIORS, half_motion, reference_flows, where_flows_hold
+from model.motion_prior import (HALF_MOTION_OF, HOST_PRIORS, QUADRATIC_PRIORS, find_motion, reference_flows,
+                                where_flows_hold)
 from model.summary import model_summary
 from model_loader import load_model
 from myutils import autocast_or_nothing
@@ -315,10 +316,11 @@ class Trainer:
         return [(flows, where_flows_hold(flows, targets[0], before, after))]
 
     def _teacher_shares_prior(self):
-        """Whether the teacher's motion prior finds the student's half motion (the same ``half_motion``:
-        ``HALF_MOTION_OF``); then it is given the student's motion instead of computing it."""
+        """Whether the teacher's motion prior finds the student's motion (the same ``half_motion``:
+        ``HALF_MOTION_OF``, both quadratic or neither); then it is given the student's motion instead of computing it."""
         mine, its = self.args.motion_prior, getattr(self.teacher, "motion_prior", "none")
-        return "none" not in (mine, its) and HALF_MOTION_OF[mine] == HALF_MOTION_OF[its]
+        return ("none" not in (mine, its) and HALF_MOTION_OF[mine] == HALF_MOTION_OF[its]
+                and (mine in QUADRATIC_PRIORS) == (its in QUADRATIC_PRIORS))
 
     def train_step(self, inputs, targets, epoch, motion=None, references=None):
         """One optimiser step on a batch (lists of ``B x 3 x H x W``, 8-bit or float; ``motion``, the host
@@ -512,7 +514,7 @@ def inside_prior_context(inputs, targets, margin, prior="matching", motion=None)
     if margin == 0:
         return inputs, targets, motion
     if motion is None:
-        motion = half_motion(prior, inputs[len(inputs) // 2 - 1], inputs[len(inputs) // 2])
+        motion = find_motion(prior, inputs)
     inner = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
     return [x[inner] for x in inputs], [y[inner] for y in targets], motion[inner]
 

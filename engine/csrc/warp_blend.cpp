@@ -145,12 +145,14 @@ struct WarpBlend {
   const float* wide;  // B x 8 x h x W: the head widened
   const float* before;
   const float* after;
-  const float* motion;  // B x 2 x H x W or null
+  const float* motion;  // B x motion_channels x H x W or null: the half motion, then a quadratic prior's shift
   float* out;
   int64_t height, width, low_height;
   std::vector<LinearTap> row_taps;
   float gain, mask_offset, prior_before, prior_after, grid_x, grid_y, half_x, half_y;
   bool bicubic;
+  int64_t motion_channels;  // 2, or 4 with the shift (both flows move by it times prior_shift)
+  float prior_shift;
 
   int64_t plane() const { return height * width; }
   const float* wide_row(int64_t b, int64_t c, int64_t low_row) const {
@@ -172,11 +174,13 @@ void WarpBlend::pixel(int64_t b, int64_t y, int64_t x) const {
   }
   float flows[4] = {h[0] * gain, h[1] * gain, h[2] * gain, h[3] * gain};
   if (motion) {
-    const float* m = motion + b * 2 * plane() + y * width + x;
-    flows[0] = flows[0] + m[0] * prior_before;
-    flows[1] = flows[1] + m[plane()] * prior_before;
-    flows[2] = flows[2] + m[0] * prior_after;
-    flows[3] = flows[3] + m[plane()] * prior_after;
+    const float* m = motion + b * motion_channels * plane() + y * width + x;
+    float shift_x = 0.0f, shift_y = 0.0f;  // prior_flows: (v * -2t + shift, v * 2(1 - t) + shift)
+    if (motion_channels == 4) shift_x = m[2 * plane()] * prior_shift, shift_y = m[3 * plane()] * prior_shift;
+    flows[0] = flows[0] + (m[0] * prior_before + shift_x);
+    flows[1] = flows[1] + (m[plane()] * prior_before + shift_y);
+    flows[2] = flows[2] + (m[0] * prior_after + shift_x);
+    flows[3] = flows[3] + (m[plane()] * prior_after + shift_y);
   }
   const float px = static_cast<float>(x), py = static_cast<float>(y);
   const Frame first{before + b * 3 * plane(), height, width}, second{after + b * 3 * plane(), height, width};
@@ -308,13 +312,19 @@ WB_AVX2 void pixels8(const WarpBlend& job, int64_t b, int64_t y, int64_t x) {
   __m256 flows[4];
   for (int i = 0; i < 4; ++i) flows[i] = _mm256_mul_ps(h[i], gain);
   if (job.motion) {
-    const float* m = job.motion + b * 2 * job.plane() + y * job.width + x;
+    const float* m = job.motion + b * job.motion_channels * job.plane() + y * job.width + x;
     const __m256 mx = _mm256_loadu_ps(m), my = _mm256_loadu_ps(m + job.plane());
     const __m256 to_before = _mm256_set1_ps(job.prior_before), to_after = _mm256_set1_ps(job.prior_after);
-    flows[0] = _mm256_add_ps(flows[0], _mm256_mul_ps(mx, to_before));
-    flows[1] = _mm256_add_ps(flows[1], _mm256_mul_ps(my, to_before));
-    flows[2] = _mm256_add_ps(flows[2], _mm256_mul_ps(mx, to_after));
-    flows[3] = _mm256_add_ps(flows[3], _mm256_mul_ps(my, to_after));
+    __m256 shift_x = _mm256_setzero_ps(), shift_y = _mm256_setzero_ps();
+    if (job.motion_channels == 4) {
+      const __m256 to_shift = _mm256_set1_ps(job.prior_shift);
+      shift_x = _mm256_mul_ps(_mm256_loadu_ps(m + 2 * job.plane()), to_shift);
+      shift_y = _mm256_mul_ps(_mm256_loadu_ps(m + 3 * job.plane()), to_shift);
+    }
+    flows[0] = _mm256_add_ps(flows[0], _mm256_add_ps(_mm256_mul_ps(mx, to_before), shift_x));
+    flows[1] = _mm256_add_ps(flows[1], _mm256_add_ps(_mm256_mul_ps(my, to_before), shift_y));
+    flows[2] = _mm256_add_ps(flows[2], _mm256_add_ps(_mm256_mul_ps(mx, to_after), shift_x));
+    flows[3] = _mm256_add_ps(flows[3], _mm256_add_ps(_mm256_mul_ps(my, to_after), shift_y));
   }
   const __m256 px = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
   const __m256 py = _mm256_set1_ps(static_cast<float>(y)), one = _mm256_set1_ps(1.0f);
@@ -371,7 +381,8 @@ void check_frames(const at::Tensor& t, const char* what, int64_t channels, const
 
 // The frame at time t (B x 3 x H x W) from the head's output `head` (B x 8 x h x w, its flows
 // already in full-resolution pixels / flow_scale), the middle frames `before` and `after`
-// (B x 3 x H x W) and the prior's half motion `motion` (B x 2 x H x W pixels, optional).
+// (B x 3 x H x W) and the prior's motion `motion` (B x 2 x H x W pixels, optional; B x 4 x H x W for a quadratic
+// prior: the half motion, then the middle time's shift, which moves both flows by 4 t (1 - t) times it).
 // variant "scalar" runs the portable loop; any other the AVX2 one where the CPU has AVX2.
 at::Tensor warp_blend_op(const at::Tensor& head, const at::Tensor& before, const at::Tensor& after,
                          const std::optional<at::Tensor>& motion, double t, double flow_scale, bool bicubic,
@@ -381,7 +392,8 @@ at::Tensor warp_blend_op(const at::Tensor& head, const at::Tensor& before, const
   TORCH_CHECK(head.device().is_cpu() && head.scalar_type() == at::kFloat && head.is_contiguous() && head.dim() == 4 &&
                   head.size(0) == before.size(0) && head.size(1) == kHeadChannels,
               "warp_blend: head must be a contiguous float32 CPU tensor B x 8 x h x w");
-  if (motion) check_frames(*motion, "motion", 2, before);
+  const int64_t motion_channels = motion ? motion->size(1) : 2;
+  if (motion) check_frames(*motion, "motion", motion_channels == 4 ? 4 : 2, before);
   TORCH_CHECK(t > 0.0 && t < 1.0, "warp_blend: t must be in (0, 1)");
   const int64_t batch = before.size(0), height = before.size(2), width = before.size(3);
   TORCH_CHECK(3 * height * width < (int64_t{1} << 31), "warp_blend: frames of at most 2^31 / 3 pixels");
@@ -394,7 +406,7 @@ at::Tensor warp_blend_op(const at::Tensor& head, const at::Tensor& before, const
                 static_cast<float>(2.0 * (1.0 - t)),
                 static_cast<float>(2.0 / std::max<int64_t>(width - 1, 1)),  // backward_warp's grid scale
                 static_cast<float>(2.0 / std::max<int64_t>(height - 1, 1)), static_cast<float>(width - 1) / 2.0f,
-                static_cast<float>(height - 1) / 2.0f, bicubic};
+                static_cast<float>(height - 1) / 2.0f, bicubic, motion_channels, static_cast<float>(4.0 * t * (1.0 - t))};
   bool vectorized = false;
 #ifdef WARP_BLEND_X86
   vectorized = variant != "scalar" && has_avx2();
