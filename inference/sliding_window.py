@@ -13,7 +13,9 @@ across a cut: indices are clamped to the shot as they are to the sequence ends.
 Models whose motion prior runs on the host (``HOST_PRIORS``: OpenCV's DIS) get it computed ahead, on
 worker threads, for each gap as soon as its two frames have arrived: the prior of the next windows
 overlaps the network's forward pass of the current ones (OpenCV releases the GIL), with the same
-numbers as the model computing it itself. On the CPU, OpenCV then runs on one thread of its own while
+numbers as the model computing it itself (a quadratic prior, which needs a gap's outer frames too: DIS's two flows
+of each pair of frames ahead, each used by its own gap and its two neighbours, then the fusion and the shift as the
+window's forward pass begins). On the CPU, OpenCV then runs on one thread of its own while
 the engine interpolates (its setting is restored after). For a model whose U-Net runs on downscaled frames
 (``network_scale`` > 1), each frame is resized to the U-Net's size once (``model.network_frame``), not once per
 window it is in (except with an aligned prior, whose network inputs are warped first).
@@ -27,9 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
+import numpy as np
 import torch
 
-from model.motion_prior import ALIGNED_PRIORS, HOST_PRIORS, QUADRATIC_PRIORS, grey_images, host_half_motion
+from model.motion_prior import (ALIGNED_PRIORS, DIS_PRESET, HOST_PRIORS, QUADRATIC_PRIORS, grey_images, host_half_motion,
+                                quadratic_motion_from_flows)
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
@@ -48,6 +52,7 @@ class _Frame:
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
     motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
+    flows_before: object = None   # quadratic priors: Future of DIS's flows (forward, backward) from the previous frame
     grey: object = None           # the padded frame's grey image (H' x W' uint8) for a host prior (grey_images)
     network_frame: object = None  # the padded frame at the U-Net's size (model.network_frame), made once
 
@@ -73,8 +78,9 @@ class SlidingWindowInterpolator:
         self.factor = model.config["n_outputs"] + 1
         self.max_buffered = self.cuts = 0
         self.scene_threshold = scene_threshold
-        prior = getattr(model, "motion_prior", "none")  # a quadratic prior needs the window: the model finds it
-        self.prior_ahead = prior_ahead and prior in HOST_PRIORS and prior not in QUADRATIC_PRIORS
+        prior = getattr(model, "motion_prior", "none")
+        self.prior_ahead = prior_ahead and prior in HOST_PRIORS
+        self.quadratic = prior in QUADRATIC_PRIORS  # ahead: each pair's flows, for its gap and its neighbours
         self.reuse_network_frames = (getattr(model, "network_scale", 1) > 1  # our models that resize, and do not
                                      and getattr(model, "motion_prior", "none") not in ALIGNED_PRIORS)  # warp first
         if prior_workers is None:
@@ -100,8 +106,11 @@ class SlidingWindowInterpolator:
         """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
         inputs = [_batched([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
         middle = windows[0][self.n_inputs // 2]  # the frame after each window's gap
-        motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
-            self.device) if middle.motion_before is not None else None
+        if middle.flows_before is not None:
+            motion = _batched([self._quadratic_motion(window) for window in windows]).to(self.device)
+        else:
+            motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
+                self.device) if middle.motion_before is not None else None
         given = {} if motion is None else {"motion": motion}
         with autocast_or_nothing("cuda", torch.float16 if self.half else None):
             if self.reuse_network_frames:
@@ -122,16 +131,40 @@ class SlidingWindowInterpolator:
             frame.network_frame = self.model.network_frame(frame.tensor)
         return frame.network_frame
 
+    def _grey(self, frame):
+        """``frame``'s padded tensor's grey image for the host prior, made once (a frame ends one gap and starts the
+        next; made on the CPU from ``rgb`` for another device: the same values)."""
+        if frame.grey is None:
+            tensor = frame.tensor if frame.tensor.device.type == "cpu" else pad_to_multiple(
+                [rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
+            frame.grey = grey_images(tensor)[0]
+        return frame.grey
+
     def _host_motion(self, before, after):
-        """The model's host prior between two consecutive _Frames (``1 x 2 x H' x W'`` px, on the CPU), from
-        their padded tensors' grey images (made on the CPU from ``rgb`` for another device: the same values)."""
-        def grey(frame):
-            if frame.grey is None:  # made once: a frame ends one gap and starts the next
-                tensor = frame.tensor if frame.tensor.device.type == "cpu" else pad_to_multiple(
-                    [rgb_to_tensor(frame.rgb, "cpu")], FRAME_MULTIPLE, self.pad_mode)[0][0]
-                frame.grey = grey_images(tensor)[0]
-            return frame.grey
-        return host_half_motion(self.model.motion_prior, [grey(before)], [grey(after)])
+        """The model's host prior between two consecutive _Frames (``1 x 2 x H' x W'`` px, on the CPU)."""
+        return host_half_motion(self.model.motion_prior, [self._grey(before)], [self._grey(after)])
+
+    def _pair_flows(self, before, after):
+        """DIS's flows (``DIS_PRESET``) both ways between two consecutive _Frames: (forward, backward) H' x W' x 2."""
+        dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+        grey_a, grey_b = self._grey(before), self._grey(after)
+        return dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
+
+    def _quadratic_motion(self, window):
+        """A quadratic prior's motion for a window's gap (``1 x 4 x H' x W'`` px, on the CPU), as the model finds it
+        from the window (``quadratic_motion``), from the flows computed ahead: its gap's, the previous pair's
+        backward flow (to the outer frame before) and the next pair's forward flow (to the outer frame after); none
+        where the window repeats its middle frame (a clip's end, a cut)."""
+        middle = self.n_inputs // 2
+        outer_before, before = window[max(middle - 2, 0)], window[middle - 1]
+        after, outer_after = window[middle], window[min(middle + 1, self.n_inputs - 1)]
+        forward, backward = after.flows_before.result()
+        same_before = outer_before is before or np.array_equal(self._grey(outer_before), self._grey(before))
+        same_after = outer_after is after or np.array_equal(self._grey(outer_after), self._grey(after))
+        to_outer_before = None if same_before else before.flows_before.result()[1]
+        to_outer_after = None if same_after else outer_after.flows_before.result()[0]
+        return quadratic_motion_from_flows(self._grey(before), self._grey(after), forward, backward, to_outer_before,
+                                           to_outer_after)
 
     def _to_frame(self, index, rgb):
         padded, _ = pad_to_multiple([rgb_to_tensor(rgb, self.device)], FRAME_MULTIPLE, self.pad_mode)
@@ -163,7 +196,10 @@ class SlidingWindowInterpolator:
             frame.cut_before = bool(buffer) and self._is_cut(buffer[-1].rgb, rgb)
             self.cuts += frame.cut_before
             if prior_worker is not None and buffer and not frame.cut_before:
-                frame.motion_before = prior_worker.submit(self._host_motion, buffer[-1], frame)
+                if self.quadratic:
+                    frame.flows_before = prior_worker.submit(self._pair_flows, buffer[-1], frame)
+                else:
+                    frame.motion_before = prior_worker.submit(self._host_motion, buffer[-1], frame)
             buffer.append(frame)
             self.max_buffered = max(self.max_buffered, len(buffer))
             while next_gap + half_window <= index:
