@@ -18,9 +18,9 @@ DDP check, last, runs only with two or more GPUs and needs a few minutes more: t
    evaluated as ``test.py`` does, must give the PSNR its validation logged (validation runs the exact
    float32 model);
 4. packed engine: the bit-packed model against the simulated binary model on the device (1e-4), with the
-   matching prior (tensor code on the device), and with the DIS and the fused DIS priors (OpenCV on the host)
-   and the network at half resolution;
-5. host flows: the same run with the demo's DIS prior (``dis_fused_still``) and ``--flow_supervision dis`` under
+   matching prior (tensor code on the device), and with the DIS, the fused DIS and the quadratic DIS priors
+   (OpenCV on the host) and the network at half resolution;
+5. host flows: the same run with the demo's DIS prior (``recipes/demo.json``'s) and ``--flow_supervision dis`` under
    autocast (OpenCV's flows computed by the data workers, ``HostFlowsCollate``): it must finish; its wall time
    beside the run's says what DIS costs a GPU step;
 6. ddp: ``main_bin_ddp.py`` with 2 processes over NCCL (2 GPUs or more; ``--smoke``: gloo on the CPU):
@@ -60,7 +60,7 @@ from cli import exact_float32_on_cuda  # noqa: E402
 from engine import pack_binary_model  # noqa: E402
 from model import build_model  # noqa: E402
 from model.files import write_atomically  # noqa: E402
-from training.options import choose_amp  # noqa: E402
+from training.options import choose_amp, read_recipe  # noqa: E402
 from util import BinOp  # noqa: E402
 
 FULL = {"size": 256, "width": 64, "batch": 8, "steps": 30, "timed_steps": 10, "fixture": fixture_data.VIMEO_SIZE,
@@ -68,6 +68,7 @@ FULL = {"size": 256, "width": 64, "batch": 8, "steps": 30, "timed_steps": 10, "f
 SMOKE = {"size": 32, "width": 8, "batch": 2, "steps": 2, "timed_steps": 2, "fixture": (64, 96), "workers": 2,
          "epochs": 1}
 LIMITS = {"pytest": 240, "child": 150, "script": 200}  # seconds a subprocess may take, within the deadline
+DEMO_PRIOR = read_recipe("demo")[0]["motion_prior"]  # the host flows check's prior
 
 
 def parse_args(argv=None):
@@ -195,21 +196,21 @@ def check_training_run(args, scratch):
 
 
 def check_host_flows(args, scratch):
-    """``check_training_run``'s run with the demo's DIS prior and DIS flow supervision (OpenCV's flows in
-    the data workers)."""
+    """``check_training_run``'s run with the demo's DIS prior (``DEMO_PRIOR``) and DIS flow supervision (OpenCV's
+    flows in the data workers)."""
     root, runs = fixture(args, scratch), Path(scratch) / "runs"
     amp = autocast_mode(args.device)
     started = time.perf_counter()
     code, output = run([sys.executable, "main_bin.py", *training_options(args, root, runs, "dis", args.sizes["batch"]),
-                        "--amp", amp, "--motion_prior", "dis_fused_still", "--flow_supervision", "dis"], args,
+                        "--amp", amp, "--motion_prior", DEMO_PRIOR, "--flow_supervision", "dis"], args,
                        LIMITS["script"])
     seconds = time.perf_counter() - started
     if code != 0:
-        return "FAILED", (f"main_bin.py --motion_prior dis_fused_still --flow_supervision dis exited with {code}: "
+        return "FAILED", (f"main_bin.py --motion_prior {DEMO_PRIOR} --flow_supervision dis exited with {code}: "
                           f"{output.strip()[-1500:]}"), {}
     steps = args.sizes["steps"] * args.sizes["epochs"]
-    return "ok", f"--amp {amp}, fused DIS prior and flow supervision: {seconds:.0f} s for {steps} steps and their validations", \
-        {"amp": amp, "seconds": seconds, "steps": steps}
+    detail = f"--amp {amp}, {DEMO_PRIOR} prior and flow supervision: {seconds:.0f} s for {steps} steps and validations"
+    return "ok", detail, {"amp": amp, "seconds": seconds, "steps": steps}
 
 
 PACKED_LAYOUTS = {  # the packed engine is checked on the device for each: the priors' device paths differ

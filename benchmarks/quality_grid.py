@@ -352,8 +352,9 @@ class Minterpolated(Average):
 
 def other_priors(args):
     """The priors alone, other than plain matching, that the grid's configurations start from, whose
-    untrained models are baselines too: ``{name: Matching}``, named by the half motion ("dis",
-    "dis_fused"; a quadratic prior by itself), then the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35")."""
+    untrained models are baselines too: ``{name: Matching}``, named by the half motion ("dis", "dis_fused"; a
+    quadratic prior by its own name), then the warping and dead zone where not the defaults (e.g.
+    "dis_fused_bicubic_dz0.35")."""
     def option(flags, name, default):
         return option_value(flags, name) if name in flags else default
 

@@ -149,7 +149,8 @@ class HostFlowsCollate:
     ``reference_flows`` ``(inputs, targets, motion, references)``.
 
     ``motion``: the host ``prior``'s (``HOST_PRIORS``) motion (``find_motion``: the half motion ``B x 2 x H x W``
-    float32 px between the middle inputs, ``B x 4 x H x W`` for a quadratic prior), or None without a prior; ``references``: per target, ``reference_flows``'s
+    float32 px between the middle inputs, ``B x 4 x H x W`` for a quadratic prior), or None without a prior;
+    ``references``: per target, ``reference_flows``'s
     ``(flows, holds)`` (what ``--flow_supervision dis`` teaches; ``holds`` as bool, 18 bytes a pixel a
     target in all: GoPro 8x at 256x256, 8 MB a sample through shared memory), of the frames without a
     ``reference_margin``-pixel border (``--prior_context``: the prior sees the whole crop, the network and
@@ -164,7 +165,8 @@ class HostFlowsCollate:
     def __call__(self, samples):
         inputs, targets = default_collate(samples)
         middle = len(inputs) // 2  # a quadratic prior sees every input, the others the middle two
-        frames = frames_to(torch.device("cpu"), inputs if self.prior in QUADRATIC_PRIORS else inputs[middle - 1:middle + 1])
+        seen = inputs if self.prior in QUADRATIC_PRIORS else inputs[middle - 1:middle + 1]
+        frames = frames_to(torch.device("cpu"), seen)
         before, after = frames[len(frames) // 2 - 1], frames[len(frames) // 2]
         motion = find_motion(self.prior, frames) if self.prior is not None else None
         if not self.reference_flows:

@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 import torch
 
-from model.motion_prior import (ALIGNED_PRIORS, DIS_PRESET, HOST_PRIORS, QUADRATIC_PRIORS, grey_images, host_half_motion,
-                                quadratic_motion_from_flows)
+from model.motion_prior import (ALIGNED_PRIORS, DIS_PRESET, HOST_PRIORS, QUADRATIC_PRIORS, grey_images,
+                                host_half_motion, quadratic_motion_from_flows)
 from myutils import FRAME_MULTIPLE, autocast_or_nothing, check_pad_mode, pad_to_multiple
 
 from .frame_io import InferenceInputError, rgb_to_tensor, tensor_to_rgb
@@ -106,11 +106,8 @@ class SlidingWindowInterpolator:
         """Run the model on windows (lists of _Frame) -> per window, ``factor - 1`` uint8 RGB frames."""
         inputs = [_batched([window[p].tensor for window in windows]) for p in range(self.n_inputs)]
         middle = windows[0][self.n_inputs // 2]  # the frame after each window's gap
-        if middle.flows_before is not None:
-            motion = _batched([self._quadratic_motion(window) for window in windows]).to(self.device)
-        else:
-            motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
-                self.device) if middle.motion_before is not None else None
+        motion = _batched([window[self.n_inputs // 2].motion_before.result() for window in windows]).to(
+            self.device) if middle.motion_before is not None else None
         given = {} if motion is None else {"motion": motion}
         with autocast_or_nothing("cuda", torch.float16 if self.half else None):
             if self.reuse_network_frames:
@@ -150,14 +147,11 @@ class SlidingWindowInterpolator:
         grey_a, grey_b = self._grey(before), self._grey(after)
         return dis.calc(grey_a, grey_b, None), dis.calc(grey_b, grey_a, None)
 
-    def _quadratic_motion(self, window):
-        """A quadratic prior's motion for a window's gap (``1 x 4 x H' x W'`` px, on the CPU), as the model finds it
-        from the window (``quadratic_motion``), from the flows computed ahead: its gap's, the previous pair's
-        backward flow (to the outer frame before) and the next pair's forward flow (to the outer frame after); none
-        where the window repeats its middle frame (a clip's end, a cut)."""
-        middle = self.n_inputs // 2
-        outer_before, before = window[max(middle - 2, 0)], window[middle - 1]
-        after, outer_after = window[middle], window[min(middle + 1, self.n_inputs - 1)]
+    def _quadratic_motion(self, outer_before, before, after, outer_after):
+        """A quadratic prior's motion for the gap between _Frames ``before`` and ``after`` (``1 x 4 x H' x W'`` px, on
+        the CPU), as the model finds it from their window (``quadratic_motion``; an outer frame is its middle
+        neighbour where the window repeats it: a clip's end, a cut), from the pairs' flows computed before: the
+        gap's, the previous pair's backward flow (to the outer frame before) and the next pair's forward flow."""
         forward, backward = after.flows_before.result()
         same_before = outer_before is before or np.array_equal(self._grey(outer_before), self._grey(before))
         same_after = outer_after is after or np.array_equal(self._grey(outer_after), self._grey(after))
@@ -191,15 +185,8 @@ class SlidingWindowInterpolator:
         pending = []       # gaps whose windows wait for the next forward pass
         next_gap = 0
         half_window = self.n_inputs // 2
-        for index, rgb in enumerate(frames):
-            frame = self._to_frame(index, rgb)
-            frame.cut_before = bool(buffer) and self._is_cut(buffer[-1].rgb, rgb)
-            self.cuts += frame.cut_before
-            if prior_worker is not None and buffer and not frame.cut_before:
-                if self.quadratic:
-                    frame.flows_before = prior_worker.submit(self._pair_flows, buffer[-1], frame)
-                else:
-                    frame.motion_before = prior_worker.submit(self._host_motion, buffer[-1], frame)
+        for frame in self._frames_ahead(frames, prior_worker):
+            index = frame.index
             buffer.append(frame)
             self.max_buffered = max(self.max_buffered, len(buffer))
             while next_gap + half_window <= index:
@@ -214,6 +201,48 @@ class SlidingWindowInterpolator:
         for start in range(0, len(pending), self.batch):
             yield from self._flush(buffer, pending[start:start + self.batch], last_index)
         yield buffer[-1].rgb
+
+    def _frames_ahead(self, frames, prior_worker):
+        """``frames`` as _Frames, each gap's scene cut marked and its host prior submitted to ``prior_worker`` as
+        frames are read: a linear prior's motion as the gap's second frame arrives; a quadratic prior's DIS flows
+        then, and its motion once the frame after the gap's has arrived too (the window's last), each frame read one
+        before the window loop takes it, so that the prior's thread works while the network does."""
+        quadratic = prior_worker is not None and self.quadratic
+        read = deque(maxlen=4)  # the last frames read
+        for index, rgb in enumerate(frames):
+            frame = self._to_frame(index, rgb)
+            frame.cut_before = bool(read) and self._is_cut(read[-1].rgb, rgb)
+            self.cuts += frame.cut_before
+            if prior_worker is not None and read and not frame.cut_before and quadratic:
+                frame.flows_before = prior_worker.submit(self._pair_flows, read[-1], frame)
+            elif prior_worker is not None and read and not frame.cut_before:
+                frame.motion_before = prior_worker.submit(self._host_motion, read[-1], frame)
+            read.append(frame)
+            if not quadratic:
+                yield frame
+                continue
+            if len(read) >= 3:  # the gap before the previous frame has its whole window now
+                self._submit_quadratic(prior_worker, read[-4] if len(read) == 4 else read[-3], read[-3], read[-2],
+                                       read[-1])
+            if len(read) >= 2:
+                yield read[-2]
+        if quadratic and read:
+            if len(read) >= 2:  # the last gap: no frame after it
+                self._submit_quadratic(prior_worker, read[-3] if len(read) >= 3 else read[-2], read[-2], read[-1],
+                                       read[-1])
+            yield read[-1]
+
+    def _submit_quadratic(self, prior_worker, outer_before, before, after, outer_after):
+        """Submit the quadratic prior's motion for the gap between ``before`` and ``after`` into ``after``'s
+        ``motion_before``, its window clamped as ``_window_indices`` clamps it (at cuts, and to the middle frames for
+        fewer than 4 inputs); nothing for a gap across a cut."""
+        if after.cut_before:
+            return
+        if before.cut_before or self.n_inputs < 4:
+            outer_before = before
+        if outer_after.cut_before or self.n_inputs < 4:
+            outer_after = after
+        after.motion_before = prior_worker.submit(self._quadratic_motion, outer_before, before, after, outer_after)
 
     def _flush(self, buffer, gaps, last_index):
         """Interpolate ``gaps``, yield each gap's left frame and new frames, then forget the frames

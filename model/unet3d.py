@@ -42,7 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, find_motion, linear_blend,
+from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, find_motion,
+                                linear_blend,
                                 output_times, prior_flows, still_motion, warp_blend, warp_flows)
 from myutils import FRAME_MULTIPLE, compute_dtype
 

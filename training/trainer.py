@@ -317,7 +317,8 @@ class Trainer:
 
     def _teacher_shares_prior(self):
         """Whether the teacher's motion prior finds the student's motion (the same ``half_motion``:
-        ``HALF_MOTION_OF``, both quadratic or neither); then it is given the student's motion instead of computing it."""
+        ``HALF_MOTION_OF``, both quadratic or neither); then it is given the student's motion instead of
+        computing it."""
         mine, its = self.args.motion_prior, getattr(self.teacher, "motion_prior", "none")
         return ("none" not in (mine, its) and HALF_MOTION_OF[mine] == HALF_MOTION_OF[its]
                 and (mine in QUADRATIC_PRIORS) == (its in QUADRATIC_PRIORS))

@@ -406,7 +406,8 @@ at::Tensor warp_blend_op(const at::Tensor& head, const at::Tensor& before, const
                 static_cast<float>(2.0 * (1.0 - t)),
                 static_cast<float>(2.0 / std::max<int64_t>(width - 1, 1)),  // backward_warp's grid scale
                 static_cast<float>(2.0 / std::max<int64_t>(height - 1, 1)), static_cast<float>(width - 1) / 2.0f,
-                static_cast<float>(height - 1) / 2.0f, bicubic, motion_channels, static_cast<float>(4.0 * t * (1.0 - t))};
+                static_cast<float>(height - 1) / 2.0f, bicubic, motion_channels,
+                static_cast<float>(4.0 * t * (1.0 - t))};
   bool vectorized = false;
 #ifdef WARP_BLEND_X86
   vectorized = variant != "scalar" && has_avx2();
