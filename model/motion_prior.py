@@ -14,7 +14,10 @@ GPU are copied there and back; training's data workers and interpolate.py's slid
 beforehand, ``HOST_PRIORS``), the same function in training, test.py and the packed engine, and
 ``dis_fused_flow`` (``"dis_fused"``), which takes per pixel DIS's forward or backward half motion,
 whichever aligns the frames (``fuse_dis_flows``), and ``"dis_fused_still"``, which also offers no motion
-where both flows are short (``STILL_GATE``), whichever of the three aligns best.
+where both flows are short (``STILL_GATE``), whichever of the three aligns best. ``"dis_quadratic"`` adds to it
+where quadratic motion through the outer inputs puts each point at the middle time (``quadratic_shift``, from DIS
+flows to the outer frames; ``quadratic_motion``), so its motion is ``B x 4 x H x W``; ``find_motion`` finds any
+prior's motion from a model's input frames.
 ``still_motion`` takes a prior's half motion below a few tenths of a pixel as none (``prior_dead_zone``):
 such motion is mostly the flow's noise in flat or unchanged regions, where warping only resamples.
 ``reference_flows`` is DIS flow from the real middle frame, what ``--flow_supervision dis`` teaches the
