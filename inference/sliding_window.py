@@ -21,8 +21,8 @@ the engine interpolates (its setting is restored after). For a model whose U-Net
 window it is in (except with an aligned prior, whose network inputs are warped first).
 
 Frames are read, interpolated and yielded as they come: the engine holds at most ``batch +
-n_inputs - 1`` input frames at once (``max_buffered`` records the most it held), whatever the
-length of the stream."""
+n_inputs - 1`` input frames at once in its windows (``max_buffered`` records the most it held; a quadratic prior
+computed ahead reads one more), whatever the length of the stream."""
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +51,7 @@ class _Frame:
     rgb: object     # H x W x 3 uint8 array, yielded unchanged
     tensor: object  # 1 x 3 x H' x W' float in [0, 1] on the device, padded to multiples of 8
     cut_before: bool = False  # a scene cut lies between the previous frame and this one
-    motion_before: object = None  # Future of the prior's half motion (1 x 2 x H' x W') from the previous frame
+    motion_before: object = None  # Future of the prior's motion (1 x 2 or 4 x H' x W') from the previous frame
     flows_before: object = None   # quadratic priors: Future of DIS's flows (forward, backward) from the previous frame
     grey: object = None           # the padded frame's grey image (H' x W' uint8) for a host prior (grey_images)
     network_frame: object = None  # the padded frame at the U-Net's size (model.network_frame), made once
@@ -213,10 +213,11 @@ class SlidingWindowInterpolator:
             frame = self._to_frame(index, rgb)
             frame.cut_before = bool(read) and self._is_cut(read[-1].rgb, rgb)
             self.cuts += frame.cut_before
-            if prior_worker is not None and read and not frame.cut_before and quadratic:
-                frame.flows_before = prior_worker.submit(self._pair_flows, read[-1], frame)
-            elif prior_worker is not None and read and not frame.cut_before:
-                frame.motion_before = prior_worker.submit(self._host_motion, read[-1], frame)
+            if prior_worker is not None and read and not frame.cut_before:
+                if quadratic:
+                    frame.flows_before = prior_worker.submit(self._pair_flows, read[-1], frame)
+                else:
+                    frame.motion_before = prior_worker.submit(self._host_motion, read[-1], frame)
             read.append(frame)
             if not quadratic:
                 yield frame
