@@ -335,12 +335,10 @@ def quadratic_motion_from_flows(grey_a, grey_b, forward, backward, before_to_out
     forward and backward between them, from ``grey_a`` to the frame before it and from ``grey_b`` to the frame after
     it (None where there is none: a clip's end, a scene cut, a window that repeats its middle frame; then the motion
     stays linear). ``1 x 4 x H x W`` float32 px."""
-    half = torch.from_numpy(fuse_dis_flows(grey_a, grey_b, forward, backward, still_gate=STILL_GATE))
-    half = half.permute(2, 0, 1)[None].contiguous()
-    if before_to_outer is None or after_to_outer is None:
-        return torch.cat([half, torch.zeros_like(half)], dim=1)
-    to_outer = [torch.from_numpy(flow).permute(2, 0, 1)[None] for flow in (before_to_outer, after_to_outer)]
-    return torch.cat([half, quadratic_shift(half, *to_outer)], dim=1)
+    half = fuse_dis_flows(grey_a, grey_b, forward, backward, still_gate=STILL_GATE)
+    linear = before_to_outer is None or after_to_outer is None
+    shift = np.zeros_like(half) if linear else quadratic_shift(half, before_to_outer, after_to_outer)
+    return torch.from_numpy(np.stack(cv2.split(half) + cv2.split(shift)))[None]
 
 
 def still_motion(half_motion, dead_zone):
@@ -357,22 +355,30 @@ def still_motion(half_motion, dead_zone):
 
 
 def minmod(a, b):
-    """Per element the one of ``a``, ``b`` nearer zero where both have the same sign, else 0 (a slope limiter)."""
-    return torch.where(a * b > 0, torch.where(a.abs() < b.abs(), a, b), torch.zeros_like(a))
+    """Per element the one of ``a``, ``b`` (float32 arrays) nearer zero where both have the same sign, else 0 (a slope
+    limiter): ``max(min(a, b), 0) + min(max(a, b), 0)``."""
+    nearer_if_positive = cv2.threshold(cv2.min(a, b), 0, 0, cv2.THRESH_TOZERO)[1]
+    nearer_if_negative = cv2.threshold(cv2.max(a, b), 0, 0, cv2.THRESH_TOZERO_INV)[1]
+    return cv2.add(nearer_if_positive, nearer_if_negative)
 
 
 def quadratic_shift(half_motion, before_to_outer, after_to_outer):
-    """The shift (``B x 2 x H x W`` px) from each pixel at the middle time to the midpoint of the point's positions
+    """The shift (``H x W x 2`` float32 px) from each pixel at the middle time to the midpoint of the point's positions
     in the middle frames when it moves with constant acceleration (quadratic motion, as QVI): both middle frames are
     then sampled at ``p -+ v`` plus it. From the middle frames' half motion ``v`` and the flows from the frame before
-    to the one before it (``E``) and from the frame after to the one after it (``F``), each ``B x 2 x H x W`` on its
-    frame's grid, sampled where the point is (``p - v``, ``p + v``): two estimates of its acceleration per frame
-    interval squared, ``2v + E`` and ``F - 2v``; for x(s) = x0 + u s + a s^2 / 2, (x0 + x1) / 2 is ``a / 8`` from
-    x(1/2). The two are combined by ``minmod``: where they disagree (occlusions, flows that failed, motion that is
-    not quadratic) the motion stays linear."""
-    to_outer_before = backward_warp(before_to_outer, -half_motion)
-    to_outer_after = backward_warp(after_to_outer, half_motion)
-    return minmod(2 * half_motion + to_outer_before, to_outer_after - 2 * half_motion) / 8
+    to the one before it (``E``) and from the frame after to the one after it (``F``), each ``H x W x 2`` float32 px
+    on its frame's grid, sampled where the point is (``p - v``, ``p + v``; OpenCV's bilinear ``remap``, borders
+    replicated): two estimates of its acceleration per frame interval squared, ``2v + E`` and ``F - 2v``; for
+    x(s) = x0 + u s + a s^2 / 2, (x0 + x1) / 2 is ``a / 8`` from x(1/2). The two are combined by ``minmod``: where
+    they disagree (occlusions, flows that failed, motion that is not quadratic) the motion stays linear."""
+    grid = _pixel_grid(*half_motion.shape[:2])
+
+    def sampled(flow, at):
+        return cv2.remap(flow, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    twice = cv2.add(half_motion, half_motion)
+    from_before = cv2.add(twice, sampled(before_to_outer, cv2.subtract(grid, half_motion)))
+    from_after = cv2.subtract(sampled(after_to_outer, cv2.add(grid, half_motion)), twice)
+    return cv2.multiply(minmod(from_before, from_after), (0.125, 0.125, 0.0, 0.0))
 
 
 def prior_flows(half_motion, t):
