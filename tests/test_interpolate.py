@@ -138,7 +138,8 @@ def test_engine_streams_a_video_holding_a_bounded_number_of_frames(tmp_path, mod
     not torch.cuda.is_available(), reason="needs a CUDA device")])])
 def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_computing_it(tmp_path, device, prior):
     """The quadratic prior's too: from each pair's flows, computed once for three gaps (an accelerating pan, so
-    that a wrong outer flow would move its frames; the first and last gap and the cut's have no outer frame)."""
+    that a wrong outer flow would move its frames; the first and last gap and the cut's have no outer frame); with
+    either padding of the frames (44 x 70, padded to 48 x 72), whose grey images the prior sees."""
     texture, other_shot = textured_image((60, 100), seed=1), textured_image((60, 100), seed=2) // 4
     frames = [np.ascontiguousarray(texture[:, i * (i + 1):i * (i + 1) + 70][:44]) for i in range(6)]
     frames += [np.ascontiguousarray(other_shot[2 * i:2 * i + 44, :70]) for i in range(4)]  # a scene cut
@@ -147,7 +148,7 @@ def test_engine_computing_the_dis_prior_ahead_gives_the_frames_of_the_model_comp
     outputs = {}
     for ahead, workers in ((True, 1), (True, 3), (False, None)):
         engine = SlidingWindowInterpolator(model, device, batch=3, scene_threshold=0.2, prior_ahead=ahead,
-                                           prior_workers=workers)
+                                           prior_workers=workers, pad_mode="reflect" if prior == "dis" else "replicate")
         assert engine.prior_ahead == ahead
         outputs[workers] = list(engine.interpolate(frames))
         assert engine.cuts == 1
