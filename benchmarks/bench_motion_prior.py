@@ -26,8 +26,10 @@ texture). Candidates:
   ``--prior_dead_zone``: bicubic, half motion under 0.35 px taken as none, ``model.motion_prior.still_motion``;
   the demo's prior until 2026-12-07);
 * ``demo_prior``: the demo's prior as its untrained model outputs it (``recipes/demo.json``'s ``--motion_prior``,
-  warping and dead zone; now ``dis_fused_still``: no motion a third candidate where DIS's flows are short);
-* ``demo_quadratic``: ``demo_prior`` with quadratic motion (``--motion_prior dis_quadratic``): DIS flows from the
+  warping and dead zone; now ``dis_quadratic``, ``demo_quadratic``);
+* ``demo_still``: the fused prior with no motion a third candidate where DIS's flows are short
+  (``--motion_prior dis_fused_still``), the demo's warping and dead zone: the demo's prior before ``demo_quadratic``;
+* ``demo_quadratic``: ``demo_still`` with quadratic motion (``--motion_prior dis_quadratic``): DIS flows from the
   middle frames to the outer inputs give two estimates of each point's acceleration, and where they agree both
   sampling positions move by its share (``model.motion_prior.quadratic_shift``);
 * ``dis_gd50``: DIS medium with 50 gradient-descent iterations per patch instead of the preset's 25;
@@ -206,6 +208,7 @@ CANDIDATES = {
     "dis_fused_bicubic": lambda frames: time_blend(frames, dis_fused_flow(frames[1], frames[2]), interpolation="bicubic"),
     "dis_fused_demo": lambda frames: demo_blend(frames, "dis_fused"),
     "demo_prior": lambda frames: demo_blend(frames, DEMO_OPTIONS["motion_prior"]),
+    "demo_still": lambda frames: demo_blend(frames, "dis_fused_still"),
     "demo_quadratic": lambda frames: demo_blend(frames, "dis_quadratic"),
     "dis_consistency": consistency_blend,
     "dis_forward": lambda frames: time_blend(frames, dis_flows_both_ways(frames[1], frames[2], both=False)[0] / 2),

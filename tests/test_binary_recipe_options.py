@@ -421,17 +421,17 @@ def test_bench_motion_prior_scores_each_candidate_alone_on_a_real_video_file(tmp
                                         head="warp", motion_prior="dis_fused", network_scale=4)  # starts at its prior
     command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_motion_prior.py"), "--videos", path,
                "--frames", "13", "--threads", "1", "--candidates", "average", "matching", "dis", "dis_fused",
-               "demo_prior", "demo_quadratic", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
+               "demo_still", "demo_quadratic", "dis_consistency", "dis_forward", "dis_gd50", "dis_reference"]
     done = subprocess.run(command + ["--models", new_model], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[2]: [float(v) for v in line.split()[3:]] for line in done.stdout.splitlines()
             if line.startswith("pan.mp4")}
-    candidates = ("matching", "dis", "dis_fused", "demo_prior", "demo_quadratic", "dis_consistency", "dis_forward",
+    candidates = ("matching", "dis", "dis_fused", "demo_still", "demo_quadratic", "dis_consistency", "dis_forward",
                   "dis_gd50", "dis_reference", "fused")
     assert set(rows) == {"average", *candidates} and "(4 gaps)" in done.stdout
     assert all(rows[name][0] > rows["average"][0] + 3 for name in candidates)
     assert abs(rows["fused"][0] - rows["dis_fused"][0]) < 0.05  # a new model outputs its prior's blend
-    assert abs(rows["demo_quadratic"][0] - rows["demo_prior"][0]) < 0.1  # a steady pan: no acceleration to find
+    assert abs(rows["demo_quadratic"][0] - rows["demo_still"][0]) < 0.1  # a steady pan: no acceleration to find
     missing = subprocess.run(command + ["--models", str(tmp_path / "none.pth")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "none.pth" in missing.stderr.strip().splitlines()[-1]

@@ -96,10 +96,10 @@ def test_packed_unet18_reproduces_the_simulated_model(packed_pair, size):
     {"head": "warp", "motion_prior": "dis", "network_scale": 2},  # the network on frames downscaled 2x
     {"head": "warp", "motion_prior": "dis_aligned", "network_scale": 4},  # ... seeing DIS-aligned frames
     {"head": "warp", "motion_prior": "dis_fused", "network_scale": 4},    # DIS's flows fused per pixel
-    {"head": "warp", "motion_prior": "dis_fused_still", "network_scale": 4,  # the demo's: no motion a candidate,
-     "warp_interpolation": "bicubic", "prior_dead_zone": 0.35},              # bicubic warping, sub-pixel motion ignored
+    {"head": "warp", "motion_prior": "dis_fused_still", "network_scale": 4},  # no motion a candidate
     {"head": "warp", "motion_prior": "aligned", "warp_interpolation": "bicubic"},  # aligned inputs warped bicubically
-    {"head": "warp", "motion_prior": "dis_quadratic", "network_scale": 4, "n_outputs": 3},  # quadratic, 3 times
+    {"head": "warp", "motion_prior": "dis_quadratic", "network_scale": 4, "n_outputs": 3,  # the demo's at 4x: quadratic,
+     "warp_interpolation": "bicubic", "prior_dead_zone": 0.35},  # bicubic warping, sub-pixel motion ignored
     {"head": "residual", "network_scale": 4},            # ... 4x, its corrections upsampled
     {"shortcuts": True, "activation": "rprelu"},        # real shortcuts (no fused ReLU), RPReLU blocks
     {"shortcuts": True, "head": "warp", "bin_downsample": True, "gate_reduction": 4, "n_outputs": 3},
