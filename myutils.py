@@ -50,12 +50,27 @@ def _gaussian_1d(size=11, sigma=1.5, device=None):
     return g / g.sum()
 
 
-def _gaussian_filter_3d(volume, g):
-    """Separable valid 3D Gaussian filter of ``N x 1 x D x H x W``."""
-    k = g.numel()
-    volume = F.conv3d(volume, g.view(1, 1, k, 1, 1))
-    volume = F.conv3d(volume, g.view(1, 1, 1, k, 1))
-    return F.conv3d(volume, g.view(1, 1, 1, 1, k))
+@functools.lru_cache(maxsize=8)
+def _depth_mixing(channels, size=11, sigma=1.5):
+    """The Gaussian along the channel axis after replicate padding by ``size // 2``, as a ``channels x channels``
+    matrix (float32, CPU): output channel d is ``sum_k g[k] * x[clamp(d + k - size // 2, 0, channels - 1)]``."""
+    g, radius = _gaussian_1d(size, sigma).double(), size // 2
+    mixing = torch.zeros(channels, channels, dtype=torch.float64)
+    for d in range(channels):
+        for k in range(size):
+            mixing[d, min(max(d + k - radius, 0), channels - 1)] += g[k]
+    return mixing.float()
+
+
+def _gaussian_filter_3d(frames, g):
+    """``frames`` (``B x C x H x W``) filtered by the separable 3D Gaussian ``g`` over (C, H, W) after replicate
+    padding on every axis, the same shape: along C a channel mixing (``_depth_mixing``), along H and W depthwise
+    convolutions (a 3D convolution of one channel would unfold ``size`` copies of the volume: 10x slower on a CPU)."""
+    size, channels = g.numel(), frames.shape[1]
+    mixed = torch.einsum("dc,bchw->bdhw", _depth_mixing(channels, size).to(frames.device), frames)
+    padded = F.pad(mixed, (size // 2,) * 4, mode="replicate")
+    rows = F.conv2d(padded, g.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(rows, g.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
 
 
 @in_float32
@@ -65,13 +80,10 @@ def ssim_batch(pred, gt):
     axis, C1 = 0.01^2, C2 = 0.03^2, map averaged. ``B x 3 x H x W`` in [0, 1] -> ``B``."""
     pred, gt = _as_batch(pred).clamp(0, 1), _as_batch(gt)
     g = _gaussian_1d(device=pred.device)
-    pad = (5,) * 6
-    x = F.pad(pred.unsqueeze(1), pad, mode="replicate")
-    y = F.pad(gt.unsqueeze(1), pad, mode="replicate")
-    mu_x, mu_y = _gaussian_filter_3d(x, g), _gaussian_filter_3d(y, g)
-    sigma_xx = _gaussian_filter_3d(x * x, g) - mu_x ** 2
-    sigma_yy = _gaussian_filter_3d(y * y, g) - mu_y ** 2
-    sigma_xy = _gaussian_filter_3d(x * y, g) - mu_x * mu_y
+    mu_x, mu_y = _gaussian_filter_3d(pred, g), _gaussian_filter_3d(gt, g)
+    sigma_xx = _gaussian_filter_3d(pred * pred, g) - mu_x ** 2
+    sigma_yy = _gaussian_filter_3d(gt * gt, g) - mu_y ** 2
+    sigma_xy = _gaussian_filter_3d(pred * gt, g) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / (
         (mu_x ** 2 + mu_y ** 2 + c1) * (sigma_xx + sigma_yy + c2))
