@@ -43,8 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.motion_prior import (ALIGNED_PRIORS, MOTION_PRIORS, WARP_INTERPOLATIONS, backward_warp, find_motion,
-                                linear_blend,
-                                output_times, prior_flows, still_motion, warp_blend, warp_flows)
+                                linear_blend, output_times, prior_flows, still_motion, warp_blend, warp_flows)
 from myutils import FRAME_MULTIPLE, compute_dtype
 
 BLOCK_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
