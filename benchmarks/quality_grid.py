@@ -20,8 +20,8 @@ packed export, bit-exact with the trained model and several times faster): every
 the others restored through interpolate.py's sliding window, PSNR / SSIM on 8-bit frames, beside
 the two-frame average and repeat baselines and FFmpeg's ``minterpolate`` (scored with the matching prior
 alone, the untrained model). Outputs in ``<output_dir>``:
-``results.md`` (the table, then where each configuration's gain over the matching prior lies: the
-scored gaps in thirds by the two-frame average's PSNR on them, the hardest third first, where
+``results.md`` (the table, then where each configuration's gain over the matching prior and over its own untrained
+prior lies: the scored gaps in thirds by the two-frame average's PSNR on them, the hardest third first, where
 blending fails most: large motion over texture), ``results.json`` (everything, curves and per-gap
 scores included) and ``curves.png`` (validation PSNR against steps, one line per configuration,
 baselines as horizontal lines).
@@ -350,26 +350,35 @@ class Minterpolated(Average):
         return [torch.cat(restored)]
 
 
-def other_priors(args):
-    """The priors alone, other than plain matching, that the grid's configurations start from, whose
-    untrained models are baselines too: ``{name: Matching}``, named by the half motion ("dis", "dis_fused"; a
-    quadratic prior by its own name), then the warping and dead zone where not the defaults (e.g.
-    "dis_fused_bicubic_dz0.35")."""
-    def option(flags, name, default):
-        return option_value(flags, name) if name in flags else default
+def prior_of(config):
+    """The untrained prior that configuration ``config`` starts from, as the gap table names it: "matching" for the
+    plain matching prior, else named by the half motion ("dis", "dis_fused"; a quadratic prior by its own name), then
+    the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35"); None without a prior."""
+    flags = GRID[config][1]
+    motion_prior = option_value(flags, "--motion_prior") if "--motion_prior" in flags else "none"
+    prior = motion_prior if motion_prior in QUADRATIC_PRIORS else HALF_MOTION_OF.get(motion_prior)
+    if prior is None:
+        return None
+    interpolation = option_value(flags, "--warp_interpolation") if "--warp_interpolation" in flags else "bilinear"
+    dead_zone = float(option_value(flags, "--prior_dead_zone")) if "--prior_dead_zone" in flags else 0.0
+    return (prior + (f"_{interpolation}" if interpolation != "bilinear" else "")
+            + (f"_dz{dead_zone:g}" if dead_zone else ""))
 
-    priors = {}
-    for config in args.configs:
-        flags = GRID[config][1]
-        motion_prior = option(flags, "--motion_prior", "none")
-        prior = motion_prior if motion_prior in QUADRATIC_PRIORS else HALF_MOTION_OF.get(motion_prior)
-        interpolation = option(flags, "--warp_interpolation", "bilinear")
-        dead_zone = float(option(flags, "--prior_dead_zone", 0.0))
-        if prior is None or (prior, interpolation, dead_zone) == ("matching", "bilinear", 0.0):
-            continue
-        name = prior + (f"_{interpolation}" if interpolation != "bilinear" else "") + (f"_dz{dead_zone:g}" if dead_zone else "")
-        priors[name] = Matching(prior, interpolation, dead_zone)
-    return dict(sorted(priors.items()))
+
+def prior_model(name):
+    """``prior_of``'s name -> the ``Matching`` model of that prior alone."""
+    prior = max((p for p in PRIOR_WORDS if name == p or name.startswith(p + "_")), key=len)
+    details = name[len(prior):].split("_")[1:]
+    interpolation = next((d for d in details if not d.startswith("dz")), "bilinear")
+    dead_zone = next((float(d[2:]) for d in details if d.startswith("dz")), 0.0)
+    return Matching(prior, interpolation, dead_zone)
+
+
+def other_priors(args):
+    """The priors alone, other than plain matching, that the grid's configurations start from (``prior_of``), whose
+    untrained models are baselines too: ``{name: Matching}``."""
+    names = {prior_of(config) for config in args.configs} - {None, "matching"}
+    return {name: prior_model(name) for name in sorted(names)}
 
 
 def validation_baselines(args):
@@ -423,7 +432,7 @@ def collect(args, seconds, clips):
                          "baselines": scores["baselines"], "scored_with": scores.get("scored_with", "PyTorch"),
                          "gap_psnr": [gap["model"] for gap in scores["gaps"]]})
         results[config] = {"description": GRID[config][0], "options": config_options(args, config, "N"),
-                           "runs": runs, **summary(runs)}
+                           "prior": prior_of(config), "runs": runs, **summary(runs)}
     return results
 
 
@@ -454,18 +463,30 @@ def gap_table(matching):
              "matching": gap["model"]} for gap in matching["gaps"]]
 
 
+GAP_BASELINES = ("average", "repeat", "minterpolate", "matching")  # every gap's scores; other keys: ``other_priors``
+
+
+def _mean_gains(runs, gaps, chosen, reference):
+    """The mean over seeds of each run's mean PSNR gain over ``reference``'s on the ``chosen`` gaps, and its
+    half-range over seeds (dB)."""
+    gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i][reference] for i in chosen) for run in runs]
+    return statistics.fmean(gains), (max(gains) - min(gains)) / 2
+
+
 def gains_by_motion(results, gaps, parts=3):
     """The gaps in ``parts`` near-equal parts (fewer if there are fewer gaps) by the average baseline's
     PSNR on them, lowest first (the hardest for blending): per part its gap count, the mean PSNR of
-    the average, minterpolate's and the matching prior's mean gain over the average, the DIS and fused
-    DIS priors' over the matching prior (where ``gaps`` have their scores), and per configuration the mean over
-    seeds of its mean gain over the matching prior with the half-range over seeds (dB)."""
+    the average, minterpolate's and the matching prior's mean gain over the average, the other priors alone
+    (``other_priors``, where ``gaps`` have their scores) over the matching prior, and per configuration the mean over
+    seeds of its mean gain over the matching prior and over its own prior alone (what its network adds to the prior
+    it starts from, where ``gaps`` have that prior's scores), each with its half-range over seeds (dB)."""
     parts = min(parts, len(gaps))
     if not parts:
         return []
     order = sorted(range(len(gaps)), key=lambda i: gaps[i]["average"])
     size, extra = divmod(len(order), parts)
     bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    others = [key for key in gaps[0] if key not in ("clip", "frame", "scene_difference", *GAP_BASELINES)]
     out = []
     for start, stop in zip(bounds, bounds[1:]):
         chosen = order[start:stop]
@@ -475,27 +496,30 @@ def gains_by_motion(results, gaps, parts=3):
         if all("minterpolate" in gaps[i] for i in chosen):  # gap tables of grids before it have none
             part["minterpolate_vs_average"] = statistics.fmean(gaps[i]["minterpolate"] - gaps[i]["average"]
                                                                for i in chosen)
-        for prior in [name for name in PRIOR_WORDS if name != "matching"]:
-            if all(prior in gaps[i] for i in chosen):  # grids with a configuration of that prior
-                part[f"{prior}_vs_matching"] = statistics.fmean(gaps[i][prior] - gaps[i]["matching"] for i in chosen)
+        for prior in others:
+            part[f"{prior}_vs_matching"] = statistics.fmean(gaps[i][prior] - gaps[i]["matching"] for i in chosen)
         for name, config in results.items():
-            gains = [statistics.fmean(run["gap_psnr"][i] - gaps[i]["matching"] for i in chosen)
-                     for run in config["runs"]]
-            part["configs"][name] = {"vs_matching": statistics.fmean(gains),
-                                     "halfrange": (max(gains) - min(gains)) / 2}
+            gain, halfrange = _mean_gains(config["runs"], gaps, chosen, "matching")
+            part["configs"][name] = {"vs_matching": gain, "halfrange": halfrange}
+            if config.get("prior") in others:
+                gain, halfrange = _mean_gains(config["runs"], gaps, chosen, config["prior"])
+                part["configs"][name].update(vs_own_prior=gain, own_prior_halfrange=halfrange)
         out.append(part)
     return out
 
 
-def motion_markdown(parts, results):
-    """The Markdown table of ``gains_by_motion`` ("" without scored gaps)."""
+def motion_markdown(parts, results, prior_words=None):
+    """The Markdown table of ``gains_by_motion`` ("" without scored gaps); ``prior_words``: what to call each other
+    prior alone (``Matching.about``; default its name)."""
     if not parts:
         return ""
+    prior_words = {**{prior: f"{what} alone" for prior, what in PRIOR_WORDS.items()}, **(prior_words or {})}
     headers = ["hardest"] + ["middle"] * (len(parts) - 2) + ["easiest"] if len(parts) > 1 else ["all"]
     split = "thirds" if len(parts) == 3 else f"{len(parts)} groups"
     lines = [f"Where the gain over the matching prior lies: the scored gaps in {split} by the two-frame average's "
              "PSNR on them (hardest: where blending fails most, large motion over texture); per configuration the "
-             "mean over seeds of its PSNR minus the prior's on the same gaps (± half-range over seeds).", "",
+             "mean over seeds of its PSNR minus the prior's on the same gaps (± half-range over seeds), and minus "
+             "the untrained prior it starts from (what its network adds to it).", "",
              "| | " + " | ".join(f"{h} ({p['gaps']} gaps)" for h, p in zip(headers, parts)) + " |",
              "|---" * (len(parts) + 1) + "|",
              "| two-frame average, dB | " + " | ".join(f"{p['average']:.3f}" for p in parts) + " |",
@@ -503,13 +527,17 @@ def motion_markdown(parts, results):
     if all("minterpolate_vs_average" in p for p in parts):
         lines.insert(-1, "| FFmpeg minterpolate vs average | " + " | ".join(
             f"{p['minterpolate_vs_average']:+.3f}" for p in parts) + " |")
-    for prior, what in PRIOR_WORDS.items():
-        if all(f"{prior}_vs_matching" in p for p in parts):
-            lines.append(f"| {what} alone vs the prior | " + " | ".join(
-                f"{p[prior + '_vs_matching']:+.3f}" for p in parts) + " |")
-    for name in sorted(results, key=lambda n: -results[n]["psnr"]):
-        lines.append(f"| `{name}` vs the prior | " + " | ".join(
+    for key in [key[:-len("_vs_matching")] for key in parts[0] if key.endswith("_vs_matching")]:
+        lines.append(f"| {prior_words.get(key, f'`{key}` alone')} vs the matching prior | " + " | ".join(
+            f"{p[key + '_vs_matching']:+.3f}" for p in parts) + " |")
+    ranked = sorted(results, key=lambda n: -results[n]["psnr"])
+    for name in ranked:
+        lines.append(f"| `{name}` vs the matching prior | " + " | ".join(
             f"{p['configs'][name]['vs_matching']:+.3f} ± {p['configs'][name]['halfrange']:.3f}" for p in parts) + " |")
+    for name in [name for name in ranked if "vs_own_prior" in parts[0]["configs"][name]]:
+        lines.append(f"| `{name}` vs its prior alone | " + " | ".join(
+            f"{p['configs'][name]['vs_own_prior']:+.3f} ± {p['configs'][name]['own_prior_halfrange']:.3f}"
+            for p in parts) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -611,7 +639,9 @@ def main(argv=None):
     val_baselines = validation_baselines(args)
     noise = noise_estimate(results)
     by_motion = gains_by_motion(results, gaps)
-    table = markdown(args, results, baselines, val_baselines, noise, clips) + "\n" + motion_markdown(by_motion, results)
+    prior_words = {name: model.about().replace(", untrained", "") for name, model in other_priors(args).items()}
+    table = (markdown(args, results, baselines, val_baselines, noise, clips) + "\n"
+             + motion_markdown(by_motion, results, prior_words))
     with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "budget": vars(args), "clips": clips, "baselines": baselines,
                    "validation_baselines": val_baselines, "noise_db": noise, "configs": results,

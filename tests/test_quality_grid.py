@@ -126,7 +126,7 @@ def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_th
     fp = [p["configs"]["fp"] for p in parts]
     assert [c["vs_matching"] for c in fp] == pytest.approx([0.3, 0.05, 0.0])  # seeds: 0.5 and 0.1; 0 and 0.1; 0
     assert [c["halfrange"] for c in fp] == pytest.approx([0.2, 0.05, 0.0])
-    assert "| `fp` vs the prior | +0.300 ± 0.200 | +0.050 ± 0.050 | +0.000 ± 0.000 |" in \
+    assert "| `fp` vs the matching prior | +0.300 ± 0.200 | +0.050 ± 0.050 | +0.000 ± 0.000 |" in \
         quality_grid.motion_markdown(parts, results)
     few = {"fp": {"psnr": 0.0, "runs": [{"gap_psnr": run["gap_psnr"][:2]} for run in results["fp"]["runs"]]}}
     halves = quality_grid.gains_by_motion(few, gaps[:2])  # a short clip: two gaps, so two groups of one
@@ -136,12 +136,38 @@ def test_gains_by_motion_averages_each_configurations_gain_over_the_prior_per_th
     with_dis = [dict(gap, dis=gap["matching"] + 0.5) for gap in gaps]  # a grid with a DIS configuration
     dis_parts = quality_grid.gains_by_motion(results, with_dis)
     assert [p["dis_vs_matching"] for p in dis_parts] == pytest.approx([0.5, 0.5, 0.5])
-    assert "| DIS prior alone vs the prior | +0.500 | +0.500 | +0.500 |" in \
+    assert "| DIS prior alone vs the matching prior | +0.500 | +0.500 | +0.500 |" in \
         quality_grid.motion_markdown(dis_parts, results)
     both = [dict(gap, dis_fused=gap["dis"] + 0.25) for gap in with_dis]  # and one of the fused DIS prior
     table = quality_grid.motion_markdown(quality_grid.gains_by_motion(results, both), results)
-    assert "| DIS prior alone vs the prior | +0.500 |" in table
-    assert "| fused DIS prior alone vs the prior | +0.750 | +0.750 | +0.750 |" in table
+    assert "| DIS prior alone vs the matching prior | +0.500 |" in table
+    assert "| fused DIS prior alone vs the matching prior | +0.750 | +0.750 | +0.750 |" in table
+    assert "vs its prior alone" not in table  # "fp" starts from no prior of the table
+
+
+def test_gains_by_motion_give_each_configurations_gain_over_its_own_untrained_prior_per_third():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import quality_grid
+    prior = "dis_quadratic_bicubic_dz0.35"  # quality_grid.prior_of names a configuration's prior so
+    gaps = [{"clip": "c.mp4", "frame": 2 * k, "scene_difference": 0.0, "average": a, "repeat": a - 2,
+             "minterpolate": a + 0.5, "matching": a + 1.0, prior: a + 2.0} for k, a in enumerate((30.0, 20.0, 25.0))]
+    results = {"bin": {"psnr": 0.0, "prior": prior, "runs": [{"gap_psnr": [32.1, 21.9, 27.0]},
+                                                             {"gap_psnr": [31.9, 22.1, 27.0]}]},
+               "fp": {"psnr": -1.0, "prior": "matching", "runs": [{"gap_psnr": [31.0, 21.0, 26.0]}]}}
+    parts = quality_grid.gains_by_motion(results, gaps)
+    assert [p[f"{prior}_vs_matching"] for p in parts] == pytest.approx([1.0, 1.0, 1.0])
+    assert [p["configs"]["bin"]["vs_own_prior"] for p in parts] == pytest.approx([0.0, 0.0, 0.0])  # (20, 25, 30)
+    assert [p["configs"]["bin"]["own_prior_halfrange"] for p in parts] == pytest.approx([0.1, 0.0, 0.1])
+    assert [p["configs"]["bin"]["vs_matching"] for p in parts] == pytest.approx([1.0, 1.0, 1.0])
+    assert all("vs_own_prior" not in p["configs"]["fp"] for p in parts)  # its prior is the matching one
+    table = quality_grid.motion_markdown(parts, results, {prior: "the quadratic prior alone, bicubic warping"})
+    assert "| the quadratic prior alone, bicubic warping vs the matching prior | +1.000 | +1.000 | +1.000 |" in table
+    assert "| `bin` vs its prior alone | +0.000 ± 0.100 | +0.000 ± 0.000 | +0.000 ± 0.100 |" in table
+    assert f"| `{prior}` alone vs the matching prior |" in quality_grid.motion_markdown(parts, results)  # no words
+    assert quality_grid.prior_of("bin_warp_disq_soft_ns4_bc") == prior
+    assert quality_grid.prior_of("fp_warp_mp") == "matching" and quality_grid.prior_of("fp_frames") is None
+    model = quality_grid.prior_model(prior)
+    assert (model.prior, model.interpolation, model.dead_zone) == ("dis_quadratic", "bicubic", 0.35)
 
 
 def assert_runs_trained_the_steps_of_the_budget(grid):
