@@ -71,7 +71,8 @@ class FrameScores:
 @dataclass
 class EvalResult(FrameScores):
     """``FrameScores`` plus the loss, batch and timing sums of ``evaluate``; ``loss`` and
-    ``seconds_per_sample`` are means."""
+    ``seconds_per_sample`` are means over samples (the same whatever the batches: N processes' shards, a last
+    batch that is short)."""
     loss_sum: float = 0.0
     batches: int = 0
     samples: int = 0
@@ -79,7 +80,7 @@ class EvalResult(FrameScores):
 
     @property
     def loss(self):
-        return self.loss_sum / max(self.batches, 1)
+        return self.loss_sum / max(self.samples, 1)
 
     @property
     def seconds_per_sample(self):
@@ -134,8 +135,8 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
             _synchronize(device)
             result.model_seconds += time.perf_counter() - start
             preds = [p.float() for p in preds]
-            if criterion is not None:
-                result.loss_sum += float(criterion(preds, targets)[0])
+            if criterion is not None:  # the batch's mean, weighted by its samples
+                result.loss_sum += float(criterion(preds, targets)[0]) * inputs[0].shape[0]
             for pred, target in zip(preds, targets):
                 result.add_frames(pred, target)
             result.batches += 1

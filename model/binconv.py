@@ -189,18 +189,28 @@ def _synchronized_forward(bn, x, momentum):
 def _synchronized_backward(bn, grad_y, x, statistics, mask):
     """SyncBatchNorm's backward: the input gradient subtracts the means, over every process, of the
     output gradient and of its product with the normalised input; weight and bias gradients are this
-    process's (DistributedDataParallel averages them)."""
+    process's (DistributedDataParallel averages them). In float32, with one temporary the size of ``x`` (the
+    normalised input, made into the input gradient in place) and ``grad_y`` in float32 one sample at a time: on
+    GPUs, where every binary layer's BatchNorm is synchronized, float32 copies of the whole batch would raise the
+    peak memory of a step under AMP."""
     mean, _, invstd, total = statistics
     dims, shape = _reduced_dims(x), (1, -1) + (1,) * (x.dim() - 2)
-    x_hat = (x.float() - mean.reshape(shape)) * invstd.reshape(shape)
-    grad = grad_y.float()
-    sums = torch.stack([grad.sum(dim=dims), (grad * x_hat).sum(dim=dims)])
+    x_hat = x.to(torch.float32, copy=True).sub_(mean.reshape(shape)).mul_(invstd.reshape(shape))
+    sample_dims = [d - 1 for d in dims[1:]]
+    sums = torch.zeros(2, x.shape[1], dtype=torch.float32, device=x.device)  # of grad_y, of grad_y * x_hat
+    for n in range(x.shape[0]):
+        grad_n = grad_y[n].float()
+        sums[0] += grad_n.sum(dim=sample_dims)
+        sums[1] += (grad_n * x_hat[n]).sum(dim=sample_dims)
     grad_weight, grad_bias = sums[1].clone() if mask[1] else None, sums[0].clone() if mask[2] else None
     grad_x = None
     if mask[0]:
         dist.all_reduce(sums, group=bn.process_group)
         mean_grad, mean_grad_x_hat = (sums / total).reshape(2, *shape).unbind(0)
-        grad_x = ((grad - mean_grad - x_hat * mean_grad_x_hat) * (bn.weight * invstd).reshape(shape)).to(x.dtype)
+        grad_x = x_hat.mul_(mean_grad_x_hat).neg_().sub_(mean_grad)
+        for n in range(x.shape[0]):
+            grad_x[n] += grad_y[n]
+        grad_x = grad_x.mul_((bn.weight * invstd).reshape(shape)).to(x.dtype)
     return grad_x, grad_weight, grad_bias
 
 

@@ -12,12 +12,14 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from model.binconv import BinConv3d, synchronize_binary_batch_norms
+from model.binconv import BinConv3d, batch_norm_backward, batch_norm_forward, synchronize_binary_batch_norms
 from tests.fixtures import run_two_processes, write_vimeo
 from tests.test_training_survives_a_kill import finish, training_process, wait_for_mid_epoch_checkpoint
 from training import main
-from training.trainer import process_batch
+from training.distributed import Runtime
+from training.trainer import check_same_checkpoint, process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EPOCHS, BATCH = 4, 2, 2
@@ -44,6 +46,13 @@ def recorded_steps(folder, ranks):
     records = [json.loads((folder / f"samples_rank{rank}.json").read_text())["epochs"] for rank in range(ranks)]
     return {epoch: [sorted(s for record in records for s in record[epoch][step])
                     for step in range(len(records[0][epoch]))] for epoch in records[0]}
+
+
+def epoch_losses(folder):
+    """{epoch: the training loss logged for it} from a run's TensorBoard events."""
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars("train/loss")}
 
 
 def load(path):
@@ -108,6 +117,39 @@ def test_binary_layers_normalise_two_processes_half_batches_as_one_process_the_w
     torch.testing.assert_close(ranks[0]["running_var"], layer.bn.running_var, rtol=1e-5, atol=1e-6)
 
 
+def peak_new_bytes(profile):
+    """The most bytes that the operations ``profile`` recorded (``profile_memory``) held at once."""
+    changes = sorted((event.time_range.start, event.cpu_memory_usage if event.name == "[memory]"
+                      else event.self_cpu_memory_usage) for event in profile.events())
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def test_the_synchronized_backward_of_a_low_precision_batch_keeps_at_most_two_float32_copies_of_it(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:  # on GPUs under AMP every binary layer's BatchNorm is synchronized: a bfloat16 batch, one process
+        layer = _layer()
+        synchronize_binary_batch_norms(layer)
+        batch = torch.randn(4, 6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 + 0.5
+        x = batch.to(torch.bfloat16)
+        grad_y = torch.linspace(-1, 1, x.numel()).view_as(x).to(torch.bfloat16)
+        _, mode, statistics = batch_norm_forward(layer.bn, x)
+        assert mode == "synchronized"
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                     profile_memory=True) as profile:
+            grad_x, _, _ = batch_norm_backward(layer.bn, grad_y, x, mode, statistics, (True, True, True))
+    finally:
+        torch.distributed.destroy_process_group()
+    assert peak_new_bytes(profile) <= 2 * 4 * x.numel()  # it held five float32 copies before
+    reference = x.float().requires_grad_()
+    torch.nn.functional.batch_norm(reference, None, None, layer.bn.weight, layer.bn.bias, True).backward(
+        grad_y.float())
+    torch.testing.assert_close(grad_x.float(), reference.grad, rtol=2e-2, atol=2e-2)  # bfloat16's precision
+
+
 @pytest.fixture(scope="module")
 def stopped_mid_epoch(vimeo, tmp_path_factory):
     """A one-process run killed after a mid-epoch checkpoint: (its checkpoint folder, epoch, step)."""
@@ -135,6 +177,8 @@ def test_a_run_stopped_mid_epoch_on_one_process_resumes_on_two_with_the_samples_
     rates = [[line.split()[5] for line in (path / "results.txt").read_text().splitlines()]
              for path in (folder / "run", one_process[0])]
     assert rates[0][-1] == rates[1][-1]
+    losses = [epoch_losses(path / "tensorboard") for path in (folder / "run", one_process[0])]
+    assert losses[0][epochs_done + 1] == pytest.approx(losses[1][epochs_done + 1], rel=1e-4)  # its samples' mean
 
 
 def test_a_mid_epoch_resume_at_another_batch_size_is_refused_in_one_line(vimeo, stopped_mid_epoch, capsys):
@@ -154,3 +198,34 @@ def test_a_batch_that_the_processes_cannot_share_evenly_is_one_line():
     message = str(error.value)
     assert "--batch_size 3" in message and "multiple of 2" in message and "use 2 or 4" in message
     assert "\n" not in message
+
+
+def _check_resumed(rank, init_file, cases, out_file):
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    runtime, answers = Runtime(device=torch.device("cpu"), rank=rank, world_size=2), []
+    for checkpoints in cases:  # (rank 0's, rank 1's)
+        try:
+            check_same_checkpoint(runtime, checkpoints[rank])
+            answers.append("same")
+        except ValueError as error:
+            answers.append(str(error))
+    out_file.write_text(json.dumps(answers))
+    torch.distributed.destroy_process_group()
+
+
+def test_processes_that_read_different_checkpoints_to_resume_are_refused_on_every_rank_in_one_line(tmp_path):
+    weights = {"conv.weight": torch.ones(2, 3), "bn.num_batches_tracked": torch.tensor(4)}
+    run = {"epoch": 2, "epoch_step": 1, "state_dict": weights}
+    stale = {"epoch": 1, "epoch_step": 3, "state_dict": weights}  # an older copy on another node
+    retrained = dict(run, state_dict=dict(weights, **{"conv.weight": torch.full((2, 3), 2.0)}))
+    cases = [(run, dict(run)), (run, stale), (run, retrained)]
+    outputs = [tmp_path / f"rank{rank}.json" for rank in range(2)]
+    run_two_processes(_check_resumed, lambda rank: (tmp_path / "init", cases, outputs[rank]))
+    answers = [json.loads(path.read_text()) for path in outputs]
+    assert answers[0] == answers[1]  # every rank stops, none waits for the others
+    same, older, other = answers[0]
+    assert same == "same"
+    assert "rank 0: epoch 2, step 1; rank 1: epoch 1, step 3" in older and "--checkpoint_dir" in older
+    assert "rank 1: epoch 2, step 1, or other weights" in other
+    assert "\n" not in older + other

@@ -93,3 +93,25 @@ def test_every_loss_term_is_zero_for_a_perfect_prediction_and_positive_otherwise
 def test_bad_loss_strings_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_loss_string(spec)
+
+
+def test_the_evaluation_loss_is_the_mean_over_samples_whatever_the_batches():
+    from evaluation import evaluate
+
+    class Blend(torch.nn.Module):
+        config = {"n_inputs": 4, "n_outputs": 1}
+
+        def forward(self, frames):
+            return [(frames[1] + frames[2]) / 2]
+
+    windows = [([frame(10 * s + k, (1, 3, 32, 32)) for k in range(4)], [frame(10 * s + 5, (1, 3, 32, 32))])
+               for s in range(5)]
+
+    def batches(size):  # 5 samples in batches of ``size``: a short last batch unless it divides 5
+        return [([torch.cat([w[0][k] for w in windows[i:i + size]]) for k in range(4)],
+                 [torch.cat([w[1][0] for w in windows[i:i + size]])]) for i in range(0, 5, size)]
+
+    criterion = Loss("1*L1+0.1*SSIM")
+    cpu = torch.device("cpu")
+    losses = [evaluate(Blend(), batches(size), cpu, criterion, progress=False).loss for size in (1, 2, 5)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6) and losses[2] == pytest.approx(losses[0], rel=1e-6)

@@ -34,6 +34,14 @@ def test_main_bin_alone_runs_the_demo_recipe_and_flags_override_it():
     assert (overridden.lr, overridden.base_channels, overridden.crop_size) == (0.01, 8, 64)
 
 
+def test_a_recipes_data_workers_share_the_nodes_cpus_among_its_training_processes(monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    assert resolved("--recipe", "flavr").num_workers == min(4, cpus)  # FLAVR's 4 workers, capped at the CPUs
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cpus))  # torchrun: more processes on this node than CPUs
+    assert resolved("--recipe", "flavr").num_workers == 1
+    assert resolved("--recipe", "flavr", "--num_workers", "3").num_workers == 3  # the user's number stands
+
+
 def test_a_named_recipe_sets_data_set_factor_and_model():
     args = resolved("--recipe", "gopro_8x")
     assert (args.dataset, args.n_outputs, args.arch, args.batch_size, args.lr) == ("gopro", 7, "binary", 32, 2e-4)

@@ -42,3 +42,17 @@ def test_torchrun_two_cpu_processes_train_disjoint_shards_into_one_model(tmp_pat
     assert saved.keys() == rank1.keys()
     for key, value in rank1.items():
         assert torch.equal(saved[key], value), key
+
+
+def test_a_rank_that_fails_mid_epoch_stops_the_whole_job_with_its_one_line_error(tmp_path):
+    write_vimeo(tmp_path / "vimeo", n_seqs=4)
+    (tmp_path / "vimeo/sequences/00001/0003/im4.png").write_bytes(b"not a PNG")  # one rank reads it in step 1 or 2
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "main_bin_ddp.py", "--dataset", "vimeo90K_septuplet", "--data_root", str(tmp_path / "vimeo"),
+               "--crop_size", "32", "--batch_size", "2", "--max_epoch", "1", "--num_workers", "0",
+               "--progress", "False", "--cuda", "False", "--checkpoint_dir", str(tmp_path / "runs"), "--exp_name", "ddp"]
+    process = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)  # the other rank waits
+    assert process.returncode != 0  # in a collective for the failed one: torchrun stops it
+    errors = [line for line in process.stderr.splitlines() if "error: unreadable image" in line]
+    assert len(errors) == 1 and "0003/im4.png" in errors[0] and "--skip_unreadable True" in errors[0], process.stderr
+    assert not (tmp_path / "runs/ddp/checkpoint.pth").exists()

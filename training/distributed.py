@@ -60,6 +60,14 @@ class Runtime:
         dist.all_reduce(tensor, op=op)
         return tensor.item()
 
+    def sums(self, values):
+        """The element-wise sums of every rank's list of floats ``values`` (the same length on every rank)."""
+        if not self.distributed:
+            return list(values)
+        totals = torch.tensor(values, dtype=torch.float64, device=self._collective_device())
+        dist.all_reduce(totals)
+        return totals.tolist()
+
     def mean(self, value):
         """The mean of a Python float over the ranks."""
         if not self.distributed:
@@ -137,7 +145,9 @@ def torchrun_runtime(cuda=None, timeout_minutes=30):
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def shutdown(runtime):
-    """Leave the process group, if this process joined one."""
-    if runtime is not None and dist.is_initialized():
+def shutdown(runtime, clean=True):
+    """Leave the process group, if this process joined one, after a ``clean`` run. After an error the process exits
+    without leaving it: destroying an NCCL group while other ranks wait in a collective can hang this one too, and
+    torchrun stops the other ranks only once one has exited."""
+    if clean and runtime is not None and dist.is_initialized():
         dist.destroy_process_group()

@@ -114,8 +114,8 @@ def _data_options(parser):
     group.add_argument("--frame_cache", help="read GoPro / DAVIS clips from this frame cache, which cache_frames.py "
                        "writes (decoded once: crops without decoding PNGs; train and validation sets alike)")
     group.add_argument("--num_workers", type=int, help="data loading processes per training process, kept "
-                       "between epochs (a recipe's count is capped at the CPU count; benchmarks/bench_data.py says "
-                       "how many a GPU needs)")
+                       "between epochs (a recipe's count is capped at the CPUs per training process on the node; "
+                       "benchmarks/bench_data.py says how many a GPU needs)")
     group.add_argument("--skip_unreadable", type=true_or_false, metavar="True|False",
                        help="a training sample whose frames cannot be read (corrupt or missing) is replaced by the "
                        "next readable one, logged and counted (train.log, results.txt) instead of stopping the run "
@@ -348,9 +348,10 @@ def _fill_defaults(args):
 
 
 def _usable_cpus():
-    """CPUs this process may use (a recipe's data workers are capped at it)."""
+    """CPUs this process may use (a recipe's data workers are capped at it): its share of the node's when torchrun
+    starts several training processes there (``LOCAL_WORLD_SIZE``), whose data workers share those CPUs."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cpus or 1
+    return max(1, (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _require(condition, message):

@@ -175,8 +175,30 @@ class StepLosses:
         total, count = self.sums.get(name, (0.0, 0))
         return total / count if count else 0.0
 
-    def state(self):
-        return {name: list(value) for name, value in self.sums.items()}
+    def state(self, runtime):
+        """``sums`` over every process together (a collective): what a checkpoint keeps of the epoch so far."""
+        names = sorted(self.sums)
+        totals = runtime.sums([value for name in names for value in self.sums[name]])
+        return {name: [totals[2 * i], int(totals[2 * i + 1])] for i, name in enumerate(names)}
+
+    def means(self, runtime):
+        """Each term's mean over the samples of every process (a collective)."""
+        return {name: total / count if count else 0.0 for name, (total, count) in self.state(runtime).items()}
+
+
+def check_same_checkpoint(runtime, checkpoint):
+    """ValueError on every process unless all of them read the same training ``checkpoint`` (its position and weights):
+    DistributedDataParallel copies rank 0's weights once, never the optimiser's state or the position in the run, so a
+    node that reads another file (no shared ``--checkpoint_dir``, a stale copy) would train apart from the others."""
+    state = checkpoint["state_dict"]
+    weights = sum(float(value.double().sum()) for value in state.values() if value.is_floating_point())
+    marks = runtime.gather((checkpoint["epoch"], checkpoint.get("epoch_step", 0), weights))
+    differing = [rank for rank, mark in enumerate(marks) if mark != marks[0]]
+    if differing:
+        (epoch, step, _), (other_epoch, other_step, _) = marks[0], marks[differing[0]]
+        raise ValueError(f"the processes resumed from different checkpoints (rank 0: epoch {epoch}, step {step}; "
+                         f"rank {differing[0]}: epoch {other_epoch}, step {other_step}, or other weights): give every "
+                         "node the same --resume file, e.g. a --checkpoint_dir on a file system they share")
 
 
 @dataclass
@@ -222,6 +244,7 @@ class Trainer:
     def restore(self, checkpoint, path):
         """Continue the run ``checkpoint`` (a ``training_checkpoint``, read from ``path``) saved, exactly,
         with any number of processes (``check_resumable`` has checked the batch of a mid-epoch one)."""
+        check_same_checkpoint(self.runtime, checkpoint)
         self.last_checkpoint = path
         self.raw_model.load_state_dict(checkpoint["state_dict"])
         load_optimizer_state(self.optimizer, checkpoint["optimizer"])
@@ -235,7 +258,7 @@ class Trainer:
                         "--max_epoch): --lr_decay_steps %d keeps its schedule", self.total_steps, saved_steps,
                         saved_steps)
         self.epoch_step = checkpoint.get("epoch_step", 0)
-        self.epoch_meters = checkpoint.get("epoch_meters", {})
+        self.epoch_meters = checkpoint.get("epoch_meters", {}) if self.runtime.is_main else {}  # all processes' sums
         rng = checkpoint["rng"]
         if len(rng) != self.runtime.world_size:
             log.info("the checkpoint was written by %d process%s, this run has %d: the samples continue where "
@@ -393,7 +416,7 @@ class Trainer:
         ``--resume`` continues exactly here, with any number of processes."""
         losses.sync(self.runtime, epoch)
         self._save_training_state(epoch - 1, f"epoch {epoch}, step {step}", epoch_step=step,
-                                  global_batch=self.args.batch_size, epoch_meters=losses.state())
+                                  global_batch=self.args.batch_size, epoch_meters=losses.state(self.runtime))
         log.debug("saved epoch %d, step %d to %s", epoch, step, self.last_checkpoint)
 
     def _save_training_state(self, epochs_done, where, **position):
@@ -498,7 +521,7 @@ class Trainer:
         for epoch in range(self.epoch + 1, self.args.max_epoch + 1):
             losses = self.train_epoch(epoch)
             losses.sync(self.runtime, epoch)
-            train_losses = {name: self.runtime.mean(losses.average(name)) for name in losses.sums}
+            train_losses = losses.means(self.runtime)
             self.runtime.broadcast_buffers(self.raw_model)
             validate = epoch % self.args.val_freq == 0 or epoch == self.args.max_epoch
             self.end_epoch(epoch, train_losses, self.validate(self.val_loader, epoch) if validate else None)
@@ -689,6 +712,7 @@ def main(argv=None, distributed=False, prog=None):
     args = build_parser(prog, description).parse_args(argv)
     handler, previous_level = _console_logging(logging.INFO)
     runtime = trainer = None
+    clean = False
     try:
         check_torch_version()
         resolve_options(args)
@@ -701,6 +725,7 @@ def main(argv=None, distributed=False, prog=None):
             trainer.fit()
         finally:
             trainer.experiment.close()
+        clean = True
     except ValueError as error:  # bad input: DatasetError and ModelFileError are ValueErrors too
         _report(one_line(error), runtime)
         return EXIT_BAD_INPUT
@@ -723,7 +748,7 @@ def main(argv=None, distributed=False, prog=None):
                 f"{args.checkpoint_dir}/{args.exp_name}/)", runtime)
         return EXIT_INTERRUPTED
     finally:
-        shutdown(runtime)
+        shutdown(runtime, clean)
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(previous_level)
     if runtime.is_main:
