@@ -18,7 +18,7 @@ from model.binconv import BinConv3d, batch_norm_backward, batch_norm_forward, sy
 from tests.fixtures import run_two_processes, write_vimeo
 from tests.test_training_survives_a_kill import finish, training_process, wait_for_mid_epoch_checkpoint
 from training import main
-from training.distributed import Runtime
+from training.distributed import Runtime, cuda_index
 from training.trainer import check_same_checkpoint, process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,3 +229,12 @@ def test_processes_that_read_different_checkpoints_to_resume_are_refused_on_ever
     assert "rank 0: epoch 2, step 1; rank 1: epoch 1, step 3" in older and "--checkpoint_dir" in older
     assert "rank 1: epoch 2, step 1, or other weights" in other
     assert "\n" not in older + other
+
+
+def test_each_process_takes_its_local_ranks_gpu_or_the_one_its_launcher_gave_it_and_too_few_gpus_are_one_line():
+    assert [cuda_index(rank, 4) for rank in range(4)] == [0, 1, 2, 3]  # torchrun: every process sees the node's
+    assert cuda_index(3, 1, "3") == 0 and cuda_index(1, 1, "GPU-5d6c") == 0  # Slurm --gpus-per-task: one GPU each
+    for local_rank, count, visible in ((1, 1, None), (1, 1, ""), (2, 2, "0,1")):
+        with pytest.raises(ValueError) as error:
+            cuda_index(local_rank, count, visible)
+        assert "lower --nproc_per_node" in str(error.value) and f"LOCAL_RANK {local_rank}" in str(error.value)
