@@ -19,7 +19,7 @@ from tests.fixtures import run_two_processes, write_vimeo
 from tests.test_training_survives_a_kill import finish, training_process, wait_for_mid_epoch_checkpoint
 from training import main
 from training.distributed import Runtime, cuda_index
-from training.trainer import check_same_checkpoint, process_batch
+from training.trainer import StepLosses, check_same_checkpoint, process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EPOCHS, BATCH = 4, 2, 2
@@ -233,8 +233,28 @@ def test_processes_that_read_different_checkpoints_to_resume_are_refused_on_ever
 
 def test_each_process_takes_its_local_ranks_gpu_or_the_one_its_launcher_gave_it_and_too_few_gpus_are_one_line():
     assert [cuda_index(rank, 4) for rank in range(4)] == [0, 1, 2, 3]  # torchrun: every process sees the node's
-    assert cuda_index(3, 1, "3") == 0 and cuda_index(1, 1, "GPU-5d6c") == 0  # Slurm --gpus-per-task: one GPU each
-    for local_rank, count, visible in ((1, 1, None), (1, 1, ""), (2, 2, "0,1")):
+    srun = dict(torchrun=False)  # srun --gpus-per-task: each process sees its own GPU alone
+    assert cuda_index(3, 1, "3", **srun) == 0 and cuda_index(1, 1, "GPU-5d6c", **srun) == 0
+    for local_rank, count, visible, launcher in ((1, 1, None, srun), (1, 1, "", srun), (2, 2, "0,1", srun),
+                                                 (1, 1, "0", {})):  # torchrun's 2 processes, one GPU
         with pytest.raises(ValueError) as error:
-            cuda_index(local_rank, count, visible)
+            cuda_index(local_rank, count, visible, **launcher)
         assert "lower --nproc_per_node" in str(error.value) and f"LOCAL_RANK {local_rank}" in str(error.value)
+
+
+def _sum_losses(rank, init_file, cases, out_file):
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=2)
+    out_file.write_text(json.dumps([StepLosses(sums[rank]).state(runtime) for sums in cases]))
+    torch.distributed.destroy_process_group()
+
+
+def test_loss_sums_add_up_over_the_processes_whatever_terms_each_one_holds(tmp_path):
+    cases = [({"loss": [1.0, 2]}, {"loss": [3.0, 2]}),
+             ({"loss": [1.0, 2], "distill": [0.5, 2]}, {"loss": [3.0, 2]}),  # a term one process has not logged
+             ({"loss": [1.0, 2]}, {})]  # resumed with no step left: rank 0 alone holds the saved sums
+    outputs = [tmp_path / f"rank{rank}.json" for rank in range(2)]
+    run_two_processes(_sum_losses, lambda rank: (tmp_path / "init", cases, outputs[rank]))
+    expected = [{"loss": [4.0, 4]}, {"distill": [0.5, 2], "loss": [4.0, 4]}, {"loss": [1.0, 2]}]
+    assert [json.loads(path.read_text()) for path in outputs] == [expected, expected]

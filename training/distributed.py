@@ -121,12 +121,12 @@ def single_process_runtime(cuda=None):
     return Runtime(device=device)
 
 
-def cuda_index(local_rank, device_count, visible_devices=None):
+def cuda_index(local_rank, device_count, visible_devices=None, torchrun=True):
     """The GPU (index among the ``device_count`` this process sees) of the process with ``local_rank``: its own on a
-    node whose GPUs every process sees (torchrun), the one it sees where the launcher gave each process its own
-    (``CUDA_VISIBLE_DEVICES``, ``visible_devices``, naming one GPU: Slurm's --gpus-per-task); ValueError for more
-    processes than GPUs."""
-    if device_count == 1 and visible_devices and "," not in visible_devices:
+    node whose GPUs every process sees (``torchrun``), the one it sees where another launcher gave each process its
+    own (``CUDA_VISIBLE_DEVICES``, ``visible_devices``, naming one: Slurm's ``srun --gpus-per-task``); ValueError for
+    more processes than GPUs."""
+    if not torchrun and device_count == 1 and visible_devices and "," not in visible_devices:
         return 0
     if local_rank >= device_count:
         raise ValueError(f"LOCAL_RANK {local_rank} but this node has {device_count} GPU(s): lower --nproc_per_node")
@@ -146,7 +146,8 @@ def torchrun_runtime(cuda=None, timeout_minutes=30):
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if device.type == "cuda":
         device = torch.device("cuda", cuda_index(local_rank, torch.cuda.device_count(),
-                                                 os.environ.get("CUDA_VISIBLE_DEVICES")))
+                                                 os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                 torchrun="TORCHELASTIC_RUN_ID" in os.environ))
         torch.cuda.set_device(device)  # no init_process_group(device_id=...): reported to hang NCCL on torch 2.6-2.7.0
         dist.init_process_group("nccl", rank=rank, world_size=world_size, timeout=timeout)
     else:

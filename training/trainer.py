@@ -35,6 +35,7 @@ is kept); 4 the experiment folder could not be written (the previous checkpoint 
 ran out of memory (the last checkpoint is kept); 130 interrupted.
 """
 import contextlib
+import hashlib
 import itertools
 import logging
 import math
@@ -176,9 +177,11 @@ class StepLosses:
         return total / count if count else 0.0
 
     def state(self, runtime):
-        """``sums`` over every process together (a collective): what a checkpoint keeps of the epoch so far."""
-        names = sorted(self.sums)
-        totals = runtime.sums([value for name in names for value in self.sums[name]])
+        """``sums`` over every process together (a collective): what a checkpoint keeps of the epoch so far. The
+        terms are every process's (after a resume rank 0 alone holds the saved ones, and a resumed run may log
+        other terms), each summed over the processes that have it."""
+        names = sorted({name for names in runtime.gather(sorted(self.sums)) for name in names})
+        totals = runtime.sums([value for name in names for value in self.sums.get(name, (0.0, 0))])
         return {name: [totals[2 * i], int(totals[2 * i + 1])] for i, name in enumerate(names)}
 
     def means(self, runtime):
@@ -190,9 +193,11 @@ def check_same_checkpoint(runtime, checkpoint):
     """ValueError on every process unless all of them read the same training ``checkpoint`` (its position and weights):
     DistributedDataParallel copies rank 0's weights once, never the optimiser's state or the position in the run, so a
     node that reads another file (no shared ``--checkpoint_dir``, a stale copy) would train apart from the others."""
-    state = checkpoint["state_dict"]
-    weights = sum(float(value.double().sum()) for value in state.values() if value.is_floating_point())
-    marks = runtime.gather((checkpoint["epoch"], checkpoint.get("epoch_step", 0), weights))
+    weights = hashlib.sha256()
+    for name, value in sorted(checkpoint["state_dict"].items()):
+        weights.update(name.encode())
+        weights.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    marks = runtime.gather((checkpoint["epoch"], checkpoint.get("epoch_step", 0), weights.hexdigest()))
     differing = [rank for rank, mark in enumerate(marks) if mark != marks[0]]
     if differing:
         (epoch, step, _), (other_epoch, other_step, _) = marks[0], marks[differing[0]]
