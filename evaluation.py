@@ -70,11 +70,10 @@ class FrameScores:
 
 @dataclass
 class EvalResult(FrameScores):
-    """``FrameScores`` plus the loss, batch and timing sums of ``evaluate``; ``loss`` and
+    """``FrameScores`` plus the loss, sample and timing sums of ``evaluate``; ``loss`` and
     ``seconds_per_sample`` are means over samples (the same whatever the batches: N processes' shards, a last
     batch that is short)."""
     loss_sum: float = 0.0
-    batches: int = 0
     samples: int = 0
     model_seconds: float = 0.0
 
@@ -139,7 +138,6 @@ def evaluate(model, loader, device, criterion=None, binop=None, progress=True, o
                 result.loss_sum += float(criterion(preds, targets)[0]) * inputs[0].shape[0]
             for pred, target in zip(preds, targets):
                 result.add_frames(pred, target)
-            result.batches += 1
             result.samples += inputs[0].shape[0]
             if on_prediction is not None:
                 on_prediction(index, [p.clamp(0, 1) for p in preds], targets)

@@ -199,9 +199,11 @@ def set_aside(folder):
     return aside
 
 
-def option_value(options, flag):
+def option_value(options, flag, default=None):
     """The value of the last ``flag`` in a main_bin.py option list (a configuration's own options come
-    after the shared budget's and override them, as in argparse)."""
+    after the shared budget's and override them, as in argparse); ``default`` where it is not there."""
+    if flag not in options:
+        return default
     return options[len(options) - 1 - options[::-1].index(flag) + 1]
 
 
@@ -355,12 +357,12 @@ def prior_of(config):
     plain matching prior, else named by the half motion ("dis", "dis_fused"; a quadratic prior by its own name), then
     the warping and dead zone where not the defaults (e.g. "dis_fused_bicubic_dz0.35"); None without a prior."""
     flags = GRID[config][1]
-    motion_prior = option_value(flags, "--motion_prior") if "--motion_prior" in flags else "none"
+    motion_prior = option_value(flags, "--motion_prior", "none")
     prior = motion_prior if motion_prior in QUADRATIC_PRIORS else HALF_MOTION_OF.get(motion_prior)
     if prior is None:
         return None
-    interpolation = option_value(flags, "--warp_interpolation") if "--warp_interpolation" in flags else "bilinear"
-    dead_zone = float(option_value(flags, "--prior_dead_zone")) if "--prior_dead_zone" in flags else 0.0
+    interpolation = option_value(flags, "--warp_interpolation", "bilinear")
+    dead_zone = float(option_value(flags, "--prior_dead_zone", 0.0))
     return (prior + (f"_{interpolation}" if interpolation != "bilinear" else "")
             + (f"_dz{dead_zone:g}" if dead_zone else ""))
 

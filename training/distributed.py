@@ -68,14 +68,6 @@ class Runtime:
         dist.all_reduce(totals)
         return totals.tolist()
 
-    def mean(self, value):
-        """The mean of a Python float over the ranks."""
-        if not self.distributed:
-            return value
-        total = torch.tensor([value], dtype=torch.float64, device=self._collective_device())
-        dist.all_reduce(total)
-        return float(total) / self.world_size
-
     def gather(self, obj):
         """Every rank's ``obj`` (picklable), as a list indexed by rank."""
         if not self.distributed:

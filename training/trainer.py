@@ -193,6 +193,8 @@ def check_same_checkpoint(runtime, checkpoint):
     """ValueError on every process unless all of them read the same training ``checkpoint`` (its position and weights):
     DistributedDataParallel copies rank 0's weights once, never the optimiser's state or the position in the run, so a
     node that reads another file (no shared ``--checkpoint_dir``, a stale copy) would train apart from the others."""
+    if not runtime.distributed:
+        return
     weights = hashlib.sha256()
     for name, value in sorted(checkpoint["state_dict"].items()):
         weights.update(name.encode())
